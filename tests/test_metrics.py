@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from segbench.metrics import confusion_matrix, scores
+
+
+def test_confusion_matrix_rows_are_ground_truth_and_void_is_ignored():
+    gt = np.array([[0, 0, 1], [1, 2, 255]])
+    pred = np.array([[0, 1, 1], [1, 0, 2]])
+    hist = confusion_matrix(gt, pred, 3)
+    assert hist.dtype == np.int64
+    np.testing.assert_array_equal(hist, [[1, 1, 0], [0, 2, 0], [1, 0, 0]])
+
+
+def test_confusion_matrix_ignores_any_ground_truth_outside_the_class_range():
+    hist = confusion_matrix(np.array([-1, 3, 7, 1]), np.array([0, 0, 0, 1]), 3)
+    assert hist.sum() == 1 and hist[1, 1] == 1
+
+
+def test_confusion_matrix_rejects_bad_predictions_and_shapes():
+    with pytest.raises(ValueError, match="predictions must lie in 0..2"):
+        confusion_matrix(np.array([0, 1]), np.array([0, 3]), 3)
+    with pytest.raises(ValueError, match="shape"):
+        confusion_matrix(np.zeros((2, 2)), np.zeros((2, 3)), 3)
+
+
+def test_scores_known_answer():
+    # rows = ground truth; class 2 absent from gt and never predicted -> NaN, skipped by nanmean
+    hist = np.array([[6, 2, 0], [1, 1, 0], [0, 0, 0]])
+    s = scores(hist)
+    assert s["pixel_acc"] == pytest.approx(7 / 10)
+    assert s["mean_acc"] == pytest.approx((6 / 8 + 1 / 2) / 2)
+    iu0, iu1 = 6 / (8 + 7 - 6), 1 / (2 + 3 - 1)
+    assert s["mean_iu"] == pytest.approx((iu0 + iu1) / 2)
+    assert s["fw_iu"] == pytest.approx(0.8 * iu0 + 0.2 * iu1)
+    assert np.isnan(s["per_class_iu"][2])
+
+
+def test_class_absent_from_ground_truth_but_predicted_counts_as_zero():
+    hist = np.array([[3, 1], [0, 0]])  # class 1 never in gt, predicted once
+    s = scores(hist)
+    assert s["per_class_iu"] == [pytest.approx(0.75), 0.0]
+    assert s["mean_iu"] == pytest.approx(0.375)
+    assert s["mean_acc"] == pytest.approx(0.75)
+
+
+def test_scores_restricted_to_present_classes():
+    hist = np.array([[3, 1], [0, 0]])
+    assert scores(hist, classes=[0])["mean_iu"] == pytest.approx(0.75)
+
+
+def test_dataset_level_histogram_differs_from_per_image_average():
+    a = confusion_matrix(np.array([0, 0, 0, 1]), np.array([0, 0, 0, 0]), 2)
+    b = confusion_matrix(np.array([1]), np.array([1]), 2)
+    pooled = scores(a + b)["mean_iu"]
+    per_image = np.nanmean([scores(a)["mean_iu"], scores(b)["mean_iu"]])
+    assert pooled == pytest.approx((3 / 4 + 1 / 2) / 2)
+    assert per_image != pytest.approx(pooled)
