@@ -1,0 +1,181 @@
+"""Procedural objects for the synthetic datasets: 20 classes, each with its own shape family,
+texture and colour statistics, so that a network has to look at shape and texture, not colour alone.
+
+Class ``c`` (1..20) is defined by three independent properties (see :func:`class_spec`):
+
+- a shape family (ellipse, box, triangle, star, ring, cross, crescent, diamond) and a variant of it
+  (aspect ratio, number of star points),
+- a number of thin parts (legs or antennae one or two pixels wide, which a stride-32 output cannot
+  resolve but a stride-8 one can),
+- a texture (stripes, checks, dots, gradient, blotches) that mixes two palette colours.
+
+Palette colours are shared between classes (each colour is used by five classes), so colour alone
+never identifies a class. Scenes place one to three objects that may occlude each other on a
+textured background. Everything is deterministic given a ``numpy.random.Generator``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NUM_OBJECT_CLASSES = 20
+SHAPES = ("ellipse", "box", "triangle", "star", "ring", "cross", "crescent", "diamond")
+TEXTURES = ("stripes", "checks", "dots", "gradient", "blotches")
+PALETTE = np.array(
+    [[200, 40, 40], [40, 160, 60], [50, 70, 200], [220, 200, 50],
+     [170, 60, 190], [40, 190, 200], [230, 130, 40], [120, 120, 120]],
+    dtype=np.float64,
+)
+
+
+def class_spec(c: int) -> dict:
+    """The fixed properties of object class ``c`` in 1..20."""
+    if not 1 <= c <= NUM_OBJECT_CLASSES:
+        raise ValueError(f"object class must be in 1..{NUM_OBJECT_CLASSES}, got {c}")
+    k = c - 1
+    return {
+        "shape": SHAPES[k % len(SHAPES)],
+        "variant": k // len(SHAPES),  # 0, 1 or 2
+        "thin_parts": (k * 7) % 4,  # 0..3 legs/antennae
+        "texture": TEXTURES[(k * 3) % len(TEXTURES)],
+        "colours": (PALETTE[(k * 3) % len(PALETTE)], PALETTE[(k * 5 + 1) % len(PALETTE)]),
+    }
+
+
+def _shape_mask(shape: str, variant: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test of a shape in local coordinates where the shape spans about [-1, 1]^2."""
+    aspect = (1.0, 0.6, 0.8)[variant]
+    r = np.hypot(u, v / aspect)
+    theta = np.arctan2(v, u)
+    if shape == "ellipse":
+        return r <= 1.0
+    if shape == "box":
+        return (np.abs(u) <= 0.9) & (np.abs(v) <= 0.9 * aspect)
+    if shape == "triangle":
+        return (v <= 0.8 * aspect) & (v >= 1.7 * np.abs(u) - 0.9)
+    if shape == "star":
+        points = (5, 4, 6)[variant]
+        return np.hypot(u, v) <= 0.55 + 0.4 * np.cos(points * theta)
+    if shape == "ring":
+        return (r <= 1.0) & (r >= (0.55, 0.4, 0.65)[variant])
+    if shape == "cross":
+        arm = (0.3, 0.22, 0.38)[variant]
+        return ((np.abs(u) <= arm) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= arm) & (np.abs(u) <= 1.0))
+    if shape == "crescent":
+        return (np.hypot(u, v) <= 1.0) & (np.hypot(u - (0.5, 0.35, 0.65)[variant], v) > 0.75)
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) / aspect <= 1.0
+    raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+
+
+def _texture(texture: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mixing weight in [0, 1] between the two class colours."""
+    freq = rng.uniform(5.0, 8.0)
+    if texture == "stripes":
+        return 0.5 + 0.5 * np.sign(np.sin(freq * u))
+    if texture == "checks":
+        return 0.5 + 0.5 * np.sign(np.sin(freq * u) * np.sin(freq * v))
+    if texture == "dots":
+        return ((np.mod(u * freq / 3, 1.0) - 0.5) ** 2 + (np.mod(v * freq / 3, 1.0) - 0.5) ** 2 < 0.08) * 1.0
+    if texture == "gradient":
+        return np.clip(0.5 + 0.5 * v, 0.0, 1.0)
+    if texture == "blotches":
+        return (_smooth_noise(u.shape, rng, cells=4) > 0.5) * 1.0
+    raise ValueError(f"unknown texture {texture!r}; expected one of {TEXTURES}")
+
+
+def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, cells: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1]: a coarse random grid, bilinearly upsampled."""
+    h, w = shape
+    grid = rng.random((cells + 1, cells + 1))
+    ys = np.linspace(0, cells, h, endpoint=False)
+    xs = np.linspace(0, cells, w, endpoint=False)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
+    g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
+    return (g00 * (1 - fy) * (1 - fx) + g01 * (1 - fy) * fx + g10 * fy * (1 - fx) + g11 * fy * fx)
+
+
+def _thin_parts(n: int, u: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
+    """``n`` straight legs or antennae about 1.5 pixels wide, radiating from the shape's edge."""
+    mask = np.zeros(u.shape, dtype=bool)
+    half_width = 0.75 / scale  # in local units: 0.75 px either side of the centre line
+    for i in range(n):
+        angle = np.pi / 2 + (i - (n - 1) / 2) * 0.6  # fanned out below the object
+        d = np.array([np.cos(angle), np.sin(angle)])
+        along = u * d[0] + v * d[1]
+        across = np.abs(-u * d[1] + v * d[0])
+        mask |= (across <= half_width) & (along >= 0.6) & (along <= 1.6)
+    return mask
+
+
+def draw_object(canvas: np.ndarray, label: np.ndarray, c: int, *, center: tuple[float, float],
+                radius: float, angle: float, rng: np.random.Generator) -> None:
+    """Paint object class ``c`` into ``canvas`` (H x W x 3 float) and ``label`` (H x W uint8) in place."""
+    spec = class_spec(c)
+    h, w = label.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    dy, dx = (yy - center[0]) / radius, (xx - center[1]) / radius
+    cos, sin = np.cos(angle), np.sin(angle)
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+    mask = _shape_mask(spec["shape"], spec["variant"], u, v) | _thin_parts(spec["thin_parts"], u, v, radius)
+    mix = _texture(spec["texture"], u, v, rng)[..., None]
+    jitter = rng.normal(0.0, 25.0, size=(2, 3))  # per-object colour jitter
+    c1, c2 = spec["colours"][0] + jitter[0], spec["colours"][1] + jitter[1]
+    colour = c1 * (1 - mix) + c2 * mix
+    canvas[mask] = colour[mask]
+    label[mask] = c
+
+
+def render_scene(rng: np.random.Generator, size: int, *, max_objects: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A segmentation sample: uint8 H x W x 3 RGB image and uint8 H x W label (0 = background, 1..20)."""
+    canvas = _background(rng, size)
+    label = np.zeros((size, size), dtype=np.uint8)
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        c = int(rng.integers(1, NUM_OBJECT_CLASSES + 1))
+        radius = rng.uniform(0.14, 0.3) * size
+        center = (rng.uniform(0.2, 0.8) * size, rng.uniform(0.2, 0.8) * size)
+        draw_object(canvas, label, c, center=center, radius=radius, angle=rng.uniform(-0.5, 0.5), rng=rng)
+    return _finish(canvas, rng), label
+
+
+def render_classification(rng: np.random.Generator, size: int, c: int) -> np.ndarray:
+    """A classification sample: one object of class ``c`` near the centre, uint8 H x W x 3 RGB."""
+    canvas = _background(rng, size)
+    label = np.zeros((size, size), dtype=np.uint8)
+    radius = rng.uniform(0.22, 0.36) * size
+    center = (rng.uniform(0.35, 0.65) * size, rng.uniform(0.35, 0.65) * size)
+    draw_object(canvas, label, c, center=center, radius=radius, angle=rng.uniform(-0.5, 0.5), rng=rng)
+    return _finish(canvas, rng)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    base = rng.uniform(60, 200, size=3)
+    tint = rng.uniform(-50, 50, size=3)
+    noise = _smooth_noise((size, size), rng, cells=3)[..., None]
+    return base + tint * (2 * noise - 1)
+
+
+def _finish(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    canvas = canvas + rng.normal(0.0, 6.0, size=canvas.shape)  # sensor noise
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+def void_borders(label: np.ndarray, width: int = 1) -> np.ndarray:
+    """VOC-style annotation: pixels within ``width`` of an object boundary become 255 (void)."""
+    out = label.copy()
+    edge = np.zeros(label.shape, dtype=bool)
+    edge[:-1, :] |= label[:-1, :] != label[1:, :]
+    edge[1:, :] |= label[:-1, :] != label[1:, :]
+    edge[:, :-1] |= label[:, :-1] != label[:, 1:]
+    edge[:, 1:] |= label[:, :-1] != label[:, 1:]
+    for _ in range(width - 1):
+        grown = edge.copy()
+        grown[1:, :] |= edge[:-1, :]
+        grown[:-1, :] |= edge[1:, :]
+        grown[:, 1:] |= edge[:, :-1]
+        grown[:, :-1] |= edge[:, 1:]
+        edge = grown
+    out[edge] = 255
+    return out

@@ -1,0 +1,83 @@
+"""The synthetic twin of PASCAL VOC 2011 + SBD, written in the real on-disk formats.
+
+Layout under ``out_dir`` (as the real archives extract)::
+
+    VOCdevkit/VOC2011/JPEGImages/<id>.jpg
+    VOCdevkit/VOC2011/SegmentationClass/<id>.png     palette PNG, 255 on object borders
+    VOCdevkit/VOC2011/ImageSets/Segmentation/{train,val}.txt
+    benchmark_RELEASE/dataset/img/<id>.jpg
+    benchmark_RELEASE/dataset/cls/<id>.mat           GTcls.Segmentation (no void borders, as SBD)
+    benchmark_RELEASE/dataset/{train,val}.txt
+
+Ids look like VOC's (``2008_000123``). As in the real data, part of VOC2011 seg val is also in SBD train,
+so the derived seg11valid is VOC val minus that overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+from tqdm import tqdm
+
+from segbench.data.synth_objects import render_scene, void_borders
+from segbench.data.voc import voc_palette
+
+
+def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n_sbd_val: int = 40,
+               n_voc_train: int = 40, n_voc_val: int = 100, n_overlap: int = 20, seed: int = 0,
+               progress: bool = True) -> Path:
+    """Write the twin and return ``out_dir/manifest.json`` (written last: its presence means complete).
+
+    SBD train has ``n_sbd_train`` images, SBD val ``n_sbd_val``; VOC2011 seg train ``n_voc_train``
+    and seg val ``n_voc_val``, of which ``n_overlap`` are also in SBD train (so seg11valid has
+    ``n_voc_val - n_overlap`` images).
+    """
+    if not 0 <= n_overlap <= min(n_voc_val, n_sbd_train):
+        raise ValueError(f"n_overlap must be in 0..min(n_voc_val, n_sbd_train), got {n_overlap}")
+    out_dir = Path(out_dir)
+    voc = out_dir / "VOCdevkit" / "VOC2011"
+    sbd = out_dir / "benchmark_RELEASE" / "dataset"
+    for d in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation", sbd / "img", sbd / "cls"):
+        d.mkdir(parents=True, exist_ok=True)
+
+    n_unique = n_sbd_train + n_sbd_val + n_voc_train + n_voc_val - n_overlap
+    ids = [f"{2007 + k % 5}_{k:06d}" for k in range(n_unique)]
+    sbd_train = ids[:n_sbd_train]
+    sbd_val = ids[n_sbd_train:n_sbd_train + n_sbd_val]
+    rest = ids[n_sbd_train + n_sbd_val:]
+    voc_train = rest[:n_voc_train]
+    voc_val = sorted(sbd_train[:n_overlap] + rest[n_voc_train:])
+    in_voc, in_sbd = set(voc_train + voc_val), set(sbd_train + sbd_val)
+
+    rng = np.random.default_rng(seed)
+    palette = voc_palette()
+    for i in tqdm(ids, desc="synthetic VOC", disable=not progress):
+        image, label = render_scene(rng, image_size)
+        if i in in_voc:
+            Image.fromarray(image).save(voc / "JPEGImages" / f"{i}.jpg", quality=95)
+            png = Image.fromarray(void_borders(label), mode="P")
+            png.putpalette(palette.tolist())
+            png.save(voc / "SegmentationClass" / f"{i}.png")
+        if i in in_sbd:
+            Image.fromarray(image).save(sbd / "img" / f"{i}.jpg", quality=95)
+            gt = {"Segmentation": label, "CategoriesPresent": np.unique(label[label > 0]).astype(np.uint8)}
+            scipy.io.savemat(sbd / "cls" / f"{i}.mat", {"GTcls": gt}, do_compression=True)
+
+    lists = {voc / "ImageSets/Segmentation/train.txt": voc_train, voc / "ImageSets/Segmentation/val.txt": voc_val,
+             sbd / "train.txt": sbd_train, sbd / "val.txt": sbd_val}
+    for path, members in lists.items():
+        path.write_text("".join(f"{m}\n" for m in members))
+    manifest = out_dir / "manifest.json"
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({
+        "dataset": "voc", "synthetic": True, "seed": seed, "image_size": image_size,
+        "counts": {"sbd_train": n_sbd_train, "sbd_val": n_sbd_val, "voc2011_seg_train": n_voc_train,
+                   "voc2011_seg_val": n_voc_val, "seg11valid": n_voc_val - n_overlap},
+    }, indent=2))
+    os.replace(tmp, manifest)
+    return manifest
