@@ -1,0 +1,118 @@
+"""The paper's FCNs by name, their classifiers, net surgery and the Table 1 model card.
+
+    net = build("fcn8s_vgg16", 21, width=0.125)        # N x 3 x H x W -> N x 21 x H x W
+    cls = classifier("vgg16", 20, width=0.125)          # torchvision state-dict layout
+    transplant(cls, build("fcn32s_vgg16", 21, width=0.125))
+
+Models: see ``MODELS``. Backbones: ``BACKBONES`` (``backbone_of(name)`` says which a model uses).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from segbench.models import alexnet, googlenet, vgg
+from segbench.models.fcn import FCN
+from segbench.models.geometry import path_geometry
+from segbench.models.surgery import convolutionalize, freeze_trunk, init_from, transplant
+
+__all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
+           "freeze_trunk", "convolutionalize"]
+
+AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}  # Caffe Scale layers of voc-fcn8s-atonce (lr 0)
+
+
+def _vgg(skips: tuple[str, ...], scales: dict | None = None) -> Callable[..., FCN]:
+    def make(num_classes: int, *, width: float, in_channels: int) -> FCN:
+        layers, channels = vgg.trunk(width=width, in_channels=in_channels)
+        return FCN(backbone="vgg16", trunk=layers, channels=channels, num_classes=num_classes, skips=skips,
+                   skip_scales=scales)
+    return make
+
+
+def _alexnet(flavour: str) -> Callable[..., FCN]:
+    def make(num_classes: int, *, width: float, in_channels: int) -> FCN:
+        layers, channels = alexnet.trunk(flavour, width=width, in_channels=in_channels)
+        return FCN(backbone=flavour, trunk=layers, channels=channels, num_classes=num_classes, final_kernel=63)
+    return make
+
+
+def _googlenet(num_classes: int, *, width: float, in_channels: int) -> FCN:
+    layers, channels = googlenet.trunk(width=width, in_channels=in_channels)
+    return FCN(backbone="googlenet", trunk=layers, channels=channels, num_classes=num_classes, allow_half_crop=True)
+
+
+MODELS: dict[str, Callable[..., FCN]] = {
+    "fcn32s_vgg16": _vgg(()),
+    "fcn16s_vgg16": _vgg(("pool4",)),
+    "fcn8s_vgg16": _vgg(("pool4", "pool3")),
+    "fcn8s_atonce_vgg16": _vgg(("pool4", "pool3"), AT_ONCE_SCALES),
+    "fcn32s_alexnet": _alexnet("alexnet_caffe"),
+    "fcn32s_alexnet_tv": _alexnet("alexnet"),
+    "fcn32s_googlenet": _googlenet,
+}
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    "vgg16": lambda num_classes, width: vgg.VGG16Classifier(num_classes, width=width),
+    "alexnet": lambda num_classes, width: alexnet.AlexNetClassifier("alexnet", num_classes, width=width),
+    "alexnet_caffe": lambda num_classes, width: alexnet.AlexNetClassifier("alexnet_caffe", num_classes, width=width),
+    "googlenet": lambda num_classes, width: googlenet.GoogLeNetClassifier(num_classes, width=width),
+}
+
+_BACKBONE_OF = {"fcn32s_alexnet": "alexnet_caffe", "fcn32s_alexnet_tv": "alexnet", "fcn32s_googlenet": "googlenet"}
+
+
+def _check(name: str, table: dict, what: str) -> None:
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
+
+
+def build(name: str, num_classes: int, *, width: float = 1.0, in_channels: int = 3) -> FCN:
+    """The FCN ``name`` (see ``MODELS``): input N x in_channels x H x W -> scores N x num_classes x H x W.
+
+    ``width`` multiplies every trunk and fc channel count (score layers keep ``num_classes``). Score
+    layers start at zero, upsamplers are frozen bilinear; the trunk is randomly initialised until
+    ``transplant`` fills it.
+    """
+    _check(name, MODELS, "model")
+    if width <= 0 or num_classes < 1 or in_channels < 1:
+        raise ValueError(f"need width > 0, num_classes >= 1 and in_channels >= 1; got width={width}, "
+                         f"num_classes={num_classes}, in_channels={in_channels}")
+    return MODELS[name](num_classes, width=width, in_channels=in_channels)
+
+
+def backbone_of(name: str) -> str:
+    """The classifier backbone (a ``BACKBONES`` key) that model ``name`` is transplanted from."""
+    _check(name, MODELS, "model")
+    return _BACKBONE_OF.get(name, "vgg16")
+
+
+def classifier(backbone: str, num_classes: int, *, width: float = 1.0) -> nn.Module:
+    """A classification net in torchvision's state-dict layout for ``backbone`` (see ``BACKBONES``).
+
+    At ``width=1`` the state dict loads strictly into torchvision's ``vgg16()``, ``alexnet()`` or
+    ``googlenet(aux_logits=False)`` (``alexnet_caffe`` has the same layout with the grouped Caffe AlexNet).
+    Input N x 3 x 224 x 224 (227 for ``alexnet_caffe``) -> N x num_classes logits.
+    """
+    _check(backbone, BACKBONES, "backbone")
+    return BACKBONES[backbone](num_classes, width)
+
+
+def card(name: str, num_classes: int = 21, *, width: float = 1.0) -> dict:
+    """Table 1's structural figures of model ``name``, derived from its modules.
+
+    Returns ``{"name", "backbone", "conv_layers", "params", "rf_size", "max_stride", "crops"}``:
+    conv layers on the deepest path up to ``score_fr`` (fc6/fc7/score counted as convs), learnable
+    parameters (the frozen upsamplers excluded), the receptive field and stride of one ``score_fr`` unit,
+    and the derived crop offsets.
+    """
+    with torch.device("meta"):  # only shapes are needed: no memory, no initialisation cost
+        net = build(name, num_classes, width=width)
+    score_path = [getattr(net, n) for n in net.trunk_names] + [net.score_fr]
+    geometry = path_geometry(score_path)
+    return {"name": name, "backbone": backbone_of(name), "conv_layers": geometry.depth,
+            "params": sum(p.numel() for p in net.parameters() if p.requires_grad), "rf_size": geometry.rf,
+            "max_stride": int(geometry.jump), "crops": dict(net.crops)}

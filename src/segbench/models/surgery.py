@@ -1,0 +1,159 @@
+"""Net surgery (Caffe ``surgery.py``): transplant a classifier into an FCN, stage 32s -> 16s -> 8s, freeze.
+
+``transplant`` is ``copy_params_from_vgg16`` of pytorch-fcn / Caffe ``surgery.transplant``: convolutions
+are copied one to one, the fully connected fc6/fc7 are *reshaped* into convolutions (fc6: 4096 x 25088 ->
+4096 x 512 x 7 x 7 for VGG16, whose flattening order is channel-major, exactly a conv's), and fc8 -- the
+1000-way (or 20-way stand-in) classifier -- is dropped: the FCN's ``score_fr`` starts at zero.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+
+from segbench.models import alexnet, googlenet, vgg
+from segbench.models.fcn import FCN
+from segbench.models.layers import BilinearUpsample
+
+
+def _prefix_table(table: dict[str, tuple[str, bool]], dropped: tuple[str, ...]) -> Callable:
+    def map_key(key: str) -> tuple[str | None, bool]:
+        prefix, _, leaf = key.rpartition(".")
+        if prefix in table:
+            name, reshape = table[prefix]
+            return f"{name}.{leaf}", reshape
+        if prefix in dropped:
+            return None, False
+        raise KeyError(f"unexpected classifier key {key!r}: expected the torchvision layout with modules "
+                       f"{sorted(table) + list(dropped)}")
+    return map_key
+
+
+def _googlenet_map(fcn: FCN) -> Callable:
+    def map_key(key: str) -> tuple[str | None, bool]:
+        head = key.split(".", 1)[0]
+        if head in fcn.trunk_names:
+            return key, False
+        if head in googlenet.DROPPED:
+            return None, False
+        raise KeyError(f"unexpected classifier key {key!r}: expected torchvision GoogLeNet modules "
+                       f"{fcn.trunk_names} or dropped ones {googlenet.DROPPED}")
+    return map_key
+
+
+def _key_map(fcn: FCN) -> Callable:
+    if fcn.backbone == "vgg16":
+        return _prefix_table(vgg.torchvision_keys(), dropped=("classifier.6",))
+    if fcn.backbone in ("alexnet", "alexnet_caffe"):
+        return _prefix_table(alexnet.torchvision_keys(fcn.backbone), dropped=("classifier.6",))
+    if fcn.backbone == "googlenet":
+        return _googlenet_map(fcn)
+    raise ValueError(f"no transplant rule for backbone {fcn.backbone!r}")
+
+
+def transplant(classifier: nn.Module | dict, fcn: FCN) -> FCN:
+    """Copy a classifier's weights (module or torchvision-layout state dict) into ``fcn`` in place.
+
+    fc layers become convolutions; fc8 / GoogLeNet's ``fc`` and auxiliary heads are dropped; score layers
+    and upsamplers are left as they are. If the FCN's first conv has more input channels than the
+    classifier's (RGB-D early fusion), the extra channels get the mean of the RGB filters, as the NYUD
+    ``color-d`` net does. Raises ``ValueError`` naming the key and both shapes on any other mismatch, and
+    ``KeyError`` if a trunk parameter is not provided. Returns ``fcn``.
+    """
+    state = classifier.state_dict() if isinstance(classifier, nn.Module) else classifier
+    map_key = _key_map(fcn)
+    target = fcn.state_dict()
+    first_conv = next(n for n, m in fcn.named_modules() if isinstance(m, nn.Conv2d)) + ".weight"
+    new = {}
+    for key, value in state.items():
+        fcn_key, reshape = map_key(key)
+        if fcn_key is None:
+            continue
+        if fcn_key not in target:
+            raise KeyError(f"classifier key {key!r} maps to {fcn_key!r}, which the {fcn.backbone} FCN lacks")
+        want = target[fcn_key].shape
+        if reshape and value.numel() == want.numel():
+            value = value.reshape(want)
+        elif fcn_key == first_conv and value.shape[1] < want[1] and value.shape[2:] == want[2:]:
+            extra = value.mean(dim=1, keepdim=True).expand(-1, want[1] - value.shape[1], -1, -1)
+            value = torch.cat([value, extra], dim=1)
+        if value.shape != want:
+            raise ValueError(f"classifier key {key!r} has shape {tuple(value.shape)} but FCN parameter {fcn_key!r} "
+                             f"expects {tuple(want)}: build both with the same backbone and width")
+        new[fcn_key] = value
+    trunk_keys = [k for k in target if k.split(".", 1)[0] in fcn.trunk_names]
+    missing = [k for k in trunk_keys if k not in new]
+    if missing:
+        raise KeyError(f"the classifier provides no value for FCN parameters {missing[:5]}"
+                       f"{' ...' if len(missing) > 5 else ''}; is it a {fcn.backbone} state dict?")
+    fcn.load_state_dict(new, strict=False)
+    return fcn
+
+
+def init_from(fcn: FCN, coarser: nn.Module | dict) -> FCN:
+    """Staged initialisation (32s -> 16s -> 8s, Caffe ``copy_from``), in place; returns ``fcn``.
+
+    Every parameter and buffer the two nets share by name is copied; new skip score layers stay zero
+    and every upsampler is reset to bilinear (``interp`` on every layer named "up*").
+    """
+    source = coarser.state_dict() if isinstance(coarser, nn.Module) else coarser
+    target = fcn.state_dict()
+    shared = {}
+    for key, value in source.items():
+        if key not in target:
+            continue
+        if value.shape != target[key].shape:
+            raise ValueError(f"{key!r} has shape {tuple(value.shape)} in the coarser net but {tuple(target[key].shape)} "
+                             "in the finer one: build both with the same backbone, width and num_classes")
+        shared[key] = value
+    if not shared:
+        raise ValueError("the two nets share no parameter names: is the coarser net of the same backbone?")
+    fcn.load_state_dict(shared, strict=False)
+    for module in fcn.modules():
+        if isinstance(module, BilinearUpsample):
+            module.reset_bilinear()
+    return fcn
+
+
+def freeze_trunk(fcn: FCN) -> FCN:
+    """FCN-32s-fixed: only ``score_fr`` learns (``requires_grad`` False elsewhere), in place.
+
+    Batch-norm layers (GoogLeNet) get ``momentum=0`` so their running statistics stay the classifier's.
+    """
+    for name, param in fcn.named_parameters():
+        param.requires_grad_(name.startswith("score_fr."))
+    for module in fcn.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 0.0
+    return fcn
+
+
+def convolutionalize(classifier: nn.Module) -> nn.Sequential:
+    """Figure 2 of the paper: the classifier with its fully connected layers cast as convolutions.
+
+    Works for the VGG16 and AlexNet layouts (``features`` / ``avgpool(k)`` / ``classifier``). The first
+    Linear becomes a k x k conv (k = the avgpool's output size), the others 1x1 convs; the classifier's
+    usual padding is kept. Input N x 3 x H x W -> N x num_classes x h x w, with h = w = 1 at the
+    classifier's own input size (224, or 227 for the Caffe AlexNet) and a coarse heat map beyond it.
+    """
+    if not all(hasattr(classifier, a) for a in ("features", "avgpool", "classifier")):
+        raise TypeError(f"{type(classifier).__name__} is not in the features/avgpool/classifier layout")
+    k = classifier.avgpool.output_size
+    k = k if isinstance(k, int) else k[0]
+    layers = [copy.deepcopy(classifier.features)]
+    first = True
+    for module in classifier.classifier:
+        if isinstance(module, nn.Linear):
+            kernel = k if first else 1
+            conv = nn.Conv2d(module.in_features // kernel ** 2, module.out_features, kernel)
+            with torch.no_grad():
+                conv.weight.copy_(module.weight.reshape(conv.weight.shape))
+                conv.bias.copy_(module.bias)
+            layers.append(conv)
+            first = False
+        else:
+            layers.append(copy.deepcopy(module))
+    return nn.Sequential(*layers)
