@@ -1,0 +1,158 @@
+"""Figure 5 of the paper: whole-image training against loss ("patch") sampling, and its table.
+
+Built only from the training logs (``results/train/<run>/log.csv``; columns iteration, images_seen,
+train_loss, wall_s, val_loss, val_mean_iu). Per-iteration losses are noisy, so the curves and the
+time-to-target use a trailing running mean over ``window`` iterations (the first ``window - 1`` points
+average the iterations that exist so far).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from segbench.tables import write_table
+
+LOG_COLUMNS = ("iteration", "images_seen", "train_loss", "wall_s", "val_loss", "val_mean_iu")
+TABLE_COLUMNS = (
+    ("p", "p"), ("curve", "run"), ("images_per_iteration", "images / iter."), ("iterations", "iterations"),
+    ("images_processed", "images processed"), ("ms_per_iteration", "ms / iter."),
+    ("iterations_to_target", "iter. to target"), ("seconds_to_target", "s to target"),
+    ("percent_time_to_target", "% of ref. time to target"), ("final_val_mean_iu", "final val. mean IU (%)"),
+)
+
+
+def curve_label(p: float) -> str:
+    """The paper's legend: "full images" for p = 1, else "50% sampling" etc."""
+    return "full images" if p == 1.0 else f"{100 * p:g}% sampling"
+
+
+def read_log(path: str | os.PathLike) -> pd.DataFrame:
+    """One training log as a DataFrame sorted by iteration (val_* NaN on rows without validation)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"training log {path} does not exist: run its train step first")
+    log = pd.read_csv(path)
+    missing = [c for c in LOG_COLUMNS if c not in log.columns]
+    if missing or log.empty:
+        raise ValueError(f"{path} is not a training log with rows: missing columns {missing} of {list(LOG_COLUMNS)}"
+                         f" ({len(log)} rows)")
+    return log.sort_values("iteration", ignore_index=True)
+
+
+def summarise(logs: dict[float, pd.DataFrame], *, window: int, target_loss: float | None = None) -> tuple[list[dict], float]:
+    """Per-p table rows (largest p first) and the target loss used.
+
+    The default target is the highest of the runs' final smoothed losses, so every run reaches it. The
+    time to target is the training wall time (and iteration) of the first row whose smoothed loss is at
+    or below it; NaN where a run never gets there. ``percent_time_to_target`` divides it by the total wall
+    time of the reference run (p = 1, else the largest p). Mean IU in percent (last validation row).
+    """
+    smoothed = {p: log["train_loss"].rolling(window, min_periods=1).mean() for p, log in logs.items()}
+    if target_loss is None:
+        target_loss = max(s.iloc[-1] for s in smoothed.values())
+    reference = logs[max(logs)]["wall_s"].iloc[-1]
+    rows = []
+    for p in sorted(logs, reverse=True):
+        log, reached = logs[p], smoothed[p] <= target_loss
+        first = reached.idxmax() if reached.any() else None
+        iterations = int(log["iteration"].iloc[-1])
+        val = log["val_mean_iu"].dropna()
+        seconds = float(log["wall_s"].iloc[first]) if first is not None else math.nan
+        rows.append({
+            "p": f"{p:g}",  # a string: the table's 1-digit floats would print 0.25 as 0.2
+            "curve": curve_label(p), "iterations": iterations,
+            "images_per_iteration": int(log["images_seen"].iloc[-1]) // iterations,
+            "images_processed": int(log["images_seen"].iloc[-1]),
+            "ms_per_iteration": 1000.0 * float(log["wall_s"].iloc[-1]) / iterations,
+            "iterations_to_target": int(log["iteration"].iloc[first]) if first is not None else None,
+            "seconds_to_target": seconds,
+            "percent_time_to_target": 100.0 * seconds / reference if reference > 0 else math.nan,
+            "final_val_mean_iu": 100.0 * float(val.iloc[-1]) if len(val) else math.nan,
+        })
+    return rows, float(target_loss)
+
+
+def _plot(logs: dict[float, pd.DataFrame], *, window: int, target_loss: float, model_name: str,
+          caption: str) -> Figure:
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2, sharey=True)
+    reference = logs[max(logs)]["wall_s"].iloc[-1]
+    for p in sorted(logs, reverse=True):
+        log = logs[p]
+        loss = log["train_loss"].rolling(window, min_periods=1).mean()
+        left.plot(log["iteration"], loss, label=curve_label(p))
+        right.plot(log["wall_s"] / reference, loss, label=curve_label(p))
+    for ax in (left, right):
+        ax.axhline(target_loss, color="0.5", linestyle=":", linewidth=1, label="target loss")
+        ax.grid(alpha=0.3)
+    left.set_xlabel("iteration number")
+    left.set_ylabel(f"training loss (running mean of {window} iter.)")
+    reference_name = "full-image" if max(logs) == 1.0 else curve_label(max(logs))
+    right.set_xlabel(f"relative wall time ({reference_name} run's total = 1)")
+    left.legend()
+    fig.suptitle(f"Figure 5: whole-image training vs. loss sampling ({model_name})")
+    fig.text(0.5, -0.02, caption, ha="center", va="top", wrap=True, fontsize=8)
+    return fig
+
+
+def _save_figure(fig: Figure, path: Path, fmt: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # no creation date in the PDF, so that reruns on the same logs give the same bytes
+    metadata = {"CreationDate": None} if fmt == "pdf" else None
+    fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
+    os.replace(tmp, path)
+
+
+def _save_tables(rows: list[dict], caption: str, destinations: tuple[Path, Path, Path]) -> None:
+    """``tables.write_table`` writes prefix.{csv,tex,md}; it runs in a temporary folder beside the first
+    destination, and each file is then moved into place (os.replace: atomic on one filesystem)."""
+    destinations[0].parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=destinations[0].parent) as tmp:
+        written = write_table(Path(tmp) / "fig5", TABLE_COLUMNS, rows, caption=caption, digits=1)
+        for src, dst in zip(written, destinations):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+
+
+def make_fig5(logs: dict[float, str | os.PathLike], *, out_png: str | os.PathLike, out_pdf: str | os.PathLike,
+              out_csv: str | os.PathLike, out_tex: str | os.PathLike, out_md: str | os.PathLike,
+              target_loss: float | None = None, model_name: str = "fcn32s_vgg16", window: int = 20) -> list[Path]:
+    """Figure 5 (two panels: smoothed training loss against iteration and against relative wall time)
+    and its table (per p: images processed, time per iteration, time to a common target loss, final
+    validation mean IU) from ``logs``, which maps the keep probability p to that run's log.csv.
+
+    Returns the five paths written. ``target_loss`` None = the highest final smoothed loss of the runs.
+    """
+    if not logs:
+        raise ValueError("no training logs given: expected {p: path to log.csv} for p in e.g. (1, 0.5, 0.25)")
+    bad = [p for p in logs if not 0.0 < float(p) <= 1.0]
+    if bad:
+        raise ValueError(f"keep probabilities must be in (0, 1], got {bad}")
+    if window < 1:
+        raise ValueError(f"the running-mean window must be >= 1 iteration, got {window}")
+    frames = {float(p): read_log(path) for p, path in logs.items()}
+    rows, target = summarise(frames, window=window, target_loss=target_loss)
+    reference = "full-image" if max(frames) == 1.0 else curve_label(max(frames))
+    caption = (f"Figure 5 ({model_name}): training loss, running mean over {window} iterations, against iteration "
+               f"and against training wall time relative to the {reference} run's total (validation excluded); "
+               "the paper's right panel was labelled 'relative time (num. images processed)'. Each sampling "
+               "run draws base batch / p images per iteration so the expected number of pixels in the loss "
+               f"matches. Dotted: the target loss {target:.4g}.")
+    fig = _plot(frames, window=window, target_loss=target, model_name=model_name, caption=caption)
+    table_caption = (f"{caption} Time to target: first iteration whose smoothed loss is at or below it, in "
+                     f"seconds and in % of the {reference} run's total time. Mean IU in %, last validation; "
+                     "-- = not reached or not validated.")
+    paths = [Path(x) for x in (out_png, out_pdf, out_csv, out_tex, out_md)]
+    _save_figure(fig, paths[0], "png")
+    _save_figure(fig, paths[1], "pdf")
+    _save_tables(rows, table_caption, (paths[2], paths[3], paths[4]))
+    return paths

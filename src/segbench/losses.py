@@ -1,0 +1,104 @@
+"""Per-pixel segmentation losses and the paper's loss sampling ("patch sampling", section 3.4).
+
+    keep = sampling_mask(tuple(target.shape), 0.5, generator=g)        # N x H x W bool, whole 32x32 cells
+    loss = segmentation_loss(scores, target, reduction="sum", keep=keep)
+
+Loss sampling makes "an independent choice to ignore each final layer cell with some probability 1 - p":
+a cell is one stride-32 output unit, so pixel (y, x) belongs to cell (y // 32, x // 32) and all its pixels
+are kept or dropped together. Dropped pixels are treated exactly like the ignore label 255.
+
+Normalisation follows Caffe's ``SoftmaxWithLoss``: ``"sum"`` is ``normalize: false`` (the sum over valid
+pixels divided by the batch size N; the FCN reference nets, which pair it with lr 1e-10) and ``"mean"`` is
+``normalize: true`` (the mean over valid pixels; FCN-AlexNet and the paper's batch-20 recipe).
+With loss sampling the training loop draws N = base batch / p images; the mean then covers the same
+expected number of pixels as whole-image training, but the ``"sum"`` divided by N is p times smaller (so
+is its gradient): divide it by p, i.e. by the base batch, to keep the effective batch fixed.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+REDUCTIONS = ("sum", "mean")
+IGNORE_INDEX = 255
+
+
+def sampling_mask(shape: tuple[int, int, int], p: float, *, cell: int = 32,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bernoulli(p) keep-mask over final-layer cells, expanded to pixels: bool N x H x W (CPU).
+
+    ``shape`` is the target's (N, H, W). Each image draws its own ceil(H / cell) x ceil(W / cell) cells
+    (border cells are partial). ``p == 1`` returns all True *without* drawing from ``generator``, so
+    whole-image training consumes no random numbers and stays bit-identical to training without a mask.
+    """
+    if len(shape) != 3:
+        raise ValueError(f"shape must be the target's (N, H, W), got {tuple(shape)}")
+    if not 0.0 < p <= 1.0:
+        raise ValueError(f"the keep probability p must be in (0, 1], got {p}")
+    if cell < 1:
+        raise ValueError(f"cell must be a positive number of pixels (32 = FCN's output stride), got {cell}")
+    n, h, w = shape
+    if p == 1.0:
+        return torch.ones(n, h, w, dtype=torch.bool)
+    cells = torch.rand(n, -(-h // cell), -(-w // cell), generator=generator) < p
+    return cells.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)[:, :h, :w].contiguous()
+
+
+def _cross_entropy(scores: torch.Tensor, target: torch.Tensor, *, reduction: str, gamma: float,
+                   ignore_index: int) -> torch.Tensor:
+    # torch's own kernel, so that an all-True mask gives exactly F.cross_entropy's result
+    return F.cross_entropy(scores, target, ignore_index=ignore_index, reduction=reduction)
+
+
+def _focal(scores: torch.Tensor, target: torch.Tensor, *, reduction: str, gamma: float,
+           ignore_index: int) -> torch.Tensor:
+    """Lin et al. 2017: FL = -(1 - p_t)^gamma log p_t, over the pixels whose label is not ``ignore_index``."""
+    valid = target != ignore_index
+    log_pt = F.log_softmax(scores.float(), dim=1).gather(1, target.where(valid, 0).unsqueeze(1)).squeeze(1)
+    # -expm1 is 1 - p_t without cancellation; the floor keeps the gradient of x^gamma finite (gamma < 1)
+    # where p_t rounds to 1, and changes nothing else (tiny^0 = 1, tiny^gamma underflows to 0 for gamma >= 1)
+    weight = (-torch.expm1(log_pt)).clamp_min(torch.finfo(log_pt.dtype).tiny).pow(gamma)
+    per_pixel = -(weight * log_pt) * valid
+    if reduction == "sum":
+        return per_pixel.sum()
+    return per_pixel.sum() / valid.sum()
+
+
+CRITERIA: dict[str, Callable[..., torch.Tensor]] = {"cross_entropy": _cross_entropy, "focal": _focal}
+
+
+def segmentation_loss(scores: torch.Tensor, target: torch.Tensor, *, reduction: str = "sum",
+                      criterion: str = "cross_entropy", gamma: float = 2.0, keep: torch.Tensor | None = None,
+                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Scalar loss of scores N x C x H x W against int64 labels N x H x W.
+
+    Pixels labelled ``ignore_index`` and pixels where ``keep`` (bool N x H x W) is False do not count.
+    ``reduction="sum"``: summed over valid pixels, divided by N (Caffe ``normalize: false``);
+    ``"mean"``: mean over valid pixels. With ``keep`` None or all True, cross-entropy equals
+    ``F.cross_entropy(scores, target, ignore_index=255, reduction="sum") / N`` (resp. ``"mean"``) bit for bit.
+    ``criterion="focal"`` weights each pixel by ``(1 - p_t) ** gamma``; gamma = 0 is cross-entropy.
+    With no valid pixel the loss is 0 and its gradient is zero (never NaN).
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown criterion {criterion!r}; expected one of {sorted(CRITERIA)}")
+    if gamma < 0:
+        raise ValueError(f"the focal loss exponent gamma must be >= 0, got {gamma}")
+    if scores.dim() != 4 or target.shape != (scores.shape[0], *scores.shape[2:]):
+        raise ValueError(f"expected scores N x C x H x W and target N x H x W, got {tuple(scores.shape)} and "
+                         f"{tuple(target.shape)}: crop or upsample the scores to the label size first")
+    if target.dtype != torch.int64:
+        raise TypeError(f"target must be int64 class indices (255 = ignore), got {target.dtype}")
+    if keep is not None:
+        if keep.dtype != torch.bool or keep.shape != target.shape:
+            raise ValueError(f"keep must be a bool mask shaped like the target {tuple(target.shape)}, got "
+                             f"{keep.dtype} {tuple(keep.shape)} (see sampling_mask)")
+        target = target.masked_fill(~keep.to(target.device), ignore_index)
+    if not (target != ignore_index).any():
+        return scores.sum() * 0.0  # keeps the graph (and a zero gradient) where the mean would be 0 / 0
+    loss = CRITERIA[criterion](scores, target, reduction=reduction, gamma=gamma, ignore_index=ignore_index)
+    return loss / scores.shape[0] if reduction == "sum" else loss
