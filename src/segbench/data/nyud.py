@@ -23,11 +23,8 @@ import scipy.io
 from tqdm import tqdm
 
 from segbench.data.store import Store, write_store
+from segbench.hha.camera import NYU_COLOR_CAMERA, crop_camera
 
-# NYU colour camera, getCameraParam('color') of s-gupta/nyu-hooks; the labeled depths are registered to it.
-NYU_COLOR_CAMERA = np.array([[5.1885790117450188e+02, 0.0, 3.2558244941119034e+02],
-                             [0.0, 5.1946961112127485e+02, 2.5373616633400465e+02],
-                             [0.0, 0.0, 1.0]])
 CROP_ROWS = slice(45, 470)  # 1-based rows 46..470 -> 425 rows
 CROP_COLS = slice(40, 600)  # 1-based columns 41..600 -> 560 columns
 NUM_NYU_CLASSES = 894
@@ -43,10 +40,7 @@ class NyudError(RuntimeError):
 
 def cropped_camera(camera: np.ndarray = NYU_COLOR_CAMERA) -> np.ndarray:
     """The 3x3 camera matrix of the cropped frame (cropCamera: cx -= 40, cy -= 45)."""
-    out = np.array(camera, dtype=np.float64)
-    out[0, 2] -= CROP_COLS.start
-    out[1, 2] -= CROP_ROWS.start
-    return out
+    return crop_camera(camera, top=CROP_ROWS.start, left=CROP_COLS.start)
 
 
 def crop(frame: np.ndarray) -> np.ndarray:

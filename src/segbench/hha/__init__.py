@@ -1,0 +1,12 @@
+"""HHA depth encoding (horizontal disparity, height above ground, angle with gravity), Gupta et al. 2014.
+
+A float64 re-implementation of the reference saveHHA / Depth2HHA-python port that matches its outputs
+(``shared/docs/HHA-REFERENCE.md``) at a fraction of its run time.
+"""
+
+from segbench.hha.batch import encode_many, write_png
+from segbench.hha.camera import NYU_COLOR_CAMERA, crop_camera
+from segbench.hha.encoding import HHAGeometry, encode, geometry, gravity
+
+__all__ = ["NYU_COLOR_CAMERA", "HHAGeometry", "crop_camera", "encode", "encode_many", "geometry", "gravity",
+           "write_png"]

@@ -1,0 +1,71 @@
+"""Encoding many frames in parallel, and writing HHA PNGs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from segbench.hha.encoding import encode
+
+
+def _encode_args(args):
+    return encode(*args)
+
+
+def encode_many(depths: Sequence[np.ndarray], raw_depths: Sequence[np.ndarray], camera_matrix: np.ndarray, *,
+                threads: int = 1, progress: bool | None = True) -> list[np.ndarray]:
+    """HHA images of many frames, in input order, over ``threads`` worker processes.
+
+    depths, raw_depths: equally long sequences of H x W depth maps in metres (raw: 0 = missing);
+    camera_matrix: the 3 x 3 K shared by all frames. threads: worker processes (1 = in this process).
+    progress: tqdm bar (None = only when stderr is a terminal). Returns a list of H x W x 3 uint8.
+    Processes, not threads: numpy drops the GIL only inside large ufunc loops, and the per-frame Python
+    work then serialises threads (benchmarks/bench_hha.py measures both).
+    """
+    if len(depths) != len(raw_depths):
+        raise ValueError(f"got {len(depths)} depth maps but {len(raw_depths)} raw depth maps; pass one raw "
+                         "depth per depth (the depth itself if nothing is missing)")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    jobs = [(d, r, camera_matrix) for d, r in zip(depths, raw_depths)]
+    bar = tqdm(total=len(jobs), desc="HHA", unit="frame", disable=disable)
+    with bar:
+        if threads == 1 or len(jobs) <= 1:
+            out = []
+            for job in jobs:
+                out.append(_encode_args(job))
+                bar.update()
+            return out
+        with ProcessPoolExecutor(max_workers=min(threads, len(jobs))) as pool:
+            out = []
+            for image in pool.map(_encode_args, jobs, chunksize=1):
+                out.append(image)
+                bar.update()
+            return out
+
+
+def write_png(path: str | os.PathLike, hha: np.ndarray) -> Path:
+    """Write an H x W x 3 uint8 HHA image as an RGB PNG (R = disparity, G = height, B = angle), atomically."""
+    hha = np.asarray(hha)
+    if hha.dtype != np.uint8 or hha.ndim != 3 or hha.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 uint8 HHA image, got dtype {hha.dtype} and shape {hha.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            Image.fromarray(hha, mode="RGB").save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
