@@ -134,7 +134,7 @@ def render_scene(rng: np.random.Generator, size: int, *, max_objects: int = 3) -
     label = np.zeros((size, size), dtype=np.uint8)
     for _ in range(int(rng.integers(1, max_objects + 1))):
         c = int(rng.integers(1, NUM_OBJECT_CLASSES + 1))
-        radius = rng.uniform(0.14, 0.3) * size
+        radius = rng.uniform(0.18, 0.34) * size
         center = (rng.uniform(0.2, 0.8) * size, rng.uniform(0.2, 0.8) * size)
         draw_object(canvas, label, c, center=center, radius=radius, angle=rng.uniform(-0.5, 0.5), rng=rng)
     return _finish(canvas, rng), label

@@ -1,0 +1,18 @@
+# segbench: "Fully Convolutional Networks for Semantic Segmentation", raw data to paper tables.
+# Table of contents; every rule calls one `segbench` subcommand. See README.md and config/README.md.
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,312 @@
+"""``segbench <subcommand>``: one subcommand per Snakemake rule, each calling one function.
+
+This is the only layer that turns flags into keyword arguments; nothing below it reads the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("segbench")
+
+
+def _synth_voc(a):
+    from segbench.data.synth_voc import write_twin
+
+    write_twin(a.out_dir, image_size=a.image_size, n_sbd_train=a.n_sbd_train, n_sbd_val=a.n_sbd_val,
+               n_voc_train=a.n_voc_train, n_voc_val=a.n_voc_val, n_overlap=a.n_overlap, seed=a.seed)
+
+
+def _preprocess_voc(a):
+    from segbench.data.voc import preprocess_voc
+
+    preprocess_voc(a.voc2011, a.sbd, a.out_dir, check_md5=a.check_md5)
+
+
+def _download(a):
+    from segbench.data.sources import download_dataset
+
+    download_dataset(a.dataset, a.dest_dir, data_root=a.data_root)
+
+
+def _synth_nyud(a):
+    from segbench.data.synth_nyud import write_twin
+
+    write_twin(a.out_dir, n_images=a.n_images, seed=a.seed)
+
+
+def _preprocess_nyud(a):
+    from segbench.data.nyud import REAL_COUNTS, preprocess_nyud
+
+    preprocess_nyud(a.raw_dir, a.out_dir, expect_counts=REAL_COUNTS if a.check_counts else None)
+
+
+def _hha_nyud(a):
+    from segbench.data.nyud import add_hha
+
+    add_hha(a.store, a.png_dir, out_path=a.out, threads=a.threads)
+
+
+def _synth_siftflow(a):
+    from segbench.data.synth_siftflow import write_twin
+
+    write_twin(a.out_dir, n_train=a.n_train, n_test=a.n_test, seed=a.seed)
+
+
+def _preprocess_siftflow(a):
+    from segbench.data.siftflow import REAL_COUNTS, preprocess_siftflow
+
+    preprocess_siftflow(a.raw_dir, a.out_dir, expect_counts=REAL_COUNTS if a.check_counts else None)
+
+
+def _dataset_stats(a):
+    from segbench.data import nyud, siftflow, voc
+    from segbench.data.stats import dataset_stats
+
+    published = {"voc": voc.PUBLISHED_COUNTS, "nyud": nyud.REAL_COUNTS, "siftflow": siftflow.REAL_COUNTS}
+    dataset_stats(a.store, a.out, expected_counts=published[a.dataset] if a.check_counts else None)
+
+
+def _pretrain(a):
+    from segbench.pretrain import pretrain_classifier
+
+    pretrain_classifier(a.out, backbone=a.backbone, width=a.width, image_size=a.image_size, iterations=a.iterations,
+                        batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads)
+
+
+def _fetch_weights(a):
+    from segbench.pretrained import fetch_torchvision
+
+    fetch_torchvision(a.backbone, a.out, cache=a.cache)
+
+
+def _train(a):
+    from segbench.train import train
+
+    train(train_store=a.train_store, out_dir=a.out_dir, model_name=a.model, width=a.width, init=a.init, mode=a.mode,
+          recipe=a.recipe, lr=a.lr, lr_scale=a.lr_scale, batch_size=a.batch_size, momentum=a.momentum,
+          iterations=a.iterations, sample_p=a.sample_p, criterion=a.criterion, gamma=a.gamma, val_store=a.val_store,
+          val_every=a.val_every, checkpoint_every=a.checkpoint_every, seed=a.seed, device=a.device, threads=a.threads)
+
+
+def _evaluate(a):
+    from segbench.evaluate import evaluate
+
+    result = evaluate(store_path=a.store, model_path=a.weights, out_json=a.out, device=a.device, threads=a.threads)
+    log.info("%s: pixel acc %.4f, mean acc %.4f, mean IU %.4f, f.w. IU %.4f", a.weights, result["pixel_acc"],
+             result["mean_acc"], result["mean_iu"], result["fw_iu"])
+
+
+def _table2(a):
+    from segbench.report import table2
+
+    table2(dict(_pairs(a.run)), a.out_prefix, dataset_note=a.note)
+
+
+def _table1(a):
+    from segbench.report import table1
+
+    runs = {backbone: json.loads(spec) for backbone, spec in _pairs(a.run)}
+    table1(runs, a.out_prefix, dataset_note=a.note)
+
+
+def _benchmark(a):
+    from segbench import runtime
+    from segbench.benchmark import run_benchmark, write_benchmark_json
+
+    runtime.setup(threads=a.threads)
+    result = run_benchmark(a.model, width=a.width, size=a.size, trials=a.trials, warmup=a.warmup,
+                           modes=tuple(a.modes.split(",")), device=a.device)
+    write_benchmark_json(result, a.out)
+    for mode, m in result["modes"].items():
+        log.info("%s %s: mean %.1f ms, median %.1f ms, %.2fx fp32, argmax agreement %.4f", a.model, mode,
+                 m["mean_ms"], m["median_ms"], m["speedup_vs_fp32"], m["argmax_agreement"])
+
+
+def _fig5(a):
+    from segbench.fig5 import make_fig5
+
+    runs = {float(p): path for p, path in _pairs(a.run)}
+    make_fig5(runs, out_png=f"{a.out_figure}.png", out_pdf=f"{a.out_figure}.pdf", out_csv=f"{a.out_table}.csv",
+              out_tex=f"{a.out_table}.tex", out_md=f"{a.out_table}.md", model_name=a.model, target_loss=a.target_loss)
+
+
+def _pairs(items):
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"expected NAME=VALUE, got {item!r}")
+        yield tuple(item.split("=", 1))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="segbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth-voc", help="write the synthetic VOC2011 + SBD twin")
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--image-size", type=int, default=96)
+    for name, default in (("sbd-train", 300), ("sbd-val", 40), ("voc-train", 40), ("voc-val", 100), ("overlap", 20)):
+        s.add_argument(f"--n-{name}", type=int, default=default)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synth_voc)
+
+    s = sub.add_parser("preprocess-voc", help="VOC2011 + SBD -> train.h5 (SBD train) and val.h5 (seg11valid)")
+    s.add_argument("--voc2011", type=Path, required=True, help="the VOCdevkit/VOC2011 folder")
+    s.add_argument("--sbd", type=Path, required=True, help="the benchmark_RELEASE/dataset folder")
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--check-md5", action="store_true", help="check seg11valid against the published list (real data)")
+    s.set_defaults(func=_preprocess_voc)
+
+    s = sub.add_parser("download", help="download (or, with --data-root, only verify) a real dataset")
+    s.add_argument("dataset", choices=("voc", "nyud", "siftflow"))
+    s.add_argument("--dest-dir", type=Path, required=True)
+    s.add_argument("--data-root", type=Path, help="a folder that already holds the files: verify, do not download")
+    s.set_defaults(func=_download)
+
+    s = sub.add_parser("synth-nyud", help="write the synthetic NYUDv2 twin (.mat files)")
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--n-images", type=int, default=24)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synth_nyud)
+
+    s = sub.add_parser("preprocess-nyud", help="NYUDv2 .mat files -> train.h5 and test.h5 (425x560 crop, 40 classes)")
+    s.add_argument("--raw-dir", type=Path, required=True)
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--check-counts", action="store_true", help="require the published 795/654 split (real data)")
+    s.set_defaults(func=_preprocess_nyud)
+
+    s = sub.add_parser("hha-nyud", help="HHA-encode every frame of an NYUD store (PNGs + an hha field)")
+    s.add_argument("--store", type=Path, required=True)
+    s.add_argument("--png-dir", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=_hha_nyud)
+
+    s = sub.add_parser("synth-siftflow", help="write the synthetic SIFT Flow twin")
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--n-train", type=int, default=24)
+    s.add_argument("--n-test", type=int, default=8)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synth_siftflow)
+
+    s = sub.add_parser("preprocess-siftflow", help="SIFT Flow -> trainval.h5 and test.h5 (33 semantic + 3 geometric)")
+    s.add_argument("--raw-dir", type=Path, required=True)
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--check-counts", action="store_true", help="require the published 2,486/200 split (real data)")
+    s.set_defaults(func=_preprocess_siftflow)
+
+    s = sub.add_parser("dataset-stats", help="image counts and class frequencies per split, as JSON")
+    s.add_argument("dataset", choices=("voc", "nyud", "siftflow"))
+    s.add_argument("--store", type=Path, nargs="+", required=True, help="one store per split")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--check-counts", action="store_true", help="require the published image counts (real data)")
+    s.set_defaults(func=_dataset_stats)
+
+    s = sub.add_parser("pretrain", help="train the classifier stand-in for ImageNet weights")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--backbone", default="vgg16")
+    s.add_argument("--width", type=float, default=0.125)
+    s.add_argument("--image-size", type=int, default=224)
+    s.add_argument("--iterations", type=int, default=200)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--lr", type=float, default=1e-3)
+    _common(s)
+    s.set_defaults(func=_pretrain)
+
+    s = sub.add_parser("fetch-weights", help="download torchvision's ImageNet weights for a backbone (checksummed)")
+    s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet"))
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--cache", type=Path, required=True, help="download cache folder")
+    s.set_defaults(func=_fetch_weights)
+
+    s = sub.add_parser("train", help="train one FCN")
+    s.add_argument("--train-store", type=Path, required=True)
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--width", type=float, default=1.0)
+    s.add_argument("--init", type=Path, help="pretrained classifier or coarser FCN weights")
+    s.add_argument("--mode", default="full", choices=("full", "fixed"))
+    s.add_argument("--recipe", default="heavy")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--lr-scale", type=float, default=1.0)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--momentum", type=float)
+    s.add_argument("--iterations", type=int, default=1000)
+    s.add_argument("--sample-p", type=float, default=1.0)
+    s.add_argument("--criterion", default="cross_entropy")
+    s.add_argument("--gamma", type=float, default=2.0)
+    s.add_argument("--val-store", type=Path)
+    s.add_argument("--val-every", type=int, default=0)
+    s.add_argument("--checkpoint-every", type=int, default=100)
+    _common(s)
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("evaluate", help="metrics of saved weights on a split")
+    s.add_argument("--store", type=Path, required=True)
+    s.add_argument("--weights", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    _common(s, seed=False)
+    s.set_defaults(func=_evaluate)
+
+    s = sub.add_parser("benchmark", help="forward time of a model (Table 1), in several execution modes")
+    s.add_argument("model")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--size", type=int, default=500)
+    s.add_argument("--width", type=float, default=1.0)
+    s.add_argument("--trials", type=int, default=20)
+    s.add_argument("--warmup", type=int, default=2)
+    s.add_argument("--modes", default="fp32,channels_last,bf16,compile", help="comma-separated")
+    _common(s, seed=False)
+    s.set_defaults(func=_benchmark)
+
+    s = sub.add_parser("fig5", help="Figure 5: whole images vs patch sampling, figure and table")
+    s.add_argument("--run", action="append", default=[], metavar="P=LOG_CSV")
+    s.add_argument("--model", default="fcn32s_vgg16")
+    s.add_argument("--target-loss", type=float, help="common target loss (default: the highest final smoothed loss)")
+    s.add_argument("--out-table", type=Path, required=True)
+    s.add_argument("--out-figure", type=Path, required=True)
+    s.set_defaults(func=_fig5)
+
+    s = sub.add_parser("table2", help="Table 2 beside the paper")
+    s.add_argument("--run", action="append", default=[], metavar="NET=METRICS_JSON")
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="")
+    s.set_defaults(func=_table2)
+
+    s = sub.add_parser("table1", help="Table 1 beside the paper")
+    s.add_argument("--run", action="append", default=[], metavar='BACKBONE={"model":..,"metrics":..,"benchmark":..}')
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="")
+    s.set_defaults(func=_table1)
+    return p
+
+
+def _common(s, seed: bool = True) -> None:
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int)
+    if seed:
+        s.add_argument("--seed", type=int, default=1337)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from segbench.checkpoint import Preempted
+
+    try:
+        args.func(args)
+    except Preempted as err:
+        log.error("%s", err)
+        return Preempted.exit_code
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as err:
+        log.error("%s: %s", type(err).__name__, err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""FCN training as plain functions: build and initialise a model, then SGD over images drawn at random.
+
+One iteration draws ``batch_size / p`` images with replacement (FCN's data layer samples a random index
+each step), computes the per-pixel loss, optionally keeps only a Bernoulli(p) subset of the stride-32
+output cells (the paper's "patch sampling", section 3.4), and takes one SGD step. Checkpoints are written
+every ``checkpoint_every`` iterations and on SIGTERM; a rerun resumes from the last one and ends with the
+same weights as an uninterrupted run (on the CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from segbench import checkpoint, losses, models, recipes, runtime
+from segbench.data.store import Store
+from segbench.data.tensors import to_input, to_target
+from segbench.evaluate import evaluate_model
+from segbench.weights import model_from_record, save_model
+
+log = logging.getLogger(__name__)
+LOG_COLUMNS = ("iteration", "images_seen", "train_loss", "wall_s", "val_loss", "val_mean_iu")
+MODES = ("full", "fixed")
+
+
+def initialise(model_name: str, num_classes: int, *, width: float, init: str | os.PathLike | None,
+               mode: str = "full", in_channels: int = 3) -> tuple[torch.nn.Module, str]:
+    """Build ``model_name`` and load its starting weights.
+
+    ``init`` is a pretrained classifier (transplanted: fc6/fc7 become convolutions, fc8 is dropped),
+    a coarser FCN (staged training: 32s -> 16s -> 8s, new skip scores start at zero), or None (random
+    trunk). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed).
+    Returns the model and the input convention its starting weights expect (see ``data.tensors``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    model = models.build(model_name, num_classes, width=width, in_channels=in_channels)
+    norm = "caffe"
+    if init is not None:
+        path = Path(init)
+        if not path.exists():
+            raise FileNotFoundError(f"initial weights {path} do not exist: run the pretrain or coarser train step")
+        record = torch.load(path, map_location="cpu", weights_only=True)
+        if "backbone" in record:  # a classifier: the pretrain step's stand-in or torchvision weights
+            models.transplant(record["state_dict"], model)
+            norm = record.get("input_norm", "caffe")
+        else:
+            models.init_from(model, model_from_record(record))
+            norm = record["meta"].get("input_norm", "caffe")
+    if mode == "fixed":
+        models.freeze_trunk(model)
+    return model, norm
+
+
+def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_name: str, width: float = 1.0,
+          init: str | os.PathLike | None = None, mode: str = "full", recipe: str = "heavy", lr: float | None = None,
+          lr_scale: float = 1.0, batch_size: int | None = None, momentum: float | None = None,
+          iterations: int = 1000, sample_p: float = 1.0, criterion: str = "cross_entropy", gamma: float = 2.0,
+          val_store: str | os.PathLike | None = None, val_every: int = 0, checkpoint_every: int = 100,
+          seed: int = 1337, device: str = "auto", threads: int | None = None, progress: bool = True) -> Path:
+    """Train one FCN and write ``out_dir/{model.pt, log.csv, checkpoint.pt}``; returns the model path.
+
+    Log columns: iteration, images_seen, train_loss, wall_s (training only, validation excluded),
+    val_loss, val_mean_iu (on validation rows only).
+    """
+    if not 0.0 < sample_p <= 1.0:
+        raise ValueError(f"sample_p must be in (0, 1], got {sample_p}")
+    runtime.setup(threads=threads, seed=seed)
+    dev = runtime.resolve_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = Store(train_store)
+    val = Store(val_store) if val_store and val_every else None
+    mean_bgr = data.attrs.get("mean_bgr", (0.0, 0.0, 0.0))
+    rec = recipes.recipe(recipe, model_name=model_name, base_lr=lr, lr_scale=lr_scale, batch_size=batch_size,
+                         momentum=momentum)
+    model, norm = initialise(model_name, data.num_classes, width=width, init=init, mode=mode)
+    model = model.to(dev)
+    optimizer = recipes.make_optimizer(model, rec)
+    images_per_iter = max(1, round(rec.batch_size / sample_p))  # expected effective batch stays fixed
+    rng = np.random.default_rng(seed)
+    mask_gen = torch.Generator().manual_seed(seed)
+    rows: list[dict] = []
+    start, wall = 0, 0.0
+    ckpt_path = out_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        start, extra = checkpoint.load_checkpoint(ckpt_path, model=model, optimizer=optimizer)
+        rng.bit_generator.state = extra["data_rng"]
+        mask_gen.set_state(extra["mask_rng"])
+        rows, wall = extra["rows"], extra["wall_s"]
+        log.info("resuming %s from iteration %d", out_dir, start)
+
+    def save(iteration):
+        checkpoint.save_checkpoint(ckpt_path, model=model, optimizer=optimizer, iteration=iteration, extra={
+            "data_rng": rng.bit_generator.state, "mask_rng": mask_gen.get_state(), "rows": rows, "wall_s": wall})
+        _write_log(out_dir / "log.csv", rows)
+
+    with checkpoint.PreemptionGuard() as guard:
+        bar = tqdm(range(start, iterations), desc=f"train {out_dir.name}", disable=not progress,
+                   initial=start, total=iterations)
+        for it in bar:
+            model.train()
+            t0 = time.perf_counter()
+            batch = rng.integers(0, len(data), size=images_per_iter)
+            loss = _step(model, optimizer, data, batch, mean_bgr, norm, dev, rec.reduction, sample_p, mask_gen,
+                         criterion, gamma)
+            wall += time.perf_counter() - t0
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at iteration {it + 1}: the learning rate "
+                                         f"{rec.lr:g} is too high for the {rec.reduction} loss of recipe {recipe!r}")
+            row = {"iteration": it + 1, "images_seen": (it + 1) * images_per_iter, "train_loss": loss, "wall_s": wall}
+            if val is not None and ((it + 1) % val_every == 0 or it + 1 == iterations):
+                result = evaluate_model(model, val, device=dev, norm=norm, reduction=rec.reduction, progress=False)
+                row.update(val_loss=result["loss"], val_mean_iu=result["mean_iu"])
+            rows.append(row)
+            bar.set_postfix(loss=f"{loss:.4g}")
+            if guard.requested:
+                save(it + 1)
+                raise checkpoint.Preempted(f"stopped by a signal at iteration {it + 1}; checkpoint {ckpt_path}")
+            if checkpoint_every and (it + 1) % checkpoint_every == 0:
+                save(it + 1)
+    _write_log(out_dir / "log.csv", rows)
+    meta = {"recipe": recipe, "lr": rec.lr, "reduction": rec.reduction, "mode": mode, "iterations": iterations,
+            "sample_p": sample_p, "images_per_iter": images_per_iter, "seed": seed, "input_norm": norm}
+    return save_model(out_dir / "model.pt", model, name=model_name, num_classes=data.num_classes, width=width,
+                      meta=meta)
+
+
+def _step(model, optimizer, data, indices, mean_bgr, norm, dev, reduction, sample_p, mask_gen, criterion,
+          gamma) -> float:
+    """One SGD step over the images ``indices``; images of one size are stacked, sizes are accumulated."""
+    by_shape = defaultdict(list)
+    for i in indices:
+        by_shape[data.image(int(i)).shape].append(int(i))
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for group in by_shape.values():
+        x = to_input([data.image(i) for i in group], mean_bgr, norm).to(dev)
+        y = to_target([data.label(i) for i in group]).to(dev)
+        keep = None if sample_p == 1.0 else losses.sampling_mask(tuple(y.shape), sample_p, generator=mask_gen).to(dev)
+        loss = losses.segmentation_loss(model(x), y, reduction=reduction, criterion=criterion, gamma=gamma, keep=keep)
+        loss = loss * (len(group) / len(indices))  # each group's share of the batch
+        if reduction == "sum" and sample_p != 1.0:
+            loss = loss / sample_p  # a summed loss over the kept cells, per base-batch image: same scale as p = 1
+        loss.backward()
+        total += float(loss.detach())
+    optimizer.step()
+    return total
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k, "")) for k in LOG_COLUMNS})
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)

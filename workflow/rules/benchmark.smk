@@ -1,0 +1,18 @@
+# Forward-time benchmark (Table 1): runs alone on all cores so that nothing else disturbs the timing.
+
+
+rule benchmark:
+    output:
+        f"{RESULTS}/benchmark/{{model}}.json",
+    params:
+        c=config["benchmark"],
+        modes=",".join(config["benchmark"]["modes"]),
+    threads: workflow.cores
+    resources:
+        **resources_for("benchmark"),
+    log:
+        f"{LOGS}/benchmark/{{model}}.log",
+    shell:
+        "segbench benchmark {wildcards.model} --out {output} --size {params.c[size]} --width {params.c[width]}"
+        " --trials {params.c[trials]} --warmup {params.c[warmup]} --modes {params.modes}"
+        " --device {config[device]} --threads {threads} > {log} 2>&1"

@@ -1,0 +1,135 @@
+# Datasets: synthetic twins (embedded default) or downloads (real data), then the HDF5 stores.
+
+
+if SYNTHETIC:
+
+    rule synth_voc:
+        output:
+            raw_ready("voc"),
+        params:
+            out_dir=f"{RESULTS}/raw/voc",
+            c=config["data"]["synthetic"]["voc"],
+        log:
+            f"{LOGS}/data/synth_voc.log",
+        shell:
+            "segbench synth-voc --out-dir {params.out_dir} --image-size {params.c[image_size]}"
+            " --n-sbd-train {params.c[n_sbd_train]} --n-sbd-val {params.c[n_sbd_val]} --n-voc-train {params.c[n_voc_train]}"
+            " --n-voc-val {params.c[n_voc_val]} --n-overlap {params.c[n_overlap]} --seed {params.c[seed]} > {log} 2>&1"
+
+    rule synth_nyud:
+        output:
+            raw_ready("nyud"),
+        params:
+            out_dir=f"{RESULTS}/raw/nyud",
+            c=config["data"]["synthetic"]["nyud"],
+        log:
+            f"{LOGS}/data/synth_nyud.log",
+        shell:
+            "segbench synth-nyud --out-dir {params.out_dir} --n-images {params.c[n_images]} --seed {params.c[seed]}"
+            " > {log} 2>&1"
+
+    rule synth_siftflow:
+        output:
+            raw_ready("siftflow"),
+        params:
+            out_dir=f"{RESULTS}/raw/siftflow",
+            c=config["data"]["synthetic"]["siftflow"],
+        log:
+            f"{LOGS}/data/synth_siftflow.log",
+        shell:
+            "segbench synth-siftflow --out-dir {params.out_dir} --n-train {params.c[n_train]} --n-test {params.c[n_test]}"
+            " --seed {params.c[seed]} > {log} 2>&1"
+
+else:
+
+    rule download:
+        output:
+            f"{RESULTS}/raw/{{dataset}}/manifest.json",
+        params:
+            dest_dir=lambda wc: f"{RESULTS}/raw/{wc.dataset}",
+            data_root=opt("--data-root", config["data"]["data_root"]),
+        resources:
+            **resources_for("download"),
+        log:
+            f"{LOGS}/data/download_{{dataset}}.log",
+        shell:
+            "segbench download {wildcards.dataset} --dest-dir {params.dest_dir} {params.data_root} > {log} 2>&1"
+
+
+rule preprocess_voc:
+    input:
+        raw_ready("voc"),
+    output:
+        train=f"{RESULTS}/preprocessed/voc/train.h5",
+        val=f"{RESULTS}/preprocessed/voc/val.h5",
+    params:
+        voc2011=raw_dir("voc2011"),
+        sbd=raw_dir("sbd"),
+        out_dir=f"{RESULTS}/preprocessed/voc",
+        check="" if SYNTHETIC else "--check-md5",
+    log:
+        f"{LOGS}/data/preprocess_voc.log",
+    shell:
+        "segbench preprocess-voc --voc2011 {params.voc2011} --sbd {params.sbd} --out-dir {params.out_dir}"
+        " {params.check} > {log} 2>&1"
+
+
+rule preprocess_nyud:
+    input:
+        raw_ready("nyud"),
+    output:
+        train=f"{RESULTS}/preprocessed/nyud/train.h5",
+        test=f"{RESULTS}/preprocessed/nyud/test.h5",
+    params:
+        raw_dir=f"{RESULTS}/raw/nyud",
+        out_dir=f"{RESULTS}/preprocessed/nyud",
+        check="" if SYNTHETIC else "--check-counts",
+    log:
+        f"{LOGS}/data/preprocess_nyud.log",
+    shell:
+        "segbench preprocess-nyud --raw-dir {params.raw_dir} --out-dir {params.out_dir} {params.check} > {log} 2>&1"
+
+
+rule hha_nyud:
+    input:
+        f"{RESULTS}/preprocessed/nyud/{{split}}.h5",
+    output:
+        store=f"{RESULTS}/preprocessed/nyud/{{split}}-hha.h5",
+        pngs=directory(f"{RESULTS}/preprocessed/nyud/hha/{{split}}"),
+    threads: max(1, workflow.cores)
+    resources:
+        **resources_for("hha_nyud"),
+    log:
+        f"{LOGS}/data/hha_nyud_{{split}}.log",
+    shell:
+        "segbench hha-nyud --store {input} --png-dir {output.pngs} --out {output.store} --threads {threads}"
+        " > {log} 2>&1"
+
+
+rule preprocess_siftflow:
+    input:
+        raw_ready("siftflow"),
+    output:
+        trainval=f"{RESULTS}/preprocessed/siftflow/trainval.h5",
+        test=f"{RESULTS}/preprocessed/siftflow/test.h5",
+    params:
+        raw_dir=raw_dir("siftflow"),
+        out_dir=f"{RESULTS}/preprocessed/siftflow",
+        check="" if SYNTHETIC else "--check-counts",
+    log:
+        f"{LOGS}/data/preprocess_siftflow.log",
+    shell:
+        "segbench preprocess-siftflow --raw-dir {params.raw_dir} --out-dir {params.out_dir} {params.check} > {log} 2>&1"
+
+
+rule dataset_stats:
+    input:
+        lambda wc: [f"{RESULTS}/preprocessed/{wc.dataset}/{split}.h5" for split in SPLITS[wc.dataset]],
+    output:
+        f"{RESULTS}/stats/{{dataset}}.json",
+    params:
+        check="" if SYNTHETIC else "--check-counts",
+    log:
+        f"{LOGS}/data/dataset_stats_{{dataset}}.log",
+    shell:
+        "segbench dataset-stats {wildcards.dataset} --store {input} --out {output} {params.check} > {log} 2>&1"

@@ -1,0 +1,17 @@
+# Evaluation: every trained run on the validation split (seg11valid).
+
+
+rule evaluate:
+    input:
+        store=f"{RESULTS}/preprocessed/voc/val.h5",
+        weights=f"{RESULTS}/train/{{run}}/model.pt",
+    output:
+        f"{RESULTS}/evaluate/{{run}}/val.json",
+    threads: 1
+    resources:
+        **resources_for("evaluate"),
+    log:
+        f"{LOGS}/evaluate/{{run}}.log",
+    shell:
+        "segbench evaluate --store {input.store} --weights {input.weights} --out {output}"
+        " --device {config[device]} --threads {threads} > {log} 2>&1"
