@@ -1,0 +1,143 @@
+"""The training, pretraining and evaluation functions the rules call, on a tiny twin."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from segbench import models
+from segbench.checkpoint import Preempted
+from segbench.data.synth_voc import write_twin
+from segbench.data.voc import preprocess_voc
+from segbench.evaluate import evaluate
+from segbench.pretrain import pretrain_classifier
+from segbench.train import initialise, train
+from segbench.weights import load_model
+
+WIDTH = 0.0625
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    write_twin(root / "raw", image_size=48, n_sbd_train=8, n_sbd_val=1, n_voc_train=1, n_voc_val=4, n_overlap=1,
+               progress=False)
+    out = preprocess_voc(root / "raw/VOCdevkit/VOC2011", root / "raw/benchmark_RELEASE/dataset", root / "pre",
+                         progress=False)
+    classifier = pretrain_classifier(root / "vgg16.pt", width=WIDTH, image_size=48, iterations=2, batch_size=2,
+                                     eval_images=4, threads=1, progress=False)
+    return out["train"], out["val"], classifier
+
+
+def _train(stores, out_dir, **kw):
+    args = dict(train_store=stores[0], out_dir=out_dir, model_name="fcn32s_vgg16", width=WIDTH, init=stores[2],
+                recipe="heavy", lr=1e-7, iterations=6, checkpoint_every=2, seed=3, device="cpu", threads=1,
+                progress=False)
+    args.update(kw)
+    return train(**args)
+
+
+def test_pretrained_classifier_is_transplanted(stores):
+    record = torch.load(stores[2], weights_only=True)
+    assert record["backbone"] == "vgg16" and 0.0 <= record["accuracy"] <= 1.0
+    model, norm = initialise("fcn32s_vgg16", 21, width=WIDTH, init=stores[2])
+    assert norm == "caffe"
+    torch.testing.assert_close(model.conv1_1.weight, record["state_dict"]["features.0.weight"])
+    torch.testing.assert_close(model.fc6.weight.flatten(1), record["state_dict"]["classifier.0.weight"])
+    assert float(model.score_fr.weight.detach().abs().sum()) == 0.0
+
+
+def test_staged_init_copies_the_coarser_net_and_zero_inits_the_new_skip(stores, tmp_path):
+    coarse = _train(stores, tmp_path / "32s")
+    fine, _ = initialise("fcn16s_vgg16", 21, width=WIDTH, init=coarse)
+    coarse_model, _ = load_model(coarse)
+    torch.testing.assert_close(fine.score_fr.weight, coarse_model.score_fr.weight)
+    torch.testing.assert_close(fine.fc7.weight, coarse_model.fc7.weight)
+    assert float(fine.score_pool4.weight.abs().sum()) == 0.0
+
+
+def test_fixed_mode_trains_only_the_score_layer(stores, tmp_path):
+    before, _ = initialise("fcn32s_vgg16", 21, width=WIDTH, init=stores[2])
+    after, _ = load_model(_train(stores, tmp_path / "fixed", mode="fixed"))
+    for name, param in after.state_dict().items():
+        same = torch.equal(param, before.state_dict()[name])
+        assert same == (not name.startswith("score_fr")), name
+
+
+def test_training_is_deterministic_and_logs_every_iteration(stores, tmp_path):
+    a = torch.load(_train(stores, tmp_path / "a"), weights_only=True)["state_dict"]
+    b = torch.load(_train(stores, tmp_path / "b"), weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = (tmp_path / "a" / "log.csv").read_text().splitlines()
+    assert lines[0] == "iteration,images_seen,train_loss,wall_s,val_loss,val_mean_iu" and len(lines) == 7
+
+
+def test_patch_sampling_draws_more_images_per_iteration(stores, tmp_path):
+    _train(stores, tmp_path / "p", sample_p=0.25, iterations=2, val_store=stores[1], val_every=2)
+    rows = [line.split(",") for line in (tmp_path / "p" / "log.csv").read_text().splitlines()[1:]]
+    assert [int(r[1]) for r in rows] == [4, 8]
+    assert rows[0][4] == "" and 0.0 <= float(rows[1][5]) <= 1.0  # validation on its row only
+
+
+def test_resume_after_sigkill_gives_bit_identical_weights(stores, tmp_path):
+    iterations = 40
+    reference = torch.load(_train(stores, tmp_path / "ref", iterations=iterations), weights_only=True)["state_dict"]
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "segbench.cli", "train", "--train-store", str(stores[0]), "--out-dir", str(run),
+           "--model", "fcn32s_vgg16", "--width", str(WIDTH), "--init", str(stores[2]), "--recipe", "heavy",
+           "--lr", "1e-7", "--iterations", str(iterations), "--checkpoint-every", "2", "--seed", "3",
+           "--device", "cpu", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while proc.poll() is None and not (run / "checkpoint.pt").exists():
+            os.sched_yield()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (run / "checkpoint.pt").exists() and not (run / "model.pt").exists()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    resumed = torch.load(run / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    assert len((run / "log.csv").read_text().splitlines()) == iterations + 1
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_with_tempfail(stores, tmp_path):
+    run = tmp_path / "term"
+    cmd = [sys.executable, "-m", "segbench.cli", "train", "--train-store", str(stores[0]), "--out-dir", str(run),
+           "--model", "fcn32s_vgg16", "--width", str(WIDTH), "--init", str(stores[2]), "--lr", "1e-7",
+           "--iterations", "100000", "--checkpoint-every", "1", "--device", "cpu", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not (run / "checkpoint.pt").exists():
+        os.sched_yield()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == Preempted.exit_code == 75, err
+    assert "stopped by a signal" in err
+    record = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert record["iteration"] >= 1 and not (run / "model.pt").exists()
+
+
+def test_diverging_learning_rate_fails_with_a_clear_error(stores, tmp_path):
+    with pytest.raises(FloatingPointError, match="too high"):
+        _train(stores, tmp_path / "nan", lr=1e3, iterations=20)
+
+
+def test_evaluate_writes_metrics_and_checks_the_class_count(stores, tmp_path):
+    weights = _train(stores, tmp_path / "e")
+    result = evaluate(store_path=stores[1], model_path=weights, out_json=tmp_path / "val.json", device="cpu",
+                      progress=False)
+    hist = np.array(result["hist"])
+    assert hist.shape == (21, 21) and hist.sum() == result["images"] * 48 * 48 - _void(stores[1])
+    assert 0.0 <= result["mean_iu"] <= 1.0 and (tmp_path / "val.json").exists()
+
+
+def _void(path):
+    from segbench.data.store import Store
+
+    s = Store(path)
+    return sum(int((s.label(i) == 255).sum()) for i in range(len(s)))
