@@ -7,12 +7,15 @@ rule benchmark:
     params:
         c=config["benchmark"],
         modes=",".join(config["benchmark"]["modes"]),
-    threads: workflow.cores
+        device=config["device"],
+    threads: 64  # all cores (capped at --cores), so that nothing runs beside the timing
     resources:
         **resources_for("benchmark"),
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/benchmark/{{model}}.log",
     shell:
         "segbench benchmark {wildcards.model} --out {output} --size {params.c[size]} --width {params.c[width]}"
         " --trials {params.c[trials]} --warmup {params.c[warmup]} --modes {params.modes}"
-        " --device {config[device]} --threads {threads} > {log} 2>&1"
+        " --device {params.device} --threads {threads} > {log} 2>&1"

@@ -1,6 +1,7 @@
-# Helpers shared by the rule files: config validation, run table, input functions.
+# Helpers shared by all stages (config validation, run table, input functions); no rules here.
 
 import json
+import os
 
 from snakemake.utils import validate
 
@@ -84,11 +85,6 @@ DATA_NOTE = ("synthetic twin data, CPU-sized models: compare trends, not values"
              else "real data")
 RUNS = run_table()
 TABLE2_RUNS = {"FCN-32s-fixed": "fcn32s-fixed", "FCN-32s": "fcn32s", "FCN-16s": "fcn16s", "FCN-8s": "fcn8s"}
-
-
-wildcard_constraints:
-    run="|".join(RUNS),
-    backbone="|".join(PRETRAIN_BACKBONE.values()),
 
 
 def table1_run(backbone):

@@ -7,8 +7,10 @@ if SYNTHETIC:
         output:
             raw_ready("voc"),
         params:
-            out_dir=f"{RESULTS}/raw/voc",
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
             c=config["data"]["synthetic"]["voc"],
+        conda:
+            "../envs/segbench.yaml"
         log:
             f"{LOGS}/data/synth_voc.log",
         shell:
@@ -20,8 +22,10 @@ if SYNTHETIC:
         output:
             raw_ready("nyud"),
         params:
-            out_dir=f"{RESULTS}/raw/nyud",
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
             c=config["data"]["synthetic"]["nyud"],
+        conda:
+            "../envs/segbench.yaml"
         log:
             f"{LOGS}/data/synth_nyud.log",
         shell:
@@ -32,8 +36,10 @@ if SYNTHETIC:
         output:
             raw_ready("siftflow"),
         params:
-            out_dir=f"{RESULTS}/raw/siftflow",
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
             c=config["data"]["synthetic"]["siftflow"],
+        conda:
+            "../envs/segbench.yaml"
         log:
             f"{LOGS}/data/synth_siftflow.log",
         shell:
@@ -46,10 +52,12 @@ else:
         output:
             f"{RESULTS}/raw/{{dataset}}/manifest.json",
         params:
-            dest_dir=lambda wc: f"{RESULTS}/raw/{wc.dataset}",
+            dest_dir=lambda wc, output: os.path.dirname(output[0]),
             data_root=opt("--data-root", config["data"]["data_root"]),
         resources:
             **resources_for("download"),
+        conda:
+            "../envs/segbench.yaml"
         log:
             f"{LOGS}/data/download_{{dataset}}.log",
         shell:
@@ -65,8 +73,10 @@ rule preprocess_voc:
     params:
         voc2011=raw_dir("voc2011"),
         sbd=raw_dir("sbd"),
-        out_dir=f"{RESULTS}/preprocessed/voc",
+        out_dir=lambda wc, output: os.path.dirname(output.train),
         check="" if SYNTHETIC else "--check-md5",
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/data/preprocess_voc.log",
     shell:
@@ -81,9 +91,11 @@ rule preprocess_nyud:
         train=f"{RESULTS}/preprocessed/nyud/train.h5",
         test=f"{RESULTS}/preprocessed/nyud/test.h5",
     params:
-        raw_dir=f"{RESULTS}/raw/nyud",
-        out_dir=f"{RESULTS}/preprocessed/nyud",
+        raw_dir=lambda wc, input: os.path.dirname(input[0]),
+        out_dir=lambda wc, output: os.path.dirname(output.train),
         check="" if SYNTHETIC else "--check-counts",
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/data/preprocess_nyud.log",
     shell:
@@ -96,9 +108,11 @@ rule hha_nyud:
     output:
         store=f"{RESULTS}/preprocessed/nyud/{{split}}-hha.h5",
         pngs=directory(f"{RESULTS}/preprocessed/nyud/hha/{{split}}"),
-    threads: max(1, workflow.cores)
+    threads: 64  # all cores: Snakemake caps this at --cores
     resources:
         **resources_for("hha_nyud"),
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/data/hha_nyud_{{split}}.log",
     shell:
@@ -113,9 +127,11 @@ rule preprocess_siftflow:
         trainval=f"{RESULTS}/preprocessed/siftflow/trainval.h5",
         test=f"{RESULTS}/preprocessed/siftflow/test.h5",
     params:
-        raw_dir=raw_dir("siftflow"),
-        out_dir=f"{RESULTS}/preprocessed/siftflow",
+        raw_dir=lambda wc: raw_dir("siftflow"),
+        out_dir=lambda wc, output: os.path.dirname(output.trainval),
         check="" if SYNTHETIC else "--check-counts",
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/data/preprocess_siftflow.log",
     shell:
@@ -129,6 +145,8 @@ rule dataset_stats:
         f"{RESULTS}/stats/{{dataset}}.json",
     params:
         check="" if SYNTHETIC else "--check-counts",
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/data/dataset_stats_{{dataset}}.log",
     shell:

@@ -7,11 +7,15 @@ rule evaluate:
         weights=f"{RESULTS}/train/{{run}}/model.pt",
     output:
         f"{RESULTS}/evaluate/{{run}}/val.json",
+    params:
+        device=config["device"],
     threads: 1
     resources:
         **resources_for("evaluate"),
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/evaluate/{{run}}.log",
     shell:
         "segbench evaluate --store {input.store} --weights {input.weights} --out {output}"
-        " --device {config[device]} --threads {threads} > {log} 2>&1"
+        " --device {params.device} --threads {threads} > {log} 2>&1"

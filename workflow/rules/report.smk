@@ -9,10 +9,13 @@ rule table2:
     params:
         runs=lambda wc, input: " ".join(f"--run {net}={path}" for net, path in input.items()),
         note=DATA_NOTE,
+        prefix=lambda wc, output: output[0][: -len(".csv")],
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/report/table2.log",
     shell:
-        "segbench table2 {params.runs} --out-prefix {RESULTS}/tables/table2 --note '{params.note}' > {log} 2>&1"
+        "segbench table2 {params.runs} --out-prefix {params.prefix} --note '{params.note}' > {log} 2>&1"
 
 
 rule table1:
@@ -24,10 +27,13 @@ rule table1:
     params:
         runs=table1_flags,
         note=DATA_NOTE,
+        prefix=lambda wc, output: output[0][: -len(".csv")],
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/report/table1.log",
     shell:
-        "segbench table1 {params.runs} --out-prefix {RESULTS}/tables/table1 --note '{params.note}' > {log} 2>&1"
+        "segbench table1 {params.runs} --out-prefix {params.prefix} --note '{params.note}' > {log} 2>&1"
 
 
 rule fig5:
@@ -37,10 +43,14 @@ rule fig5:
         multiext(f"{RESULTS}/tables/fig5", ".csv", ".tex", ".md"),
         multiext(f"{RESULTS}/figures/fig5", ".png", ".pdf"),
     params:
-        runs=" ".join(f"--run {p}={RESULTS}/train/fig5-p{p}/log.csv" for p in config["fig5"]["p"]),
+        runs=lambda wc, input: " ".join(f"--run {p}={path}" for p, path in zip(config["fig5"]["p"], input)),
         model=config["fig5"]["model"],
+        table=lambda wc, output: output[0][: -len(".csv")],
+        figure=lambda wc, output: output[3][: -len(".png")],
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/report/fig5.log",
     shell:
-        "segbench fig5 {params.runs} --model {params.model} --out-table {RESULTS}/tables/fig5"
-        " --out-figure {RESULTS}/figures/fig5 > {log} 2>&1"
+        "segbench fig5 {params.runs} --model {params.model} --out-table {params.table}"
+        " --out-figure {params.figure} > {log} 2>&1"

@@ -9,15 +9,19 @@ if config["pretrain"]["source"] == "synthetic":
         params:
             c=config["pretrain"],
             width=lambda wc: config["models"]["width"][CONFIG_BACKBONE[wc.backbone]],
+            seed=config["seed"],
+            device=config["device"],
         threads: 1
         resources:
             **resources_for("pretrain"),
+        conda:
+            "../envs/segbench.yaml"
         log:
             f"{LOGS}/pretrain/{{backbone}}.log",
         shell:
             "segbench pretrain --out {output} --backbone {wildcards.backbone} --width {params.width}"
             " --image-size {params.c[image_size]} --iterations {params.c[iterations]} --batch-size {params.c[batch_size]}"
-            " --lr {params.c[lr]} --seed {config[seed]} --device {config[device]} --threads {threads} > {log} 2>&1"
+            " --lr {params.c[lr]} --seed {params.seed} --device {params.device} --threads {threads} > {log} 2>&1"
 
 else:
 
@@ -28,6 +32,8 @@ else:
             cache=config["pretrain"]["cache"],
         resources:
             **resources_for("download"),
+        conda:
+            "../envs/segbench.yaml"
         log:
             f"{LOGS}/pretrain/{{backbone}}.log",
         shell:
@@ -44,10 +50,12 @@ rule train:
         log=f"{RESULTS}/train/{{run}}/log.csv",
     params:
         flags=train_flags,
-        out_dir=lambda wc: f"{RESULTS}/train/{wc.run}",
+        out_dir=lambda wc, output: os.path.dirname(output.model),
     threads: 1
     resources:
         **resources_for("train"),
+    conda:
+        "../envs/segbench.yaml"
     log:
         f"{LOGS}/train/{{run}}.log",
     shell:
