@@ -75,6 +75,8 @@ rule preprocess_voc:
         sbd=raw_dir("sbd"),
         out_dir=lambda wc, output: os.path.dirname(output.train),
         check="" if SYNTHETIC else "--check-md5",
+    resources:
+        **resources_for("preprocess_voc"),
     conda:
         "../envs/segbench.yaml"
     log:
@@ -94,6 +96,8 @@ rule preprocess_nyud:
         raw_dir=lambda wc, input: os.path.dirname(input[0]),
         out_dir=lambda wc, output: os.path.dirname(output.train),
         check="" if SYNTHETIC else "--check-counts",
+    resources:
+        **resources_for("preprocess_nyud"),
     conda:
         "../envs/segbench.yaml"
     log:
@@ -130,6 +134,8 @@ rule preprocess_siftflow:
         raw_dir=lambda wc: raw_dir("siftflow"),
         out_dir=lambda wc, output: os.path.dirname(output.trainval),
         check="" if SYNTHETIC else "--check-counts",
+    resources:
+        **resources_for("preprocess_siftflow"),
     conda:
         "../envs/segbench.yaml"
     log:
@@ -145,6 +151,8 @@ rule dataset_stats:
         f"{RESULTS}/stats/{{dataset}}.json",
     params:
         check="" if SYNTHETIC else "--check-counts",
+    resources:
+        **resources_for("dataset_stats"),
     conda:
         "../envs/segbench.yaml"
     log:

@@ -10,6 +10,8 @@ rule table2:
         runs=lambda wc, input: " ".join(f"--run {net}={path}" for net, path in input.items()),
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
+    resources:
+        **resources_for("table2"),
     conda:
         "../envs/segbench.yaml"
     log:
@@ -28,6 +30,8 @@ rule table1:
         runs=table1_flags,
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
+    resources:
+        **resources_for("table1"),
     conda:
         "../envs/segbench.yaml"
     log:
@@ -47,6 +51,8 @@ rule fig5:
         model=config["fig5"]["model"],
         table=lambda wc, output: output[0][: -len(".csv")],
         figure=lambda wc, output: output[3][: -len(".png")],
+    resources:
+        **resources_for("fig5"),
     conda:
         "../envs/segbench.yaml"
     log:
