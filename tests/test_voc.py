@@ -76,6 +76,13 @@ def test_preprocess_writes_train_and_val_stores(twin, tmp_path):
     np.testing.assert_array_equal(val.image(0), np.asarray(Image.open(voc / "JPEGImages" / f"{val.ids[0]}.jpg")))
 
 
+def test_voc2012_val_is_flagged_as_overlapping_sbd_train(twin, tmp_path):
+    _, voc, sbd = twin  # the twin's VOC2011 tree stands in for VOC2012: same layout
+    out = preprocess_voc(voc, sbd, tmp_path, voc2012=voc, progress=False)
+    s = Store(out["val2012"])
+    assert len(s) == 8 and s.attrs["overlaps_sbd_train"] == 3 and "not report" in s.attrs["warning"]
+
+
 def test_preprocess_checks_seg11valid_md5_on_request(twin, tmp_path):
     _, voc, sbd = twin
     with pytest.raises(DatasetError, match="expected 7984b6ce"):

@@ -24,7 +24,7 @@ def _synth_voc(a):
 def _preprocess_voc(a):
     from segbench.data.voc import preprocess_voc
 
-    preprocess_voc(a.voc2011, a.sbd, a.out_dir, check_md5=a.check_md5)
+    preprocess_voc(a.voc2011, a.sbd, a.out_dir, check_md5=a.check_md5, voc2012=a.voc2012)
 
 
 def _download(a):
@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sbd", type=Path, required=True, help="the benchmark_RELEASE/dataset folder")
     s.add_argument("--out-dir", type=Path, required=True)
     s.add_argument("--check-md5", action="store_true", help="check seg11valid against the published list (real data)")
+    s.add_argument("--voc2012", type=Path, help="VOCdevkit/VOC2012: also write val2012.h5 (overlaps SBD train)")
     s.set_defaults(func=_preprocess_voc)
 
     s = sub.add_parser("download", help="download (or, with --data-root, only verify) a real dataset")

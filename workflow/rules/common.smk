@@ -65,7 +65,8 @@ def raw_ready(dataset):
 
 def raw_dir(part):
     """Folders inside the raw trees, as the twins and the extracted archives lay them out."""
-    real = {"voc2011": "voc/VOC2011/TrainVal/VOCdevkit/VOC2011", "sbd": "voc/SBD/benchmark_RELEASE/dataset",
+    real = {"voc2011": "voc/VOC2011/TrainVal/VOCdevkit/VOC2011", "voc2012": "voc/VOC2012/VOCdevkit/VOC2012",
+            "sbd": "voc/SBD/benchmark_RELEASE/dataset",
             "siftflow": "siftflow/SiftFlow"}
     twin = {"voc2011": "voc/VOCdevkit/VOC2011", "sbd": "voc/benchmark_RELEASE/dataset", "siftflow": "siftflow"}
     return f"{RESULTS}/raw/" + (twin if SYNTHETIC else real)[part]

@@ -70,11 +70,13 @@ rule preprocess_voc:
     output:
         train=f"{RESULTS}/preprocessed/voc/train.h5",
         val=f"{RESULTS}/preprocessed/voc/val.h5",
+        # real data only: VOC2012 seg val, flagged as overlapping SBD train
+        **({} if SYNTHETIC else {"val2012": f"{RESULTS}/preprocessed/voc/val2012.h5"}),
     params:
         voc2011=raw_dir("voc2011"),
         sbd=raw_dir("sbd"),
         out_dir=lambda wc, output: os.path.dirname(output.train),
-        check="" if SYNTHETIC else "--check-md5",
+        check="" if SYNTHETIC else f"--check-md5 --voc2012 {raw_dir('voc2012')}",
     resources:
         **resources_for("preprocess_voc"),
     conda:

@@ -111,12 +111,14 @@ def check_sample(image: np.ndarray, label: np.ndarray, *, num_classes: int, wher
 
 
 def preprocess_voc(voc2011: Path, sbd: Path, out_dir: Path, *, check_md5: bool = False,
-                   progress: bool = True) -> dict[str, Path]:
+                   voc2012: Path | None = None, progress: bool = True) -> dict[str, Path]:
     """Write ``out_dir/train.h5`` (SBD train) and ``out_dir/val.h5`` (seg11valid).
 
     ``voc2011`` is the ``VOCdevkit/VOC2011`` folder, ``sbd`` the ``benchmark_RELEASE/dataset`` folder.
     With ``check_md5`` (real data) the derived seg11valid list must match the published list's md5
-    and the split sizes the published counts.
+    and the split sizes the published counts. With ``voc2012`` (its ``VOCdevkit/VOC2012`` folder) also
+    ``out_dir/val2012.h5``: VOC2012 seg val, flagged in its attributes as overlapping SBD train (FCN
+    trains on SBD train, so numbers on it are not clean).
     """
     voc2011, sbd, out_dir = Path(voc2011), Path(sbd), Path(out_dir)
     train_ids = read_ids(sbd / "train.txt")
@@ -135,6 +137,12 @@ def preprocess_voc(voc2011: Path, sbd: Path, out_dir: Path, *, check_md5: bool =
         "val": (val_ids, lambda i: (read_image(voc2011 / "JPEGImages" / f"{i}.jpg"),
                                     read_voc_label(voc2011 / "SegmentationClass" / f"{i}.png"), f"VOC2011 {i}")),
     }
+    if voc2012 is not None:
+        voc2012 = Path(voc2012)
+        ids2012 = read_ids(voc2012 / "ImageSets/Segmentation/val.txt")
+        sources["val2012"] = (ids2012, lambda i: (read_image(voc2012 / "JPEGImages" / f"{i}.jpg"),
+                                                  read_voc_label(voc2012 / "SegmentationClass" / f"{i}.png"),
+                                                  f"VOC2012 {i}"))
     written = {}
     for split, (ids, load) in sources.items():
         images, labels = [], []
@@ -143,9 +151,12 @@ def preprocess_voc(voc2011: Path, sbd: Path, out_dir: Path, *, check_md5: bool =
             check_sample(image, label, num_classes=n, where=where)
             images.append(image)
             labels.append(label)
-        written[split] = write_store(
-            out_dir / f"{split}.h5", dataset="voc", split=split, ids=ids,
-            fields={"image": images, "label": labels}, class_names=CLASS_NAMES,
-            attrs={"mean_bgr": list(MEAN_BGR), "source": "SBD train" if split == "train" else "seg11valid"},
-        )
+        attrs = {"mean_bgr": list(MEAN_BGR), "source": {"train": "SBD train", "val": "seg11valid",
+                                                         "val2012": "VOC2012 seg val"}[split]}
+        if split == "val2012":
+            overlap = sorted(set(ids) & set(train_ids))
+            attrs.update(overlaps_sbd_train=len(overlap), warning=f"{len(overlap)} of these {len(ids)} images are in "
+                         "SBD train, on which FCN trains: do not report numbers on this split as clean")
+        written[split] = write_store(out_dir / f"{split}.h5", dataset="voc", split=split, ids=ids,
+                                     fields={"image": images, "label": labels}, class_names=CLASS_NAMES, attrs=attrs)
     return written
