@@ -15,7 +15,7 @@ from segbench.resources import CPU_RULES, GPU_RULES, rule_resources
 def test_network_rules_request_one_gpu_unless_cpu(rule, device):
     res = rule_resources(rule, device=device)
     assert res["gpu"] == 1
-    assert res["cpus_per_task"] >= 1 and res["mem_mb"] > 0 and res["runtime"] > 0
+    assert "cpus_per_task" not in res and res["mem_mb"] > 0 and res["runtime"] > 0  # CPUs follow threads
     cpu = rule_resources(rule, device="cpu")
     assert "gpu" not in cpu
     assert cpu == {k: v for k, v in res.items() if k != "gpu"}
@@ -31,10 +31,10 @@ def test_data_and_report_rules_never_request_a_gpu(rule, device):
 
 def test_overrides_replace_defaults_add_keys_and_none_removes():
     overrides = {"train": {"mem_mb": 64000, "runtime": "2880", "gpu_model": "a100", "slurm_partition": "gpu",
-                           "cpus_per_task": None},
+                           "cpus_per_task": 8, "gpu": None},
                  "table2": {"mem_mb": 500}}
     assert rule_resources("train", device="auto", overrides=overrides) == {
-        "gpu": 1, "mem_mb": 64000, "runtime": 2880, "gpu_model": "a100", "slurm_partition": "gpu"}
+        "mem_mb": 64000, "runtime": 2880, "gpu_model": "a100", "slurm_partition": "gpu", "cpus_per_task": 8}
     assert rule_resources("table2", device="auto", overrides=overrides)["mem_mb"] == 500
     assert rule_resources("evaluate", device="auto", overrides=overrides) == rule_resources("evaluate", device="auto")
 

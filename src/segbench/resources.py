@@ -4,7 +4,9 @@ A rule file writes ``resources: **rule_resources("train", device=config["device"
 overrides=config.get("resources"))``. The keys are the ones snakemake-executor-plugin-slurm maps to
 sbatch options: ``gpu`` -> ``--gpus``, ``cpus_per_task`` -> ``--cpus-per-task``, ``mem_mb`` -> ``--mem``,
 ``runtime`` (minutes) -> ``--time``; ``gpu_model``, ``slurm_partition``, ``slurm_extra`` ... may come
-from ``overrides``. Run locally, Snakemake only limits the resources given to ``--resources``, so
+from ``overrides``. CPUs are not set here: the plugin asks for the rule's ``threads`` (training runs on
+one thread so that results do not depend on the node; ``hha_nyud`` and ``benchmark`` take all cores), and
+``cpus_per_task`` in ``overrides`` asks for more. Run locally, Snakemake only limits the resources given to ``--resources``, so
 ``gpu: 1`` does not stop a CPU-only laptop from running the pipeline.
 """
 
@@ -15,25 +17,25 @@ from collections.abc import Mapping
 # Rules that run a network: with device "auto" or "cuda" they land on a GPU node. ``auto`` means a GPU on a
 # cluster: the job asks SLURM for one, and the CLI then finds CUDA inside the job.
 GPU_RULES = {
-    "pretrain": {"gpu": 1, "cpus_per_task": 4, "mem_mb": 16000, "runtime": 720},
-    "train": {"gpu": 1, "cpus_per_task": 4, "mem_mb": 16000, "runtime": 1440},
-    "evaluate": {"gpu": 1, "cpus_per_task": 4, "mem_mb": 16000, "runtime": 120},
-    "benchmark": {"gpu": 1, "cpus_per_task": 4, "mem_mb": 16000, "runtime": 60},
+    "pretrain": {"gpu": 1, "mem_mb": 16000, "runtime": 720},
+    "train": {"gpu": 1, "mem_mb": 16000, "runtime": 1440},
+    "evaluate": {"gpu": 1, "mem_mb": 16000, "runtime": 120},
+    "benchmark": {"gpu": 1, "mem_mb": 16000, "runtime": 60},
 }
 # Data and report rules: never a GPU, whatever the device.
 CPU_RULES = {
-    "synth_voc": {"cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
-    "download": {"cpus_per_task": 1, "mem_mb": 4000, "runtime": 480},
-    "preprocess_voc": {"cpus_per_task": 1, "mem_mb": 8000, "runtime": 120},
-    "synth_nyud": {"cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
-    "preprocess_nyud": {"cpus_per_task": 1, "mem_mb": 8000, "runtime": 120},
-    "hha_nyud": {"cpus_per_task": 1, "mem_mb": 8000, "runtime": 480},
-    "synth_siftflow": {"cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
-    "preprocess_siftflow": {"cpus_per_task": 1, "mem_mb": 8000, "runtime": 120},
-    "dataset_stats": {"cpus_per_task": 1, "mem_mb": 8000, "runtime": 60},
-    "table1": {"cpus_per_task": 1, "mem_mb": 2000, "runtime": 15},
-    "table2": {"cpus_per_task": 1, "mem_mb": 2000, "runtime": 15},
-    "fig5": {"cpus_per_task": 1, "mem_mb": 2000, "runtime": 15},
+    "synth_voc": {"mem_mb": 4000, "runtime": 60},
+    "download": {"mem_mb": 4000, "runtime": 480},
+    "preprocess_voc": {"mem_mb": 8000, "runtime": 120},
+    "synth_nyud": {"mem_mb": 4000, "runtime": 60},
+    "preprocess_nyud": {"mem_mb": 8000, "runtime": 120},
+    "hha_nyud": {"mem_mb": 8000, "runtime": 480},
+    "synth_siftflow": {"mem_mb": 4000, "runtime": 60},
+    "preprocess_siftflow": {"mem_mb": 8000, "runtime": 120},
+    "dataset_stats": {"mem_mb": 8000, "runtime": 60},
+    "table1": {"mem_mb": 2000, "runtime": 15},
+    "table2": {"mem_mb": 2000, "runtime": 15},
+    "fig5": {"mem_mb": 2000, "runtime": 15},
 }
 DEVICES = ("auto", "cuda", "cpu")
 # Keys that ask SLURM for a GPU one way or another; none of them may appear when device is "cpu".
