@@ -18,7 +18,12 @@ import pytest
 import torch
 
 from segbench.checkpoint import (
-    CHECKPOINT_NAME, Preempted, PreemptionGuard, latest_checkpoint, load_checkpoint, save_checkpoint,
+    CHECKPOINT_NAME,
+    Preempted,
+    PreemptionGuard,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
 )
 
 ITERATIONS, EVERY = 20, 5

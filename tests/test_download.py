@@ -12,8 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from segbench.data import extract, fetch, verify
-from segbench.data import sources
+from segbench.data import extract, fetch, sources, verify
 from segbench.data.download import ChecksumError, ExtractError, sidecar_path
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()

@@ -5,9 +5,9 @@ import shutil
 
 import h5py
 import numpy as np
-from PIL import Image
 import pytest
 import scipy.io
+from PIL import Image
 
 from segbench import hha
 from segbench.data import nyud, synth_nyud

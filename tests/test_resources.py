@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from segbench.resources import CPU_RULES, GPU_RULES, rule_resources
 
 

@@ -4,13 +4,11 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from segbench import models
 from segbench.checkpoint import Preempted
 from segbench.data.synth_voc import write_twin
 from segbench.data.voc import preprocess_voc

@@ -4,15 +4,25 @@ import json
 import numpy as np
 import pytest
 import scipy.io
+from conftest import SHARED
 from PIL import Image
 
 from segbench.data.store import Store, StoreError, write_store
-from segbench.data.synth_objects import NUM_OBJECT_CLASSES, class_spec, render_scene, void_borders
+from segbench.data.synth_objects import (
+    NUM_OBJECT_CLASSES,
+    class_spec,
+    render_scene,
+    void_borders,
+)
 from segbench.data.synth_voc import write_twin
-from segbench.data.voc import (DatasetError, preprocess_voc, read_ids, seg11valid_ids, split_list_md5,
-                               SEG11VALID_MD5)
-
-from conftest import SHARED
+from segbench.data.voc import (
+    SEG11VALID_MD5,
+    DatasetError,
+    preprocess_voc,
+    read_ids,
+    seg11valid_ids,
+    split_list_md5,
+)
 
 
 @pytest.fixture(scope="module")

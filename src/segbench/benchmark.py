@@ -17,7 +17,6 @@ argmax prediction is compared with fp32's. The large upsamplers run in float32 i
 from __future__ import annotations
 
 import copy
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from segbench import models, runtime
+from segbench.atomic import write_json
 
 MODES = ("fp32", "channels_last", "bf16", "compile")
 DESCRIPTIONS = {
@@ -150,9 +150,4 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
 
 def write_benchmark_json(result: dict, path: str | os.PathLike) -> Path:
     """Atomically write ``result`` as indented JSON to ``path`` (parents created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json(path, result, indent=2)

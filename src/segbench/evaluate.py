@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +11,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from segbench import runtime
+from segbench.atomic import write_json
 from segbench.data.store import Store
 from segbench.data.tensors import to_input, to_target
 from segbench.metrics import confusion_matrix, scores
@@ -67,9 +66,5 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
     result = evaluate_model(model.to(dev), store, device=dev, norm=meta.get("input_norm", "caffe"),
                             reduction=meta.get("reduction", "sum"), progress=progress)
     result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names)
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_name(out_json.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1, allow_nan=True))
-    os.replace(tmp, out_json)
+    write_json(out_json, result)
     return result

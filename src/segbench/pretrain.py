@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from segbench import models, runtime
+from segbench.atomic import torch_save
 from segbench.data.synth_objects import NUM_OBJECT_CLASSES, render_classification
 from segbench.data.tensors import to_input
 from segbench.data.voc import MEAN_BGR
@@ -62,13 +63,9 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
             log.info("iteration %d loss %.4f", it, loss.item())
     accuracy = _accuracy(net, rng, image_size, eval_images, dev)
     log.info("held-out accuracy %.3f on %d images (chance %.3f)", accuracy, eval_images, 1 / NUM_OBJECT_CLASSES)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"backbone": backbone, "width": width, "num_classes": NUM_OBJECT_CLASSES, "image_size": image_size,
-                "accuracy": accuracy, "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}, tmp)
-    os.replace(tmp, out)
-    return out
+    return torch_save({"backbone": backbone, "width": width, "num_classes": NUM_OBJECT_CLASSES,
+                       "image_size": image_size, "accuracy": accuracy,
+                       "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}, out)
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torchvision
 
+from segbench.atomic import torch_save
 from segbench.data import fetch
 
 WEIGHTS = {
@@ -48,10 +49,5 @@ def fetch_torchvision(backbone: str, out: str | os.PathLike, *, cache: str | os.
     path = fetch(url, Path(cache) / url.rsplit("/", 1)[1], None)
     check_sha256_prefix(path)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save({"backbone": backbone, "width": 1.0, "num_classes": 1000, "input_norm": "torchvision",
-                "source": url, "state_dict": state}, tmp)
-    os.replace(tmp, out)
-    return out
+    return torch_save({"backbone": backbone, "width": 1.0, "num_classes": 1000, "input_norm": "torchvision",
+                       "source": url, "state_dict": state}, out)

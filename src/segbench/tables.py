@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from segbench.atomic import write_text
+
 
 def _fmt(value, digits: int) -> str:
     if value is None or (isinstance(value, float) and value != value):
@@ -13,13 +15,6 @@ def _fmt(value, digits: int) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
-
-
-def _atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_table(prefix: str | os.PathLike, columns: Sequence[tuple[str, str]], rows: Sequence[dict], *,
@@ -43,7 +38,7 @@ def write_table(prefix: str | os.PathLike, columns: Sequence[tuple[str, str]], r
     md += ["| " + " | ".join(row) + " |" for row in cells]
     paths = [prefix.with_suffix(".csv"), prefix.with_suffix(".tex"), prefix.with_suffix(".md")]
     for path, lines in zip(paths, (csv_lines, tex, md)):
-        _atomic(path, "\n".join(lines) + "\n")
+        write_text(path, "\n".join(lines) + "\n")
     return paths
 
 

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from segbench import checkpoint, losses, models, recipes, runtime
+from segbench.atomic import write_text
 from segbench.data.store import Store
 from segbench.data.tensors import to_input, to_target
 from segbench.evaluate import evaluate_model
@@ -163,6 +164,4 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k, "")) for k in LOG_COLUMNS})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    write_text(path, buf.getvalue())

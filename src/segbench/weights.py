@@ -8,19 +8,15 @@ from pathlib import Path
 import torch
 
 from segbench import models
+from segbench.atomic import torch_save
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, *, name: str, num_classes: int, width: float,
                in_channels: int = 3, meta: dict | None = None) -> Path:
     """Atomically write ``{"name", "num_classes", "width", "in_channels", "meta", "state_dict"}``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"name": name, "num_classes": num_classes, "width": width, "in_channels": in_channels,
-                "meta": meta or {}, "state_dict": state}, tmp)
-    os.replace(tmp, path)
-    return path
+    return torch_save({"name": name, "num_classes": num_classes, "width": width, "in_channels": in_channels,
+                       "meta": meta or {}, "state_dict": state}, path)
 
 
 def load_record(path: str | os.PathLike) -> dict:

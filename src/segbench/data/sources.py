@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from segbench.atomic import write_json
 from segbench.data.download import extract, fetch, verify
 
 
@@ -91,11 +92,7 @@ def download_dataset(name: str, dest_dir: str | os.PathLike, data_root: str | os
         if src.extract_to:
             entry["extracted"] = str(extract(path, dest_dir / src.extract_to))
         entries.append(entry)
-    manifest = dest_dir / "manifest.json"
-    tmp = manifest.with_name("manifest.json.tmp")
-    tmp.write_text(json.dumps({"dataset": name, "files": entries}, indent=1) + "\n")
-    os.replace(tmp, manifest)
-    return manifest
+    return write_json(dest_dir / "manifest.json", {"dataset": name, "files": entries})
 
 
 def _link_verified(src: Source, data_root: Path, name: str, path: Path) -> tuple[Path, str]:

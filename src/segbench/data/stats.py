@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from segbench.atomic import write_json
 from segbench.data.store import Store
 
 
@@ -63,9 +62,5 @@ def dataset_stats(store_paths: Sequence[str | os.PathLike], out_json: str | os.P
             raise StatsError(f"{datasets.pop()}: images per split {got}, published {dict(expected_counts)}; "
                              "the downloaded data is incomplete or not the published release")
     result = {"dataset": datasets.pop(), "class_names": stores[0].class_names, "splits": splits}
-    out_json = Path(out_json)
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_json.with_name(out_json.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out_json)
+    write_json(out_json, result)
     return result

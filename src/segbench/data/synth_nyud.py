@@ -14,7 +14,6 @@ the per-frame tilt and the gravity direction, for tests of HHA's gravity estimat
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -23,7 +22,13 @@ import h5py
 import numpy as np
 import scipy.io
 
-from segbench.data.nyud import NUM_CLASSES, NUM_NYU_CLASSES, NYU_COLOR_CAMERA, REAL_COUNTS
+from segbench.atomic import replacing, write_json
+from segbench.data.nyud import (
+    NUM_CLASSES,
+    NUM_NYU_CLASSES,
+    NYU_COLOR_CAMERA,
+    REAL_COUNTS,
+)
 
 H, W = 480, 640
 # Real NYU 894-class ids (1-based) and what classMapping40 maps them to (1-based 40-class ids).
@@ -71,9 +76,7 @@ def write_twin(out_dir: str | os.PathLike, *, n_images: int = 24, seed: int = 0,
     meta = {"seed": seed, "n_images": n_images, "camera_matrix": NYU_COLOR_CAMERA.tolist(),
             "nyu_ids": NYU_IDS, "frames": [fr["meta"] for fr in frames],
             "note": "gravity_down_camera: unit vector of gravity in camera coordinates (x right, y down, z forward)"}
-    tmp = out_dir / "twin.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, out_dir / "twin.json")
+    write_json(out_dir / "twin.json", meta)  # written last: its presence means the twin is complete
     return out_dir
 
 
@@ -194,7 +197,5 @@ def _cell(strings) -> np.ndarray:
 
 
 def _savemat(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
         scipy.io.savemat(fh, data, format="5", do_compression=False)
-    os.replace(tmp, path)

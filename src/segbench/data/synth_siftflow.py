@@ -17,6 +17,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from segbench.atomic import replacing
 from segbench.data.siftflow import CLASSES, REAL_ABSENT_FROM_TEST, SUBDIR
 
 SIZE = 256
@@ -56,9 +57,8 @@ def write_twin(out_dir: str | os.PathLike, *, n_train: int = 24, n_test: int = 8
         _save_mat(out_dir / "SemanticLabels" / SUBDIR / f"{sample_id}.mat", sem.astype(np.float64))
         _save_mat(out_dir / "GeoLabels" / SUBDIR / f"{sample_id}.mat", geo.astype(np.float64))
     listing = "\r\n".join(f"{SUBDIR}\\{i}.jpg" for i in test_ids) + "\r\n"
-    tmp = out_dir / "TestSet1.txt.tmp"
-    tmp.write_bytes(listing.encode("ascii"))
-    os.replace(tmp, out_dir / "TestSet1.txt")
+    with replacing(out_dir / "TestSet1.txt") as tmp:  # written last: its presence means the twin is complete
+        tmp.write_bytes(listing.encode("ascii"))
     return out_dir
 
 
@@ -91,13 +91,10 @@ def _scene(rng: np.random.Generator, *, extra: str | None) -> tuple[np.ndarray, 
 
 
 def _save_jpg(path: Path, image: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="JPEG", quality=90)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        Image.fromarray(image).save(tmp, format="JPEG", quality=90)
 
 
 def _save_mat(path: Path, s: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
         scipy.io.savemat(fh, {"S": s}, format="5", do_compression=True)
-    os.replace(tmp, path)

@@ -15,8 +15,6 @@ so the derived seg11valid is VOC val minus that overlap.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from segbench.atomic import write_json
 from segbench.data.synth_objects import render_scene, void_borders
 from segbench.data.voc import voc_palette
 
@@ -72,12 +71,8 @@ def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n
              sbd / "train.txt": sbd_train, sbd / "val.txt": sbd_val}
     for path, members in lists.items():
         path.write_text("".join(f"{m}\n" for m in members))
-    manifest = out_dir / "manifest.json"
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({
+    return write_json(out_dir / "manifest.json", {
         "dataset": "voc", "synthetic": True, "seed": seed, "image_size": image_size,
         "counts": {"sbd_train": n_sbd_train, "sbd_val": n_sbd_val, "voc2011_seg_train": n_voc_train,
                    "voc2011_seg_val": n_voc_val, "seg11valid": n_voc_val - n_overlap},
-    }, indent=2))
-    os.replace(tmp, manifest)
-    return manifest
+    })

@@ -18,7 +18,13 @@ import numpy as np
 
 from segbench.hha.camera import check_camera, check_depths
 from segbench.hha.gravity_fit import estimate_gravity, rotation_to
-from segbench.hha.normals import orient_normals, plane_fit_terms, point_cloud, solve_normals, window_sums
+from segbench.hha.normals import (
+    orient_normals,
+    plane_fit_terms,
+    point_cloud,
+    solve_normals,
+    window_sums,
+)
 
 ANGLE_RADIUS = 3  # 7 x 7 windows: the normals of the angle channel
 GRAVITY_RADIUS = 10  # 21 x 21 windows: the normals that feed the gravity estimate only

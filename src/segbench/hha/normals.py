@@ -13,6 +13,7 @@ import numpy as np
 
 from segbench.hha.boxsum import box_sums, box_sums_exact_at
 
+
 def point_cloud(depth_cm: np.ndarray, camera_matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """X and Y (cm) of every pixel, Z being ``depth_cm`` itself (getPointCloudFromZ, 1-based pixel coordinates).
 

@@ -17,7 +17,12 @@ from torch import nn
 from segbench.models import alexnet, googlenet, vgg
 from segbench.models.fcn import FCN
 from segbench.models.geometry import path_geometry
-from segbench.models.surgery import convolutionalize, freeze_trunk, init_from, transplant
+from segbench.models.surgery import (
+    convolutionalize,
+    freeze_trunk,
+    init_from,
+    transplant,
+)
 
 __all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
            "freeze_trunk", "convolutionalize"]
