@@ -139,3 +139,11 @@ def _void(path):
 
     s = Store(path)
     return sum(int((s.label(i) == 255).sum()) for i in range(len(s)))
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(stores, tmp_path):
+    _train(stores, tmp_path / "run", iterations=6)  # leaves checkpoint.pt at iteration 6
+    changed = torch.load(_train(stores, tmp_path / "run", iterations=4, lr=2e-7), weights_only=True)["state_dict"]
+    fresh = torch.load(_train(stores, tmp_path / "fresh", iterations=4, lr=2e-7), weights_only=True)["state_dict"]
+    assert all(torch.equal(changed[k], fresh[k]) for k in fresh)
+    assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 5
