@@ -56,7 +56,7 @@ def test_staged_init_copies_the_coarser_net_and_zero_inits_the_new_skip(stores, 
     coarse_model, _ = load_model(coarse)
     torch.testing.assert_close(fine.score_fr.weight, coarse_model.score_fr.weight)
     torch.testing.assert_close(fine.fc7.weight, coarse_model.fc7.weight)
-    assert float(fine.score_pool4.weight.abs().sum()) == 0.0
+    assert float(fine.score_pool4.weight.detach().abs().sum()) == 0.0
 
 
 def test_fixed_mode_trains_only_the_score_layer(stores, tmp_path):
