@@ -126,3 +126,8 @@ def test_unknown_names_list_the_valid_ones():
         models.build("fcn8s_resnet", 21)
     with pytest.raises(ValueError, match="googlenet"):
         models.classifier("resnet50", 10)
+
+
+def test_build_accepts_the_documented_positional_signature():
+    net = models.build("fcn8s_vgg16", 21, 0.0625, 4)  # build(name, num_classes, width=1.0, in_channels=3)
+    assert net(torch.zeros(1, 4, 16, 16)).shape == (1, 21, 16, 16)

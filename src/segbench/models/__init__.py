@@ -75,7 +75,7 @@ def _check(name: str, table: dict, what: str) -> None:
         raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
 
 
-def build(name: str, num_classes: int, *, width: float = 1.0, in_channels: int = 3) -> FCN:
+def build(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3) -> FCN:
     """The FCN ``name`` (see ``MODELS``): input N x in_channels x H x W -> scores N x num_classes x H x W.
 
     ``width`` multiplies every trunk and fc channel count (score layers keep ``num_classes``). Score
