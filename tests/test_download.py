@@ -43,8 +43,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
+        srv.sent.append(len(body) - start)  # recorded before sending: the client may finish first
         self.wfile.write(body[start:])
-        srv.sent.append(len(body) - start)
 
     def log_message(self, *args):
         pass
