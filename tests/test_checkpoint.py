@@ -232,3 +232,18 @@ def _any_model():
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def test_a_checkpoint_of_another_run_restores_nothing(tmp_path):
+    model, optimizer = _any_model(), None
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = save_checkpoint(tmp_path / CHECKPOINT_NAME, model=model, optimizer=sgd, iteration=5, run_key="lr=1e-7")
+    other = _any_model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)  # differs from the saved model everywhere
+    before = [p.detach().clone() for p in other.parameters()]
+    assert load_checkpoint(path, model=other, optimizer=optimizer, run_key="lr=2e-7") is None
+    assert all(torch.equal(a, b) for a, b in zip(before, other.parameters()))
+    assert load_checkpoint(path, model=other, optimizer=optimizer, run_key="lr=1e-7")[0] == 5
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))

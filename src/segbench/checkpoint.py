@@ -56,13 +56,14 @@ def set_rng_states(states: dict) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    iteration: int, extra: dict | None = None) -> Path:
+                    iteration: int, extra: dict | None = None, run_key: str | None = None) -> Path:
     """Write model and optimizer state, the global RNG states and ``iteration`` (iterations done) to ``path``.
 
     The file is written beside ``path``, fsynced, then renamed over it: a crash at any moment leaves either
     the previous checkpoint or the new one, never a truncated file. ``extra`` holds the loop's own state
     (private generators, log rows); it must be plain Python values and tensors (``torch.load`` reads it back
-    with ``weights_only=True``). Returns ``path``.
+    with ``weights_only=True``). ``run_key`` names the settings of the run, so that a rerun with other
+    settings does not resume it (see :func:`load_checkpoint`). Returns ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +74,7 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         "optimizer": optimizer.state_dict(),
         "rng": rng_states(),
         "extra": extra or {},
+        "run_key": run_key,
     }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -90,18 +92,21 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None) -> tuple[int, dict]:
+def load_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                    run_key: str | None = None) -> tuple[int, dict] | None:
     """Restore ``model``, ``optimizer`` (unless None) and the global RNG states from ``path``.
 
     Tensors are loaded to the CPU and copied onto the devices ``model`` and ``optimizer`` already use.
-    Returns ``(iteration, extra)``: the loop continues with iteration ``iteration`` (0-based).
+    Returns ``(iteration, extra)``: the loop continues with iteration ``iteration`` (0-based). With
+    ``run_key``, a checkpoint saved under another key restores nothing and returns None.
     """
     path = Path(path)
     record = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ValueError(f"{path} is not a segbench checkpoint (format {record.get('format')!r}, expected "
                          f"{FORMAT!r}); delete it to start training from scratch")
+    if run_key is not None and record.get("run_key") != run_key:
+        return None
     model.load_state_dict(record["model"])
     if optimizer is not None:
         optimizer.load_state_dict(record["optimizer"])

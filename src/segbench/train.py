@@ -92,25 +92,25 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     mask_gen = torch.Generator().manual_seed(seed)
     rows: list[dict] = []
     start, wall = 0, 0.0
-    ckpt_path = out_dir / "checkpoint.pt"
+    ckpt_path = out_dir / checkpoint.CHECKPOINT_NAME
     # Resume only a checkpoint of this very run: a changed setting starts afresh.
     run_key = repr((str(train_store), model_name, width, str(init), mode, rec, iterations, sample_p, criterion,
                     gamma, seed))
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("extra", {}).get("run_key") == run_key:
-            start, extra = checkpoint.load_checkpoint(ckpt_path, model=model, optimizer=optimizer)
+        resumed = checkpoint.load_checkpoint(ckpt_path, model=model, optimizer=optimizer, run_key=run_key)
+        if resumed is None:
+            log.warning("%s belongs to a run with other settings: starting from iteration 0", ckpt_path)
+        else:
+            start, extra = resumed
             rng.bit_generator.state = extra["data_rng"]
             mask_gen.set_state(extra["mask_rng"])
             rows, wall = extra["rows"], extra["wall_s"]
             log.info("resuming %s from iteration %d", out_dir, start)
-        else:
-            log.warning("%s belongs to a run with other settings: starting from iteration 0", ckpt_path)
 
     def save(iteration):
-        checkpoint.save_checkpoint(ckpt_path, model=model, optimizer=optimizer, iteration=iteration, extra={
-            "run_key": run_key, "data_rng": rng.bit_generator.state, "mask_rng": mask_gen.get_state(),
-            "rows": rows, "wall_s": wall})
+        checkpoint.save_checkpoint(ckpt_path, model=model, optimizer=optimizer, iteration=iteration, run_key=run_key,
+                                   extra={"data_rng": rng.bit_generator.state, "mask_rng": mask_gen.get_state(),
+                                          "rows": rows, "wall_s": wall})
         _write_log(out_dir / "log.csv", rows)
 
     with checkpoint.PreemptionGuard() as guard:
@@ -171,5 +171,5 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k, "")) for k in LOG_COLUMNS})
+        writer.writerow({k: f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k, "") for k in LOG_COLUMNS})
     write_text(path, buf.getvalue())
