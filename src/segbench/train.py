@@ -96,7 +96,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     # Resume only a checkpoint of this very run: a changed setting starts afresh.
     run_key = repr((str(train_store), model_name, width, str(init), mode, rec, iterations, sample_p, criterion,
                     gamma, seed))
-    if ckpt_path.exists():
+    if checkpoint.latest_checkpoint(out_dir) is not None:
         resumed = checkpoint.load_checkpoint(ckpt_path, model=model, optimizer=optimizer, run_key=run_key)
         if resumed is None:
             log.warning("%s belongs to a run with other settings: starting from iteration 0", ckpt_path)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segbench.atomic import write_json
-from segbench.data.download import extract, fetch, verify
+from segbench.data.download import extract, fetch, sidecar_path, verify
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def download_dataset(name: str, dest_dir: str | os.PathLike, data_root: str | os
             path, matched = _link_verified(src, Path(data_root), name, path)
         else:
             path = fetch(src.url, path, src.md5, src.size, progress=progress)
-            matched = json.loads(path.with_name(path.name + ".md5.json").read_text())["md5"]
+            matched = json.loads(sidecar_path(path).read_text())["md5"]
         entry = {"file": src.filename, "url": src.url, "path": str(path), "md5": matched}
         if src.extract_to:
             entry["extracted"] = str(extract(path, dest_dir / src.extract_to))
