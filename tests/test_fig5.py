@@ -65,8 +65,8 @@ def test_explicit_target_not_reached(logs, tmp_path):
     assert target == 2.0 and rows["1"]["iterations_to_target"] == 8
     assert rows["0.5"]["iterations_to_target"] is None and math.isnan(rows["0.5"]["seconds_to_target"])
     out = {k: tmp_path / "out" / f"fig5.{k}" for k in ("png", "pdf", "csv", "tex", "md")}
-    make_fig5(logs, out_png=out["png"], out_pdf=out["pdf"], out_csv=out["csv"], out_tex=out["tex"],
-              out_md=out["md"], target_loss=2.0, window=1)
+    make_fig5(logs, out_table=tmp_path / "out" / "fig5", out_figure=tmp_path / "out" / "fig5", target_loss=2.0,
+              window=1)
     with open(out["csv"]) as f:
         table = {r["p"]: r for r in csv.DictReader(f)}
     assert table["1"]["seconds_to_target"] == "4.0000"
@@ -77,8 +77,8 @@ def test_explicit_target_not_reached(logs, tmp_path):
 def test_files_written(logs, tmp_path):
     out = {k: tmp_path / "figs" / f"fig5.{k}" for k in ("png", "pdf")}
     out |= {k: tmp_path / "tables" / f"fig5.{k}" for k in ("csv", "tex", "md")}
-    paths = make_fig5(logs, out_png=out["png"], out_pdf=out["pdf"], out_csv=out["csv"], out_tex=out["tex"],
-                      out_md=out["md"], model_name="fcn32s_vgg16", window=2)
+    paths = make_fig5(logs, out_table=tmp_path / "tables" / "fig5", out_figure=tmp_path / "figs" / "fig5",
+                      model_name="fcn32s_vgg16", window=2)
     assert paths == [out[k] for k in ("png", "pdf", "csv", "tex", "md")]
     with Image.open(out["png"]) as im:
         im.verify()
@@ -107,7 +107,5 @@ def test_bad_inputs(logs, tmp_path):
         read_log(bad)
     with pytest.raises(FileNotFoundError, match="run its train step"):
         read_log(tmp_path / "absent.csv")
-    kw = {k: tmp_path / f"x.{k}" for k in ("png", "pdf", "csv", "tex", "md")}
     with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
-        make_fig5({2.0: logs[1.0]}, out_png=kw["png"], out_pdf=kw["pdf"], out_csv=kw["csv"], out_tex=kw["tex"],
-                  out_md=kw["md"])
+        make_fig5({2.0: logs[1.0]}, out_table=tmp_path / "x", out_figure=tmp_path / "x")

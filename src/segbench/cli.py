@@ -131,8 +131,7 @@ def _fig5(a):
     from segbench.fig5 import make_fig5
 
     runs = {float(p): path for p, path in _pairs(a.run)}
-    make_fig5(runs, out_png=f"{a.out_figure}.png", out_pdf=f"{a.out_figure}.pdf", out_csv=f"{a.out_table}.csv",
-              out_tex=f"{a.out_table}.tex", out_md=f"{a.out_table}.md", model_name=a.model, target_loss=a.target_loss)
+    make_fig5(runs, out_table=a.out_table, out_figure=a.out_figure, model_name=a.model, target_loss=a.target_loss)
 
 
 def _pairs(items):

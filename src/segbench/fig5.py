@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from segbench.atomic import replacing
 from segbench.tables import write_table
+from segbench.train import LOG_COLUMNS
 
-LOG_COLUMNS = ("iteration", "images_seen", "train_loss", "wall_s", "val_loss", "val_mean_iu")
 TABLE_COLUMNS = (
     ("p", "p"), ("curve", "run"), ("images_per_iteration", "images / iter."), ("iterations", "iterations"),
     ("images_processed", "images processed"), ("ms_per_iteration", "ms / iter."),
@@ -104,33 +104,20 @@ def _plot(logs: dict[float, pd.DataFrame], *, window: int, target_loss: float, m
 
 
 def _save_figure(fig: Figure, path: Path, fmt: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     # no creation date in the PDF, so that reruns on the same logs give the same bytes
     metadata = {"CreationDate": None} if fmt == "pdf" else None
-    fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=metadata)
 
 
-def _save_tables(rows: list[dict], caption: str, destinations: tuple[Path, Path, Path]) -> None:
-    """``tables.write_table`` writes prefix.{csv,tex,md}; it runs in a temporary folder beside the first
-    destination, and each file is then moved into place (os.replace: atomic on one filesystem)."""
-    destinations[0].parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=destinations[0].parent) as tmp:
-        written = write_table(Path(tmp) / "fig5", TABLE_COLUMNS, rows, caption=caption, digits=1)
-        for src, dst in zip(written, destinations):
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dst)
-
-
-def make_fig5(logs: dict[float, str | os.PathLike], *, out_png: str | os.PathLike, out_pdf: str | os.PathLike,
-              out_csv: str | os.PathLike, out_tex: str | os.PathLike, out_md: str | os.PathLike,
+def make_fig5(logs: dict[float, str | os.PathLike], *, out_table: str | os.PathLike, out_figure: str | os.PathLike,
               target_loss: float | None = None, model_name: str = "fcn32s_vgg16", window: int = 20) -> list[Path]:
     """Figure 5 (two panels: smoothed training loss against iteration and against relative wall time)
     and its table (per p: images processed, time per iteration, time to a common target loss, final
     validation mean IU) from ``logs``, which maps the keep probability p to that run's log.csv.
 
-    Returns the five paths written. ``target_loss`` None = the highest final smoothed loss of the runs.
+    Writes ``out_figure.{png,pdf}`` and ``out_table.{csv,tex,md}`` and returns those five paths.
+    ``target_loss`` None = the highest final smoothed loss of the runs.
     """
     if not logs:
         raise ValueError("no training logs given: expected {p: path to log.csv} for p in e.g. (1, 0.5, 0.25)")
@@ -151,8 +138,7 @@ def make_fig5(logs: dict[float, str | os.PathLike], *, out_png: str | os.PathLik
     table_caption = (f"{caption} Time to target: first iteration whose smoothed loss is at or below it, in "
                      f"seconds and in % of the {reference} run's total time. Mean IU in %, last validation; "
                      "-- = not reached or not validated.")
-    paths = [Path(x) for x in (out_png, out_pdf, out_csv, out_tex, out_md)]
-    _save_figure(fig, paths[0], "png")
-    _save_figure(fig, paths[1], "pdf")
-    _save_tables(rows, table_caption, (paths[2], paths[3], paths[4]))
-    return paths
+    figures = [Path(f"{out_figure}.{fmt}") for fmt in ("png", "pdf")]
+    for path, fmt in zip(figures, ("png", "pdf")):
+        _save_figure(fig, path, fmt)
+    return figures + write_table(out_table, TABLE_COLUMNS, rows, caption=table_caption, digits=1)
