@@ -89,7 +89,16 @@ def test_upsampler_runs_in_fp32_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = up(x)
     assert y.dtype == torch.float32
-    assert torch.equal(y, F.conv_transpose2d(x.float(), up.weight, stride=32))
+    # the per-class (grouped) forward equals the dense C x C deconvolution of Caffe / pytorch-fcn
+    torch.testing.assert_close(y, F.conv_transpose2d(x.float(), up.weight, stride=32), rtol=1e-6, atol=1e-6)
+
+
+def test_upsampler_refuses_cross_class_weights():
+    up = BilinearUpsample(3, kernel_size=4, stride=2)
+    state = up.state_dict()
+    state["weight"][0, 1, 0, 0] = 0.5
+    with pytest.raises(ValueError, match="off the class diagonal"):
+        up.load_state_dict(state)
 
 
 def test_atonce_scales_pool_scores():

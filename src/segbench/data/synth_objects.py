@@ -9,8 +9,9 @@ Class ``c`` (1..20) is defined by three independent properties (see :func:`class
   resolve but a stride-8 one can),
 - a texture (stripes, checks, dots, gradient, blotches) that mixes two palette colours.
 
-Palette colours are shared between classes (each colour is used by five classes), so colour alone
-never identifies a class. Scenes place one to three objects that may occlude each other on a
+Each class has its own unordered pair of palette colours, and each colour is shared by five classes,
+so one colour never identifies a class, but the two colours of its texture do (together with the
+shape). Scenes place one to three objects that may occlude each other on a
 textured background. Everything is deterministic given a ``numpy.random.Generator``.
 """
 
@@ -19,6 +20,11 @@ from __future__ import annotations
 import numpy as np
 
 NUM_OBJECT_CLASSES = 20
+# Object scale in pixels, in scenes and classification samples alike: objects must be comparable to the
+# FCNs' 224-pixel fc6 window (as PASCAL objects are), or a stride-32 net cannot represent them.
+OBJECT_RADIUS = (29.0, 54.0)
+SCENE_AREA = 160 * 160  # a scene of this many pixels holds one to three objects; larger ones hold more
+EXTENT = 1.7  # every shape lies within 1 radius of its centre, thin parts within 1.6 radii
 SHAPES = ("ellipse", "box", "triangle", "star", "ring", "cross", "crescent", "diamond")
 TEXTURES = ("stripes", "checks", "dots", "gradient", "blotches")
 PALETTE = np.array(
@@ -26,6 +32,13 @@ PALETTE = np.array(
      [170, 60, 190], [40, 190, 200], [230, 130, 40], [120, 120, 120]],
     dtype=np.float64,
 )
+
+
+# The 20 colour pairs: every pair of the 8 palette colours except neighbours in palette order
+# (circular distance 1), so that each colour is used by exactly five classes.
+COLOUR_PAIRS = tuple((i, j) for i in range(len(PALETTE)) for j in range(i + 1, len(PALETTE))
+                     if (j - i) % len(PALETTE) not in (1, len(PALETTE) - 1))
+COLOUR_JITTER = 12.0  # std of the per-object colour change, per channel
 
 
 def class_spec(c: int) -> dict:
@@ -37,8 +50,8 @@ def class_spec(c: int) -> dict:
         "shape": SHAPES[k % len(SHAPES)],
         "variant": k // len(SHAPES),  # 0, 1 or 2
         "thin_parts": (k * 7) % 4,  # 0..3 legs/antennae
-        "texture": TEXTURES[(k * 3) % len(TEXTURES)],
-        "colours": (PALETTE[(k * 3) % len(PALETTE)], PALETTE[(k * 5 + 1) % len(PALETTE)]),
+        "texture": TEXTURES[k % len(TEXTURES)],
+        "colours": tuple(PALETTE[i] for i in COLOUR_PAIRS[k]),
     }
 
 
@@ -85,16 +98,21 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generato
 
 
 def _smooth_noise(shape: tuple[int, int], rng: np.random.Generator, cells: int) -> np.ndarray:
-    """Low-frequency noise in [0, 1]: a coarse random grid, bilinearly upsampled."""
+    """Low-frequency noise in [0, 1]: a coarse random grid, bilinearly upsampled (separably)."""
     h, w = shape
     grid = rng.random((cells + 1, cells + 1))
-    ys = np.linspace(0, cells, h, endpoint=False)
-    xs = np.linspace(0, cells, w, endpoint=False)
-    y0, x0 = ys.astype(int), xs.astype(int)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
-    g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
-    return (g00 * (1 - fy) * (1 - fx) + g01 * (1 - fy) * fx + g10 * fy * (1 - fx) + g11 * fy * fx)
+    return _lerp_matrix(h, cells) @ grid @ _lerp_matrix(w, cells).T
+
+
+def _lerp_matrix(n: int, cells: int) -> np.ndarray:
+    """n x (cells + 1) weights of linear interpolation from a coarse grid at n points over [0, cells)."""
+    pos = np.linspace(0, cells, n, endpoint=False)
+    lo = pos.astype(int)
+    frac = pos - lo
+    weights = np.zeros((n, cells + 1))
+    weights[np.arange(n), lo] = 1 - frac
+    weights[np.arange(n), lo + 1] += frac
+    return weights
 
 
 def _thin_parts(n: int, u: np.ndarray, v: np.ndarray, scale: float) -> np.ndarray:
@@ -112,41 +130,54 @@ def _thin_parts(n: int, u: np.ndarray, v: np.ndarray, scale: float) -> np.ndarra
 
 def draw_object(canvas: np.ndarray, label: np.ndarray, c: int, *, center: tuple[float, float],
                 radius: float, angle: float, rng: np.random.Generator) -> None:
-    """Paint object class ``c`` into ``canvas`` (H x W x 3 float) and ``label`` (H x W uint8) in place."""
+    """Paint object class ``c`` into ``canvas`` (H x W x 3 float) and ``label`` (H x W uint8) in place.
+
+    Only the object's bounding box (``EXTENT`` radii around the centre, which holds every shape and its
+    thin parts) is computed, so the cost follows the object's size, not the canvas's.
+    """
     spec = class_spec(c)
     h, w = label.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    reach = EXTENT * radius
+    y0, y1 = max(0, int(np.floor(center[0] - reach))), min(h, int(np.ceil(center[0] + reach)) + 1)
+    x0, x1 = max(0, int(np.floor(center[1] - reach))), min(w, int(np.ceil(center[1] + reach)) + 1)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
     dy, dx = (yy - center[0]) / radius, (xx - center[1]) / radius
     cos, sin = np.cos(angle), np.sin(angle)
     u, v = cos * dx + sin * dy, -sin * dx + cos * dy
     mask = _shape_mask(spec["shape"], spec["variant"], u, v) | _thin_parts(spec["thin_parts"], u, v, radius)
     mix = _texture(spec["texture"], u, v, rng)[..., None]
-    jitter = rng.normal(0.0, 25.0, size=(2, 3))  # per-object colour jitter
+    jitter = rng.normal(0.0, COLOUR_JITTER, size=(2, 3))  # per-object colour jitter
     c1, c2 = spec["colours"][0] + jitter[0], spec["colours"][1] + jitter[1]
     colour = c1 * (1 - mix) + c2 * mix
-    canvas[mask] = colour[mask]
-    label[mask] = c
+    canvas[y0:y1, x0:x1][mask] = colour[mask]
+    label[y0:y1, x0:x1][mask] = c
 
 
-def render_scene(rng: np.random.Generator, size: int, *, max_objects: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """A segmentation sample: uint8 H x W x 3 RGB image and uint8 H x W label (0 = background, 1..20)."""
+def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A segmentation sample: uint8 H x W x 3 RGB image and uint8 H x W label (0 = background, 1..20).
+
+    Objects have the fixed pixel scale ``OBJECT_RADIUS``; there are one to three per ``SCENE_AREA`` pixels,
+    so that every image size has the same object density.
+    """
     canvas = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
+    max_objects = max(1, round(3 * size * size / SCENE_AREA))
     for _ in range(int(rng.integers(1, max_objects + 1))):
         c = int(rng.integers(1, NUM_OBJECT_CLASSES + 1))
-        radius = rng.uniform(0.18, 0.34) * size
+        radius = rng.uniform(*OBJECT_RADIUS)
         center = (rng.uniform(0.2, 0.8) * size, rng.uniform(0.2, 0.8) * size)
         draw_object(canvas, label, c, center=center, radius=radius, angle=rng.uniform(-0.5, 0.5), rng=rng)
     return _finish(canvas, rng), label
 
 
-def render_classification(rng: np.random.Generator, size: int, c: int) -> np.ndarray:
-    """A classification sample: one object of class ``c`` near the centre, uint8 H x W x 3 RGB."""
+def render_classification(rng: np.random.Generator, size: int, c: int, *, jitter: float = 32.0) -> np.ndarray:
+    """A classification sample: one object of class ``c`` (``OBJECT_RADIUS``) within ``jitter`` pixels of
+    the centre, on a ``size`` x ``size`` background; uint8 H x W x 3 RGB."""
     canvas = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
-    radius = rng.uniform(0.22, 0.36) * size
-    center = (rng.uniform(0.35, 0.65) * size, rng.uniform(0.35, 0.65) * size)
-    draw_object(canvas, label, c, center=center, radius=radius, angle=rng.uniform(-0.5, 0.5), rng=rng)
+    center = tuple(size / 2 + rng.uniform(-jitter, jitter, size=2))
+    draw_object(canvas, label, c, center=center, radius=rng.uniform(*OBJECT_RADIUS), angle=rng.uniform(-0.5, 0.5),
+                rng=rng)
     return _finish(canvas, rng)
 
 
@@ -158,8 +189,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def _finish(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    canvas = canvas + rng.normal(0.0, 6.0, size=canvas.shape)  # sensor noise
-    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+    noise = rng.standard_normal(size=canvas.shape, dtype=np.float32) * np.float32(6.0)  # sensor noise
+    return np.clip(np.rint(canvas.astype(np.float32) + noise), 0, 255).astype(np.uint8)
 
 
 def void_borders(label: np.ndarray, width: int = 1) -> np.ndarray:

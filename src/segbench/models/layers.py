@@ -29,9 +29,11 @@ class BilinearUpsample(nn.ConvTranspose2d):
 
     The weight is the full C x C x k x k tensor of Caffe/pytorch-fcn with the bilinear kernel on the
     diagonal (``W[c, c] = bilinear_kernel(k)``, zero elsewhere), so state dicts stay interchangeable with
-    pytorch-fcn. It always runs in float32, also under autocast: a bf16 ConvTranspose with a 63/64-wide
-    kernel and stride 32 is 30-130x slower than fp32 in oneDNN on CPU (CPU-SIZING.md), and the layer is
-    a negligible share of the FLOPs. Input N x C x h x w -> output N x C x ((h-1)s + k) x ((w-1)s + k), fp32.
+    pytorch-fcn. Only the diagonal is used: the forward is a per-class (grouped) transposed convolution,
+    C times fewer operations than the dense C x C one and the same result, since the off-diagonal
+    entries are zero (loading a state dict with non-zero ones is an error). It always runs in float32,
+    also under autocast: a bf16 ConvTranspose with a 63/64-wide kernel and stride 32 is 30-130x slower
+    than fp32 in oneDNN on CPU. Input N x C x h x w -> output N x C x ((h-1)s + k) x ((w-1)s + k), fp32.
     """
 
     def __init__(self, channels: int, *, kernel_size: int, stride: int):
@@ -47,9 +49,22 @@ class BilinearUpsample(nn.ConvTranspose2d):
         idx = torch.arange(self.in_channels)
         self.weight[idx, idx] = kernel.to(self.weight.device)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        weight = state_dict.get(prefix + "weight")
+        if weight is not None and weight.dim() == 4 and weight.shape[0] == weight.shape[1]:
+            off = weight.clone()
+            idx = torch.arange(weight.shape[0])
+            off[idx, idx] = 0
+            if off.count_nonzero():
+                raise ValueError(f"{prefix}weight has non-zero entries off the class diagonal: a per-class "
+                                 "bilinear upsampler cannot load a learned cross-class deconvolution")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idx = torch.arange(self.in_channels, device=self.weight.device)
+        per_class = self.weight[idx, idx].unsqueeze(1).float()  # C x 1 x k x k
         with torch.autocast(x.device.type, enabled=False):
-            return F.conv_transpose2d(x.float(), self.weight.float(), stride=self.stride)
+            return F.conv_transpose2d(x.float(), per_class, stride=self.stride, groups=self.in_channels)
 
 
 def crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
