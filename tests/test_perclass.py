@@ -85,3 +85,17 @@ def test_perclass_from_an_evaluation_file(tmp_path):
     with pytest.raises(ValueError, match=r"keys \['hist'\] missing"):
         metrics.write_text(json.dumps({"class_names": NAMES, "mean_iu": 0.1}))
         perclass(metrics_json=metrics, out_csv=tmp_path / "a.csv", out_figure=tmp_path / "a")
+
+
+def test_cli_perclass(tmp_path):
+    from segbench.cli import main
+
+    metrics = tmp_path / "val.json"
+    result = scores(HIST)
+    result.update(hist=HIST.tolist(), class_names=NAMES)
+    metrics.write_text(json.dumps(result))
+    (tmp_path / "published.json").write_text(json.dumps({"cat": 60.0}))
+    assert main(["perclass", "--metrics", str(metrics), "--out-csv", str(tmp_path / "p.csv"), "--out-figure",
+                 str(tmp_path / "p"), "--published", str(tmp_path / "published.json")]) == 0
+    assert (tmp_path / "p.csv").read_text().splitlines()[2] == "1,cat,66.6667,75.0000,40,35,60.0000"
+    assert (tmp_path / "p.png").exists() and (tmp_path / "p.pdf").exists()

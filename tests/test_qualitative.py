@@ -146,3 +146,18 @@ def _load(path):
     from segbench.fig5 import read_log
 
     return read_log(path)
+
+
+def test_cli_qualitative_and_curves(tmp_path):
+    from segbench.cli import main
+
+    store = _store(tmp_path / "val.h5", dataset="voc", num_classes=21, shapes=[(24, 24)] * 3)
+    a = _weights(tmp_path / "a.pt", "fcn32s_vgg16", 21, seed=1)
+    assert main(["qualitative", "--store", str(store), "--model", f"FCN-32s={a}", "--id", "img1",
+                 "--out-figure", str(tmp_path / "q"), "--device", "cpu"]) == 0
+    assert (tmp_path / "q.png").exists() and (tmp_path / "q.pdf").exists()
+    log = _log(tmp_path / "log.csv", [[it, it, 10.0 - it, 0.1 * it, "", ""] for it in range(1, 6)])
+    assert main(["curves", "--log", str(log), "--run", "fcn32s", "--out-figure", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c.png").exists() and (tmp_path / "c.pdf").exists()
+    assert main(["qualitative", "--store", str(store), "--model", f"FCN-32s={a}", "--id", "nope",
+                 "--out-figure", str(tmp_path / "x"), "--device", "cpu"]) == 1

@@ -232,7 +232,7 @@ def test_drive_html_is_never_kept_as_weights(tmp_path, drive, weights_file):
         fetch_drive(f"{drive.url}/uc?export=download&id=QUOTA", dest, md5, progress=False)
     assert list(tmp_path.iterdir()) == []
     # served as a binary but the body is a page: the md5 fails and the page is discarded, with a clear error
-    with pytest.raises(DownloadError, match="answered a web page instead of the file fcn8s_from_caffe.pth"):
+    with pytest.raises(DownloadError, match="fcn8s_from_caffe.pth from .* is a web page, not the file; it was not kept"):
         fetch_drive(f"{drive.url}/uc?export=download&id=LIAR", dest, md5, progress=False)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ChecksumError):  # a binary with the wrong md5 is still the downloader's error
@@ -260,3 +260,21 @@ def test_released_table_beside_published(tmp_path):
     assert "real data" in md.splitlines()[0]
     with pytest.raises(ValueError, match="unknown released model 'fcn4s'"):
         released_table({"fcn4s": paths["fcn8s"]}, tmp_path / "x")
+
+
+def test_cli_table_and_released_model_verification(tmp_path):
+    from segbench.cli import main
+
+    metrics = tmp_path / "fcn16s.json"
+    metrics.write_text(json.dumps({"pixel_acc": 0.91, "mean_acc": 0.78, "mean_iu": 0.65, "fw_iu": 0.84}))
+    assert main(["table-released", "--run", f"fcn16s={metrics}", "--out-prefix", str(tmp_path / "released")]) == 0
+    assert "| FCN-16s | 91.00 | 91.00 | 0.00 |" in (tmp_path / "released.md").read_text()
+    # a file already in the cache is only verified (no network): a wrong one is refused and moved aside
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "fcn16s_from_caffe.pth").write_bytes(b"<html>not weights</html>")
+    assert main(["released-model", "fcn16s", "--out", str(tmp_path / "fcn16s.pt"), "--cache", str(cache)]) == 1
+    assert not (tmp_path / "fcn16s.pt").exists() and list(cache.iterdir()) == []  # the page is not kept either
+    (cache / "fcn16s_from_caffe.pth").write_bytes(b"\x80\x02 truncated weights")
+    assert main(["released-model", "fcn16s", "--out", str(tmp_path / "fcn16s.pt"), "--cache", str(cache)]) == 1
+    assert [p.name for p in cache.iterdir()] == ["fcn16s_from_caffe.pth.bad"]  # a non-HTML file is kept aside

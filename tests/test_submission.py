@@ -121,3 +121,12 @@ def test_mismatched_ids_list_and_model(tmp_path, test_store, weights):
                        fields={"image": [np.zeros((8, 8, 3), np.uint8)]}, class_names=[str(k) for k in range(40)])
     with pytest.raises(ValueError, match="predicts 21 classes but .* has 40"):
         write_submission(store_path=nyud, model_path=weights, out_dir=tmp_path, device="cpu", progress=False)
+
+
+def test_cli_submission(tmp_path, test_store, weights):
+    from segbench.cli import main
+
+    assert main(["submission", "--store", str(test_store), "--weights", str(weights), "--out-dir", str(tmp_path),
+                 "--archive", str(tmp_path / "sub.tar.gz"), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in results_folder(tmp_path).iterdir()) == [f"{i}.png" for i in IDS]
+    assert (tmp_path / "sub.tar.gz").stat().st_size > 0

@@ -255,17 +255,16 @@ def fetch_drive(url: str, dest: str | os.PathLike, md5: str, *, timeout: float =
     raises :class:`DownloadError` and leaves no ``dest``.
     """
     dest = Path(dest)
-    if dest.exists():
-        return fetch(url, dest, md5, progress=progress)  # only verifies
-    final = resolve_drive(url, timeout=timeout)
     try:
-        return fetch(final, dest, md5, timeout=timeout, progress=progress)
+        if dest.exists():
+            return fetch(url, dest, md5, progress=progress)  # only verifies
+        return fetch(resolve_drive(url, timeout=timeout), dest, md5, timeout=timeout, progress=progress)
     except ChecksumError:
         bad = dest.with_name(dest.name + ".bad")
         if bad.exists() and _looks_like_html(None, bad.read_bytes()[:1024]):
             bad.unlink()
-            raise DownloadError(f"{final} answered a web page instead of the file {dest.name}; it was not kept. "
-                                "Download the file in a browser and put it at " + str(dest)) from None
+            raise DownloadError(f"{dest.name} from {url} is a web page, not the file; it was not kept. Download "
+                                f"the file in a browser and put it at {dest}") from None
         raise
 
 
