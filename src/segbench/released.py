@@ -179,7 +179,7 @@ class _DrivePage(HTMLParser):
         attrs = dict(attrs)
         if tag == "form":
             self.forms.append((attrs.get("action") or "", []))
-        elif tag == "input" and self.forms and attrs.get("name") and attrs.get("type", "").lower() == "hidden":
+        elif tag == "input" and self.forms and attrs.get("name") and (attrs.get("type") or "").lower() == "hidden":
             self.forms[-1][1].append((attrs["name"], attrs.get("value") or ""))
         elif tag == "a" and attrs.get("href"):
             self.links.append(attrs["href"])
