@@ -12,6 +12,7 @@ from segbench.curves import plot_curves, training_curves
 from segbench.data.store import Store, write_store
 from segbench.data.tensors import to_input
 from segbench.data.voc import CLASS_NAMES, MEAN_BGR
+from segbench.fig5 import read_log
 from segbench.predict import load_for_store, predict_labels
 from segbench.qualitative import VOID_RGB, colorize, palette_for, plot_rows, qualitative, select_indices
 from segbench.weights import save_model
@@ -127,25 +128,19 @@ def test_training_curves_with_and_without_validation(tmp_path):
     rows = [[it, it, 100.0 - it, 0.1 * it, "", ""] for it in range(1, 11)]
     rows[4][4:] = [55.0, 0.25]
     rows[9][4:] = [50.0, 0.5]
-    fig = plot_curves(_load(_log(tmp_path / "log.csv", rows)), run="fcn8s", window=2)
+    fig = plot_curves(read_log(_log(tmp_path / "log.csv", rows)), run="fcn8s", window=2)
     loss_ax, iu_ax = fig.axes
     raw, smooth = loss_ax.lines
     np.testing.assert_array_equal(raw.get_ydata(), [100.0 - it for it in range(1, 11)])
     np.testing.assert_allclose(smooth.get_ydata(), [99.0] + [100.0 - it + 0.5 for it in range(2, 11)])
     np.testing.assert_array_equal(iu_ax.lines[0].get_xdata(), [5, 10])
     np.testing.assert_allclose(iu_ax.lines[0].get_ydata(), [25.0, 50.0])
-    no_val = plot_curves(_load(_log(tmp_path / "noval.csv", [r[:4] + ["", ""] for r in rows])), run="x", window=2)
+    no_val = plot_curves(read_log(_log(tmp_path / "noval.csv", [r[:4] + ["", ""] for r in rows])), run="x", window=2)
     assert len(no_val.axes) == 1
     written = training_curves(log_csv=tmp_path / "log.csv", out_figure=tmp_path / "curves" / "fcn8s", run="fcn8s")
     assert [p.name for p in written] == ["fcn8s.png", "fcn8s.pdf"] and all(p.stat().st_size > 0 for p in written)
     with pytest.raises(FileNotFoundError, match="run its train step"):
         training_curves(log_csv=tmp_path / "absent.csv", out_figure=tmp_path / "x", run="x")
-
-
-def _load(path):
-    from segbench.fig5 import read_log
-
-    return read_log(path)
 
 
 def test_cli_qualitative_and_curves(tmp_path):
