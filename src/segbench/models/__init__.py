@@ -95,8 +95,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet50": lambda num_classes, width: resnet.ResNetClassifier(50, num_classes, width=width),
     "resnet101": lambda num_classes, width: resnet.ResNetClassifier(101, num_classes, width=width),
     # ICNet's trunk: ResNet-50 at half the given width (the release's "compressed PSPNet")
-    "resnet50_half": lambda num_classes, width: resnet.ResNetClassifier(50, num_classes, width=width * ICNET_TRUNK_WIDTH,
-                                                                        backbone="resnet50_half"),
+    "resnet50_half": lambda num_classes, width: resnet.ResNetClassifier(
+        50, num_classes, width=width * ICNET_TRUNK_WIDTH, backbone="resnet50_half"),
 }
 
 _BACKBONE_OF = {"fcn32s_alexnet": "alexnet_caffe", "fcn32s_alexnet_tv": "alexnet", "fcn32s_googlenet": "googlenet",

@@ -17,8 +17,10 @@ CARD_SIZE = (500, 500)
 
 
 def flops(net: nn.Module, size: tuple[int, int] = CARD_SIZE) -> int:
-    """FLOPs (2 per MAC) of ``net``'s forward on one 3-channel image of ``size``, on ``net``'s device."""
-    x = torch.zeros(1, 3, *size, device=next(net.parameters()).device)
+    """FLOPs (2 per MAC) of ``net``'s forward on one image of ``size`` (channels: its first conv's), on
+    ``net``'s device."""
+    first = next(m for m in net.modules() if isinstance(m, nn.Conv2d))
+    x = torch.zeros(1, first.in_channels, *size, device=first.weight.device)
     was_training = net.training
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net.eval()(x)

@@ -56,8 +56,9 @@ def front_end(*, width: float = 1.0, in_channels: int = 3) -> tuple[list[tuple[s
         if i <= 3:  # pool4 and pool5 are removed, their striding replaced by dilation
             layers.append((f"pool{i}", nn.MaxPool2d(2, stride=2)))
     fc = scaled(vgg.FC, width)
-    layers += [("fc6", nn.Conv2d(c_in, fc, 7, dilation=4)), ("relu6", nn.ReLU(inplace=True)), ("drop6", nn.Dropout(0.5)),
-               ("fc7", nn.Conv2d(fc, fc, 1)), ("relu7", nn.ReLU(inplace=True)), ("drop7", nn.Dropout(0.5))]
+    layers += [("fc6", nn.Conv2d(c_in, fc, 7, dilation=4)), ("relu6", nn.ReLU(inplace=True)),
+               ("drop6", nn.Dropout(0.5)), ("fc7", nn.Conv2d(fc, fc, 1)), ("relu7", nn.ReLU(inplace=True)),
+               ("drop7", nn.Dropout(0.5))]
     for _, m in layers:
         vgg._init(m)
     return layers, fc

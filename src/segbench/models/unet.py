@@ -55,8 +55,9 @@ def _double_conv(c_in: int, c_out: int, padding: str) -> nn.Sequential:
     if padding == "valid":
         return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.ReLU(inplace=True),
                              nn.Conv2d(c_out, c_out, 3), nn.ReLU(inplace=True))
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-                         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 def _init(module: nn.Module) -> None:
@@ -142,7 +143,8 @@ class UNet(nn.Module):
         """The valid net on one tile: N x C x (16k + 60) x (16l + 60) -> N x K x (16k - 124) x (16l - 124)."""
         if self.padding != "valid":
             raise ValueError("forward_valid is the valid-convolution net's; this U-Net has padding='same'")
-        unet_output_size(x.shape[-2]), unet_output_size(x.shape[-1])  # raise on sizes that cannot tile
+        for n in x.shape[-2:]:
+            unet_output_size(n)  # raises on sizes that do not tile
         return self._net(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
