@@ -36,7 +36,8 @@ from segbench.data.tensors import to_input
 from segbench.data.voc import MEAN_BGR
 
 log = logging.getLogger(__name__)
-INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224}
+INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224, "resnet50": 224,
+              "resnet101": 224, "resnet50_half": 224}
 
 
 def _batch(rng: np.random.Generator, size: int, n: int, *, jitter: float,

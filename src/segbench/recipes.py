@@ -71,7 +71,6 @@ _STAGE_DIVISOR = {
     "heavy": {"fcn32s": 1, "fcn16s": 100, "fcn8s": 10_000, "fcn8s_atonce": 1},
     "paper": {"fcn32s": 1, "fcn16s": 100, "fcn8s": 100, "fcn8s_atonce": 1},
 }
-_FAMILY = {"vgg16": "vgg16", "alexnet": "alexnet", "alexnet_caffe": "alexnet", "googlenet": "googlenet"}
 RECIPES = tuple(_SETTINGS)
 
 
@@ -111,13 +110,12 @@ def recipe(name: str, *, model_name: str, width: float = 1.0, lr_scale: float = 
         raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(_SETTINGS)}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
-    backbone = models.backbone_of(model_name)  # raises for an unknown model, listing the valid ones
+    family = models.family_of(model_name)  # raises for an unknown model, listing the valid ones
     if name == "short":
         return _short(model_name, width=width, lr_scale=lr_scale, base_lr=base_lr, batch_size=batch_size,
                       momentum=momentum)
-    family = _FAMILY[backbone]
     stage = _stage(model_name)
-    if stage not in _STAGE_DIVISOR[name]:
+    if stage not in _STAGE_DIVISOR[name] or family not in _BASE_LR[name]:
         raise ValueError(f"model {model_name!r} is not an FCN-32s/16s/8s/8s-at-once; the recipes know "
                          f"{sorted(_STAGE_DIVISOR[name])}")
     _check_overrides(base_lr, lr_scale, batch_size, momentum)

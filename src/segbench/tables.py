@@ -18,16 +18,18 @@ def _fmt(value, digits: int) -> str:
 
 
 def write_table(prefix: str | os.PathLike, columns: Sequence[tuple[str, str]], rows: Sequence[dict], *,
-                caption: str, digits: int = 1) -> list[Path]:
+                caption: str, digits: int = 1, csv_columns: Sequence[tuple[str, str]] | None = None) -> list[Path]:
     """Write ``prefix.csv``, ``prefix.tex`` and ``prefix.md``.
 
-    ``columns`` is a list of (key, header) pairs; each row maps keys to values. The CSV uses the keys as
-    its header and full precision (4 decimals); the LaTeX and Markdown use the headers and ``digits``.
+    ``columns`` is a list of (key, header) pairs; each row maps keys to values. The CSV uses the keys of
+    ``csv_columns`` (default: ``columns``) as its header and full precision (4 decimals); the LaTeX and
+    Markdown use the headers of ``columns`` and ``digits``.
     """
     prefix = Path(prefix)
+    csv_keys = [k for k, _ in (csv_columns or columns)]
     keys = [k for k, _ in columns]
     headers = [h for _, h in columns]
-    csv_lines = [",".join(keys)] + [",".join(_fmt(r.get(k), 4).replace("--", "") for k in keys) for r in rows]
+    csv_lines = [",".join(csv_keys)] + [",".join(_csv_cell(r.get(k)) for k in csv_keys) for r in rows]
     cells = [[_fmt(r.get(k), digits) for k in keys] for r in rows]
     tex = ["\\begin{table}[t]", "\\centering", f"\\caption{{{_tex_escape(caption)}}}",
            "\\begin{tabular}{l" + "r" * (len(keys) - 1) + "}", "\\toprule",
@@ -40,6 +42,11 @@ def write_table(prefix: str | os.PathLike, columns: Sequence[tuple[str, str]], r
     for path, lines in zip(paths, (csv_lines, tex, md)):
         write_text(path, "\n".join(lines) + "\n")
     return paths
+
+
+def _csv_cell(value) -> str:
+    text = _fmt(value, 4).replace("--", "")
+    return f'"{text}"' if "," in text else text
 
 
 def _tex_escape(text: str) -> str:

@@ -35,7 +35,7 @@ from segbench.models.surgery import (
 from segbench.models.unet import UNet
 
 __all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
-           "freeze_trunk", "convolutionalize", "set_dropout"]
+           "freeze_trunk", "convolutionalize", "set_dropout", "family_of", "FAMILIES"]
 
 AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}  # Caffe Scale layers of voc-fcn8s-atonce (lr 0)
 
@@ -105,6 +105,17 @@ _BACKBONE_OF = {"fcn32s_alexnet": "alexnet_caffe", "fcn32s_alexnet_tv": "alexnet
                 "deeplabv3_resnet50": "resnet50", "deeplabv3_resnet101": "resnet101",
                 "deeplabv3plus_resnet50": "resnet50", "deeplabv3plus_resnet101": "resnet101",
                 "icnet_resnet50": "resnet50_half"}
+
+
+# Backbone -> the family whose channel width the configuration sets (config models.width); U-Net's is "unet".
+FAMILIES = {"vgg16": "vgg16", "alexnet": "alexnet", "alexnet_caffe": "alexnet", "googlenet": "googlenet",
+            "resnet50": "resnet", "resnet101": "resnet", "resnet50_half": "resnet"}
+
+
+def family_of(name: str) -> str:
+    """The width family of model ``name``: its backbone's entry in ``FAMILIES``, or "unet"."""
+    backbone = backbone_of(name)
+    return "unet" if backbone is None else FAMILIES[backbone]
 
 
 def _check(name: str, table: dict, what: str) -> None:

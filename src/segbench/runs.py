@@ -1,0 +1,173 @@
+"""The experiment table: every training run of the pipeline as a function of the (validated) config.
+
+    table = run_table(config)                     # run name -> Run
+    table["fcn8s"].init                           # Init("run", "fcn16s"): staged from FCN-16s, same seed
+    paths = RunPaths(results="results")
+    paths.model("fcn8s", seed=1)                  # results/train/fcn8s/seed1/model.pt
+    paths.init(table["fcn8s"], seed=1)            # results/train/fcn16s/seed1/model.pt
+
+A run is defined once here; the Snakefile only turns runs into jobs (one per run and seed) and the CLI
+flags of ``segbench train``. Runs of Table 2 (``fcn32s-fixed``, the random-trunk control
+``fcn32s-fixed-random``, ``fcn32s``, ``fcn16s``, ``fcn8s``), Table 1 (``fcn32s-<backbone>`` and their
+fixed runs for the other backbones) and Figure 5 (``fig5-p<p>``).
+
+The paper starts FCN-32s from the classifier with a zero score layer and stages 32s -> 16s -> 8s. With
+``train.from_fixed`` (the embedded default's short schedules) every FCN-32s instead starts from its
+FCN-32s-fixed run of the same seed (the score layer trained on the frozen trunk first; "linear probing
+then fine-tuning"), so the chain is 32s-fixed -> 32s -> 16s -> 8s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from segbench import models
+
+TABLE2_NETS = {"FCN-32s-fixed": "fcn32s-fixed", "FCN-32s": "fcn32s", "FCN-16s": "fcn16s", "FCN-8s": "fcn8s"}
+RANDOM_CONTROL = "fcn32s-fixed-random"  # FCN-32s-fixed on a randomly initialised trunk: does the transplant matter?
+TABLE1_BACKBONES = ("alexnet", "vgg16", "googlenet")
+
+
+@dataclass(frozen=True)
+class Init:
+    """Where a run's starting weights come from: a pretrained classifier, another run, or nothing."""
+
+    kind: str            # "pretrained" (a BACKBONES key), "run" (a run name, same seed) or "random"
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run (trained once per seed)."""
+
+    name: str
+    model: str                       # a models.MODELS name
+    width: float
+    init: Init
+    iterations: int
+    recipe: str
+    mode: str = "full"               # "full" or "fixed" (only score_fr learns)
+    sample_p: float = 1.0            # loss sampling keep probability (Figure 5)
+    batch_size: int | None = None    # None = the recipe's
+    lr: float | None = None          # None = the recipe's
+    momentum: float | None = None
+    val_every: int = 0
+    dataset: str = "voc"
+    tags: tuple[str, ...] = field(default=())  # which tables use it: "table1", "table2", "fig5"
+
+
+def table1_model(backbone: str, *, torchvision: bool) -> str:
+    """Table 1's FCN-32s for a backbone row: the grouped Caffe AlexNet with the stand-in, torchvision's
+    single-tower AlexNet when its ImageNet weights are used."""
+    if backbone not in TABLE1_BACKBONES:
+        raise ValueError(f"unknown Table 1 backbone {backbone!r}; expected one of {list(TABLE1_BACKBONES)}")
+    return {"vgg16": "fcn32s_vgg16", "alexnet": "fcn32s_alexnet_tv" if torchvision else "fcn32s_alexnet",
+            "googlenet": "fcn32s_googlenet"}[backbone]
+
+
+def table1_run(backbone: str) -> str:
+    """The run of Table 1's ``backbone`` row (VGG16's is Table 2's FCN-32s)."""
+    return "fcn32s" if backbone == "vgg16" else f"fcn32s-{backbone}"
+
+
+def _width(config: Mapping, model: str) -> float:
+    family = models.family_of(model)
+    widths = config["models"]["width"]
+    if family not in widths:
+        raise ValueError(f"config models.width has no entry for {family!r} (needed by {model}); it has "
+                         f"{sorted(widths)}")
+    return float(widths[family])
+
+
+def run_table(config: Mapping) -> dict[str, Run]:
+    """Every training run of ``config`` (a dict validated against workflow/schemas/config.schema.yaml)."""
+    train, it = config["train"], config["train"]["iterations"]
+    torchvision = config["pretrain"]["source"] == "torchvision"
+    common = dict(recipe=train["recipe"], lr=train["lr"], momentum=train["momentum"], batch_size=train["batch_size"],
+                  val_every=train["val_every"])
+    runs: list[Run] = []
+
+    def chain(prefix: str, model: str, tags: tuple[str, ...]) -> Init:
+        """The fixed run of a 32s net (a run of its own), and where the 32s net starts from."""
+        pretrained = Init("pretrained", models.backbone_of(model))
+        fixed = Run(name=f"{prefix}-fixed", model=model, width=_width(config, model), init=pretrained,
+                    iterations=it["fcn32s-fixed"], mode="fixed", tags=tags, **common)
+        runs.append(fixed)
+        return Init("run", fixed.name) if train["from_fixed"] else pretrained
+
+    vgg = "fcn32s_vgg16"
+    start = chain("fcn32s", vgg, ("table2",))
+    runs += [
+        Run(name=RANDOM_CONTROL, model=vgg, width=_width(config, vgg), init=Init("random"),
+            iterations=it["fcn32s-fixed"], mode="fixed", tags=("table2",), **common),
+        Run(name="fcn32s", model=vgg, width=_width(config, vgg), init=start, iterations=it["fcn32s"],
+            tags=("table1", "table2"), **common),
+        Run(name="fcn16s", model="fcn16s_vgg16", width=_width(config, vgg), init=Init("run", "fcn32s"),
+            iterations=it["fcn16s"], tags=("table2",), **common),
+        Run(name="fcn8s", model="fcn8s_vgg16", width=_width(config, vgg), init=Init("run", "fcn16s"),
+            iterations=it["fcn8s"], tags=("table2",), **common),
+    ]
+    for backbone in config["table1"]["backbones"]:
+        if backbone == "vgg16":
+            continue
+        model = table1_model(backbone, torchvision=torchvision)
+        name = table1_run(backbone)
+        start = chain(name, model, ("table1",))
+        runs.append(Run(name=name, model=model, width=_width(config, model), init=start, iterations=it["fcn32s"],
+                        tags=("table1",), **common))
+    f5 = config["fig5"]
+    for p in f5["p"]:
+        runs.append(Run(name=fig5_run(p), model=f5["model"], width=_width(config, f5["model"]),
+                        init=Init("pretrained", models.backbone_of(f5["model"])), iterations=f5["iterations"],
+                        sample_p=float(p), batch_size=f5["batch_size"], val_every=f5["val_every"],
+                        recipe=f5["recipe"], lr=f5["lr"], momentum=f5["momentum"], tags=("fig5",)))
+    table = {}
+    for run in runs:
+        if run.name in table:
+            raise ValueError(f"two runs are named {run.name!r}: check table1.backbones and fig5.p for duplicates")
+        table[run.name] = run
+    for run in table.values():
+        if run.init.kind == "run" and run.init.name not in table:
+            raise ValueError(f"run {run.name!r} starts from run {run.init.name!r}, which the config does not define")
+    return table
+
+
+def fig5_run(p: float) -> str:
+    """The run name of Figure 5's keep probability ``p`` (``fig5-p0.5``)."""
+    return f"fig5-p{float(p)}"
+
+
+def pretrained_backbones(table: Mapping[str, Run]) -> list[str]:
+    """The classifier backbones whose (stand-in or downloaded) weights the runs start from, sorted."""
+    return sorted({r.init.name for r in table.values() if r.init.kind == "pretrained"})
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where the pipeline writes each run's files, under the ``results`` folder."""
+
+    results: str
+
+    def run_dir(self, run: str, seed: int | str) -> str:
+        return f"{self.results}/train/{run}/seed{seed}"
+
+    def model(self, run: str, seed: int | str) -> str:
+        return f"{self.run_dir(run, seed)}/model.pt"
+
+    def log(self, run: str, seed: int | str) -> str:
+        return f"{self.run_dir(run, seed)}/log.csv"
+
+    def metrics(self, run: str, seed: int | str) -> str:
+        return f"{self.results}/evaluate/{run}/seed{seed}/val.json"
+
+    def pretrained(self, backbone: str) -> str:
+        return f"{self.results}/pretrain/{backbone}.pt"
+
+    def init(self, run: Run, seed: int | str) -> str | None:
+        """The starting weights file of ``run`` for ``seed`` (None for a random trunk)."""
+        if run.init.kind == "pretrained":
+            return self.pretrained(run.init.name)
+        if run.init.kind == "run":
+            return self.model(run.init.name, seed)
+        return None
