@@ -10,11 +10,12 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
+import torch
 from PIL import Image
 
 from segbench import hha
-from segbench.data import nyud, stats, synth_nyud
-from segbench.data.store import Store
+from segbench.data import nyud, stats, synth_nyud, tensors
+from segbench.data.store import Store, write_store
 
 
 @pytest.fixture(scope="module")
@@ -365,3 +366,44 @@ def test_add_hha_adds_the_field_and_pngs(stores, tmp_path):
     assert sorted(p.name for p in (tmp_path / "png").iterdir()) == sorted(f"{i}.png" for i in before.ids)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "png" / f"{s.ids[1]}.png")), expected)
     assert s.attrs["mean_hha"] == Store(train).attrs["mean_hha"]
+
+
+def test_modality_inputs_follow_the_reference(small):
+    s = Store(small["train"])
+    idx = [0, 2, 3]
+    rgb = tensors.modality_input(s, idx, "rgb")
+    assert torch.equal(rgb, tensors.to_input([s.image(i) for i in idx], s.attrs["mean_bgr"]))
+    hha_in = tensors.modality_input(s, idx, "hha")
+    expected = np.stack([s.get("hha", i) for i in idx]).astype(np.float32) - np.float32(s.attrs["mean_hha"])
+    assert hha_in.shape == (3, 3, 106, 140) and hha_in.dtype == torch.float32
+    np.testing.assert_allclose(hha_in.numpy(), expected.transpose(0, 3, 1, 2), rtol=0, atol=1e-5)
+    rgbd = tensors.modality_input(s, idx, "rgbd")
+    assert rgbd.shape == (3, 4, 106, 140) and torch.equal(rgbd[:, :3], rgb)
+    logd = np.log(np.stack([s.get("depth", i) for i in idx]).astype(np.float64) * 1000) - s.attrs["mean_logdepth"]
+    np.testing.assert_allclose(rgbd[:, 3].numpy(), logd, rtol=0, atol=1e-5)
+    assert abs(float(rgbd[:, 3].mean())) < 1.0 and float(rgbd[:, 3].abs().max()) < 3.0
+    fused = tensors.modality_input(s, idx, "rgb_hha")
+    assert fused.shape == (3, 6, 106, 140) and torch.equal(fused, torch.cat([rgb, hha_in], 1))
+    assert {k: tensors.modality_input(s, [1], k).shape[1] for k in tensors.MODALITIES} == tensors.MODALITIES
+    tv = tensors.modality_input(s, [1], "rgb_hha", norm="torchvision")
+    assert torch.equal(tv[:, :3], tensors.to_input([s.image(1)], (0, 0, 0), "torchvision"))
+    np.testing.assert_allclose(tv[0, 3:].numpy(), ((s.get("hha", 1) / 255.0 - tensors.IMAGENET_MEAN_RGB)
+                                                   / tensors.IMAGENET_STD_RGB).transpose(2, 0, 1), atol=1e-5)
+
+
+def test_modality_input_errors_say_what_was_expected(small, tmp_path):
+    s = Store(small["train"])
+    with pytest.raises(ValueError, match=r"modality must be one of \['hha', 'rgb', 'rgb_hha', 'rgbd'\], got 'depth'"):
+        tensors.modality_input(s, [0], "depth")
+    with pytest.raises(ValueError, match="at least one index"):
+        tensors.modality_input(s, [], "rgb")
+    with pytest.raises(ValueError, match="input norm"):
+        tensors.modality_input(s, [0], "rgb", norm="bgr")
+    images = [np.zeros((4, 6, 3), np.uint8), np.zeros((5, 6, 3), np.uint8)]
+    path = write_store(tmp_path / "x.h5", dataset="nyud", split="train", ids=["a", "b"], class_names=["x"],
+                       fields={"image": images, "depth": [np.ones(im.shape[:2], np.float32) for im in images]},
+                       attrs={"mean_bgr": [1, 2, 3]})
+    with pytest.raises(ValueError, match=r"sizes \[\(4, 6\), \(5, 6\)\]; a batch needs one size"):
+        tensors.modality_input(Store(path), [0, 1], "rgb")
+    with pytest.raises(KeyError, match="no 'mean_logdepth' attribute: rerun its preprocessing step"):
+        tensors.modality_input(Store(path), [0], "rgbd")
