@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from segbench.models import alexnet, googlenet, vgg
+from segbench.models import alexnet, fusion, googlenet, twohead, vgg
 from segbench.models.fcn import FCN
 from segbench.models.geometry import path_geometry
 from segbench.models.surgery import (
@@ -50,7 +50,7 @@ def _googlenet(num_classes: int, *, width: float, in_channels: int) -> FCN:
     return FCN(backbone="googlenet", trunk=layers, channels=channels, num_classes=num_classes, allow_half_crop=True)
 
 
-MODELS: dict[str, Callable[..., FCN]] = {
+MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s_vgg16": _vgg(()),
     "fcn16s_vgg16": _vgg(("pool4",)),
     "fcn8s_vgg16": _vgg(("pool4", "pool3")),
@@ -58,6 +58,11 @@ MODELS: dict[str, Callable[..., FCN]] = {
     "fcn32s_alexnet": _alexnet("alexnet_caffe"),
     "fcn32s_alexnet_tv": _alexnet("alexnet"),
     "fcn32s_googlenet": _googlenet,
+    "fcn32s_rgbhha_vgg16": fusion.factory(()),  # NYUDv2 late fusion (Table 4): N x 6 x H x W input
+    "fcn16s_rgbhha_vgg16": fusion.factory(("pool4",)),
+    "fcn32s_siftflow_vgg16": twohead.factory(()),  # SIFT Flow semantic + geometric heads (Table 5)
+    "fcn16s_siftflow_vgg16": twohead.factory(("pool4",)),
+    "fcn8s_siftflow_vgg16": twohead.factory(("pool4", "pool3")),
 }
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -75,7 +80,7 @@ def _check(name: str, table: dict, what: str) -> None:
         raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
 
 
-def build(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3) -> FCN:
+def build(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3) -> nn.Module:
     """The FCN ``name`` (see ``MODELS``): input N x in_channels x H x W -> scores N x num_classes x H x W.
 
     ``width`` multiplies every trunk and fc channel count (score layers keep ``num_classes``). Score
