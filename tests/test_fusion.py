@@ -6,7 +6,7 @@ import torch
 from segbench import models
 from segbench.models import fusion
 from segbench.models.layers import BilinearUpsample, bilinear_kernel
-from segbench.weights import save_model
+from segbench.weights import load_model, save_model
 
 W = 1 / 16
 C = 5
@@ -129,3 +129,13 @@ def test_fusion_errors_name_what_was_expected(streams, tmp_path):
                        num_classes=6, width=W)
     with pytest.raises(ValueError, match="color stream"):
         fusion.init_from_streams(net, color=other, hha=color)
+
+
+def test_fusion_round_trips_through_a_weights_file(tmp_path):
+    """Saved with in_channels=6 (what ``models.build`` needs to rebuild it), the fusion loads back exactly."""
+    net = _randomise_scores(models.build("fcn16s_rgbhha_vgg16", C, width=W, in_channels=6)).eval()
+    path = save_model(tmp_path / "m.pt", net, name="fcn16s_rgbhha_vgg16", num_classes=C, width=W, in_channels=6)
+    again, record = load_model(path)
+    x = torch.randn(1, 6, 30, 34)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), net(x))

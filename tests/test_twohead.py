@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from segbench import losses, models
 from segbench.models.layers import BilinearUpsample, bilinear_kernel
+from segbench.weights import load_model, save_model
 
 W = 1 / 16
 NAMES = {"fcn32s_siftflow_vgg16": "fcn32s_vgg16", "fcn16s_siftflow_vgg16": "fcn16s_vgg16",
@@ -125,3 +126,13 @@ def test_loss_errors_say_what_was_expected():
     with pytest.raises(ValueError, match="reduction"):
         losses.multi_head_loss(torch.zeros(1, 36, 4, 4), _targets(1, 4, 4, torch.Generator()), heads,
                                reduction="none")
+
+
+def test_two_headed_net_round_trips_through_a_weights_file(tmp_path):
+    net = models.build("fcn16s_siftflow_vgg16", 33, width=W).eval()
+    torch.nn.init.normal_(net.score_fr_geo.weight)
+    path = save_model(tmp_path / "m.pt", net, name="fcn16s_siftflow_vgg16", num_classes=33, width=W)
+    again, record = load_model(path)
+    x = torch.randn(1, 3, 30, 34)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), net(x)) and again.heads == net.heads

@@ -121,7 +121,7 @@ def write_twin(out_dir: str | os.PathLike, *, n_images: int = 24, seed: int = 0,
 def frame_shape(frame_scale: float) -> tuple[int, int]:
     """(480 s, 640 s) for s = ``frame_scale``; raises unless both are whole numbers."""
     h, w = FRAME_SHAPE[0] * frame_scale, FRAME_SHAPE[1] * frame_scale
-    if not (MIN_FRAME_SCALE <= frame_scale <= 1.0 and h == round(h) and w == round(w)):
+    if not (MIN_FRAME_SCALE <= frame_scale <= 1.0 and abs(h - round(h)) < 1e-9 and abs(w - round(w)) < 1e-9):
         raise ValueError(f"frame_scale must lie in [{MIN_FRAME_SCALE}, 1] and make 480 s and 640 s whole numbers "
                          f"(a multiple of 1/160, e.g. 0.25 or 0.5), got {frame_scale}")
     return int(round(h)), int(round(w))
