@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from segbench import models
-from segbench.recipes import RECIPES, make_optimizer, recipe
+from segbench.recipes import RECIPES, apply_schedule, make_optimizer, recipe
 
 
 @pytest.mark.parametrize("name, model_name, lr", [
@@ -21,7 +21,7 @@ def test_recipe_settings():
     assert (paper.batch_size, paper.momentum, paper.weight_decay, paper.reduction) == (20, 0.9, 5e-4, "mean")
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", ["heavy", "paper"])
 def test_staged_nets_divide_the_base_lr_and_overrides_apply(name):
     # base_lr replaces the 32s value; 16s is 100x lower in both recipes; lr_scale multiplies last
     r32 = recipe(name, model_name="fcn32s_vgg16", base_lr=1e-6, lr_scale=3.0, batch_size=4, momentum=0.5)
@@ -32,8 +32,30 @@ def test_staged_nets_divide_the_base_lr_and_overrides_apply(name):
     assert (r32.batch_size, r32.momentum) == (4, 0.5)
 
 
+@pytest.mark.parametrize("model_name", ["fcn32s_vgg16", "fcn16s_vgg16", "fcn8s_vgg16", "fcn32s_alexnet"])
+def test_short_recipe_divides_by_width_not_by_stage(model_name):
+    rec = recipe("short", model_name=model_name, width=0.125)
+    assert rec.lr == pytest.approx(2.5e-5 / 0.125)
+    assert (rec.batch_size, rec.momentum, rec.reduction, rec.optimizer, rec.schedule) == (8, 0.9, "mean", "adam",
+                                                                                         "poly")
+    assert recipe("short", model_name=model_name, width=0.25, base_lr=1e-4, lr_scale=2.0).lr == pytest.approx(8e-4)
+
+
+def test_poly_schedule_decays_to_zero_and_fixed_stays():
+    short, heavy = recipe("short", model_name="fcn32s_vgg16"), recipe("heavy", model_name="fcn32s_vgg16")
+    assert short.lr_factor(0, 100) == 1.0 and short.lr_factor(50, 100) == pytest.approx(0.5 ** 0.9)
+    assert short.lr_factor(99, 100) == pytest.approx(0.01 ** 0.9)
+    assert heavy.lr_factor(99, 100) == 1.0
+    model = models.build("fcn32s_vgg16", 3, width=1 / 16)
+    opt = make_optimizer(model, short)
+    assert isinstance(opt, torch.optim.AdamW)
+    apply_schedule(opt, short, 50, 100)
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == pytest.approx({"weights": short.lr * 0.5 ** 0.9, "biases": 2 * short.lr * 0.5 ** 0.9})
+
+
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown recipe 'adam'; expected one of \['heavy', 'paper'\]"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'adam'; expected one of \['heavy', 'paper', 'short'\]"):
         recipe("adam", model_name="fcn32s_vgg16")
     with pytest.raises(ValueError, match=r"unknown model 'fcn4s_vgg16'; expected one of \[.*'fcn32s_vgg16'"):
         recipe("heavy", model_name="fcn4s_vgg16")
@@ -54,7 +76,8 @@ def test_parameter_groups(name, model_name):
     groups = _groups(make_optimizer(model, rec))
     assert groups["weights"]["lr"] == rec.lr and groups["weights"]["weight_decay"] == 5e-4
     assert groups["biases"]["lr"] == 2 * rec.lr and groups["biases"]["weight_decay"] == 0.0
-    assert all(g["momentum"] == rec.momentum for g in groups.values())
+    momentum = [g["betas"][0] if rec.optimizer == "adam" else g["momentum"] for g in groups.values()]
+    assert momentum == [rec.momentum, rec.momentum]
     named = dict(model.named_parameters())
     ids = {k: {id(p) for p in g["params"]} for k, g in groups.items()}
     trainable = {n for n, p in named.items() if p.requires_grad}

@@ -27,8 +27,8 @@ def stores(tmp_path_factory):
                progress=False)
     out = preprocess_voc(root / "raw/VOCdevkit/VOC2011", root / "raw/benchmark_RELEASE/dataset", root / "pre",
                          progress=False)
-    classifier = pretrain_classifier(root / "vgg16.pt", width=WIDTH, image_size=48, iterations=2, batch_size=2,
-                                     eval_images=4, threads=1, progress=False)
+    classifier = pretrain_classifier(root / "vgg16.pt", width=WIDTH, crop_size=48, crop_iterations=2, iterations=1,
+                                     batch_size=2, eval_images=4, threads=1, progress=False)
     return out["train"], out["val"], classifier
 
 

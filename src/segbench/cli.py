@@ -134,6 +134,47 @@ def _fig5(a):
     make_fig5(runs, out_table=a.out_table, out_figure=a.out_figure, model_name=a.model, target_loss=a.target_loss)
 
 
+def _perclass(a):
+    from segbench.perclass import perclass
+
+    published = json.loads(a.published.read_text()) if a.published else None
+    perclass(metrics_json=a.metrics, out_csv=a.out_csv, out_figure=a.out_figure, published=published, label=a.label,
+             published_label=a.published_label, title=a.title)
+
+
+def _qualitative(a):
+    from segbench.qualitative import qualitative
+
+    qualitative(store_path=a.store, models=dict(_pairs(a.model)), out_figure=a.out_figure, ids=a.id, count=a.count,
+                device=a.device, threads=a.threads, title=a.title)
+
+
+def _curves(a):
+    from segbench.curves import training_curves
+
+    training_curves(log_csv=a.log, out_figure=a.out_figure, run=a.run, window=a.window)
+
+
+def _released_model(a):
+    from segbench.released import released_model
+
+    released_model(a.variant, a.out, cache=a.cache)
+
+
+def _table_released(a):
+    from segbench.released import released_table
+
+    released_table(dict(_pairs(a.run)), a.out_prefix, dataset_note=a.note)
+
+
+def _submission(a):
+    from segbench.submission import write_submission
+
+    folder = write_submission(store_path=a.store, model_path=a.weights, out_dir=a.out_dir, year=a.year,
+                              ids_list=a.ids_list, archive=a.archive, device=a.device, threads=a.threads)
+    log.info("wrote %d PNGs to %s", len(list(folder.iterdir())), folder)
+
+
 def _pairs(items):
     for item in items:
         if "=" not in item:
@@ -286,6 +327,55 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
     s.set_defaults(func=_table1)
+
+    s = sub.add_parser("perclass", help="per-class IU and accuracy of one evaluation: CSV and bar figure")
+    s.add_argument("--metrics", type=Path, required=True, help="evaluation JSON of segbench evaluate")
+    s.add_argument("--out-csv", type=Path, required=True)
+    s.add_argument("--out-figure", type=Path, required=True, help="prefix: writes .png and .pdf")
+    s.add_argument("--published", type=Path, help="JSON {class name: published IU in percent}, drawn beside ours")
+    s.add_argument("--label", default="ours", help="legend label of our bars")
+    s.add_argument("--published-label", default="published", help="legend label of the published bars")
+    s.add_argument("--title", default="")
+    s.set_defaults(func=_perclass)
+
+    s = sub.add_parser("qualitative", help="Figure 4-like grid: image, ground truth and each model's prediction")
+    s.add_argument("--store", type=Path, required=True, help="a preprocessed split (e.g. voc/val.h5)")
+    s.add_argument("--model", action="append", default=[], metavar="TITLE=WEIGHTS", help="a column; repeat, in order")
+    s.add_argument("--id", action="append", help="an image id of the store; repeat (default: --count evenly spaced)")
+    s.add_argument("--count", type=int, default=4, help="images shown when no --id is given")
+    s.add_argument("--out-figure", type=Path, required=True, help="prefix: writes .png and .pdf")
+    s.add_argument("--title", default="")
+    _common(s, seed=False)
+    s.set_defaults(func=_qualitative)
+
+    s = sub.add_parser("curves", help="training curves of one run: loss and validation mean IU against iteration")
+    s.add_argument("--log", type=Path, required=True, help="the run's log.csv")
+    s.add_argument("--run", required=True, help="run name, for the title")
+    s.add_argument("--out-figure", type=Path, required=True, help="prefix: writes .png and .pdf")
+    s.add_argument("--window", type=int, default=20, help="running-mean window in iterations")
+    s.set_defaults(func=_curves)
+
+    s = sub.add_parser("released-model", help="download (md5-checked) and convert an authors' released VOC model")
+    s.add_argument("variant", choices=("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"))
+    s.add_argument("--out", type=Path, required=True, help="segbench weights file to write")
+    s.add_argument("--cache", type=Path, required=True, help="download folder (a verified copy there is reused)")
+    s.set_defaults(func=_released_model)
+
+    s = sub.add_parser("table-released", help="our scores of the released models beside the published ones")
+    s.add_argument("--run", action="append", default=[], metavar="VARIANT=METRICS_JSON")
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="")
+    s.set_defaults(func=_table_released)
+
+    s = sub.add_parser("submission", help="Table 3: VOC test predictions in the evaluation server's layout")
+    s.add_argument("--store", type=Path, required=True, help="the test split's store")
+    s.add_argument("--weights", type=Path, required=True)
+    s.add_argument("--out-dir", type=Path, required=True, help="writes results/VOC<year>/Segmentation/comp6_test_cls/")
+    s.add_argument("--year", default="2012", choices=("2011", "2012"))
+    s.add_argument("--ids-list", type=Path, help="split list (ImageSets/Segmentation/test.txt) the store must match")
+    s.add_argument("--archive", type=Path, help="also write this .tar.gz for upload")
+    _common(s, seed=False)
+    s.set_defaults(func=_submission)
     return p
 
 

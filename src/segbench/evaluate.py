@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from segbench import runtime
+from segbench import precision, runtime
 from segbench.atomic import write_json
 from segbench.data.store import Store
 from segbench.data.tensors import to_input, to_target
@@ -20,7 +20,8 @@ from segbench.weights import load_model
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device, norm: str = "caffe",
-                   reduction: str = "sum", batch_size: int = 8, progress: bool = True) -> dict:
+                   reduction: str = "sum", batch_size: int = 8, channels_last: bool = False,
+                   progress: bool = True) -> dict:
     """Confusion matrix, metrics and mean per-image loss of ``model`` on every image of ``store``.
 
     ``norm`` is the model's input convention (``data.tensors``); ``reduction`` is how the per-image loss
@@ -38,7 +39,8 @@ def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device
         by_shape[store.image(i).shape].append(i)
     batches = [g[k:k + batch_size] for g in by_shape.values() for k in range(0, len(g), batch_size)]
     for batch in tqdm(batches, desc="evaluate", disable=not progress):
-        x = to_input([store.image(i) for i in batch], mean_bgr, norm).to(device)
+        x = precision.to_layout(to_input([store.image(i) for i in batch], mean_bgr, norm).to(device),
+                                channels_last=channels_last)
         y = to_target([store.label(i) for i in batch]).to(device)
         out = model(x).float()
         per_pixel = F.cross_entropy(out, y, ignore_index=255, reduction="none")
@@ -54,7 +56,11 @@ def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device
 
 def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, out_json: str | os.PathLike,
              device: str = "auto", threads: int | None = None, progress: bool = True) -> dict:
-    """Evaluate saved weights on a split and write the metrics (with the confusion matrix) as JSON."""
+    """Evaluate saved weights on a split and write the metrics (with the confusion matrix) as JSON.
+
+    Evaluation runs in float32 (channels-last where the run trained so); the JSON also carries the
+    training run's ``seed``, ``precision`` and ``learned`` flag from the weights' metadata, for the tables.
+    """
     runtime.setup(threads=threads)
     dev = runtime.resolve_device(device)
     model, record = load_model(model_path)
@@ -63,8 +69,12 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
         raise ValueError(f"{model_path} predicts {record['num_classes']} classes but {store_path} has "
                          f"{store.num_classes}; evaluate a model trained on this dataset")
     meta = record["meta"]
-    result = evaluate_model(model.to(dev), store, device=dev, norm=meta.get("input_norm", "caffe"),
-                            reduction=meta.get("reduction", "sum"), progress=progress)
-    result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names)
+    channels_last = bool(meta.get("channels_last", False))
+    model = precision.to_layout(model.to(dev), channels_last=channels_last)
+    result = evaluate_model(model, store, device=dev, norm=meta.get("input_norm", "caffe"),
+                            reduction=meta.get("reduction", "sum"), channels_last=channels_last, progress=progress)
+    result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names,
+                  train={k: meta.get(k) for k in ("seed", "precision", "learned", "final_train_loss",
+                                                  "constant_prediction_loss")})
     write_json(out_json, result)
     return result

@@ -107,6 +107,26 @@ def segmentation_loss(scores: torch.Tensor, target: torch.Tensor, *, reduction: 
     return loss / scores.shape[0] if reduction == "sum" else loss
 
 
+def constant_prediction_loss(class_pixels, *, reduction: str, images: int) -> float:
+    """Cross-entropy of the best prediction that ignores the image: every pixel gets the class frequencies.
+
+    ``class_pixels`` counts the valid pixels of each class over a split of ``images`` images. With
+    ``reduction="mean"`` the loss is the entropy -sum f log f of the frequencies f; with ``"sum"`` (Caffe's
+    unnormalised loss, per image) it is that entropy times the mean number of valid pixels per image. A
+    net whose loss stays above it has learned nothing beyond the class prior (a net predicting background
+    everywhere with full confidence does worse still).
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    counts = torch.as_tensor(class_pixels, dtype=torch.float64)
+    total = float(counts.sum())
+    if total <= 0 or images < 1:
+        raise ValueError(f"need a split with labelled pixels; got {total:g} pixels in {images} images")
+    freq = counts[counts > 0] / total
+    entropy = float(-(freq * freq.log()).sum())
+    return entropy if reduction == "mean" else entropy * total / images
+
+
 def split_heads(scores: torch.Tensor, heads: Mapping[str, int]) -> dict[str, torch.Tensor]:
     """Scores N x sum(heads) x H x W of a multi-headed net -> {field: N x heads[field] x H x W}, in ``heads`` order."""
     if scores.dim() != 4 or scores.shape[1] != sum(heads.values()):

@@ -1,13 +1,27 @@
 """The pretraining stand-in: ImageNet weights cannot be downloaded here, so the classifier that FCN
 starts from is trained on a synthetic classification task drawn from the same object generator as the
-segmentation twins (20 classes, one object per image). The result has torchvision's state-dict layout
-and is transplanted into the FCNs exactly as ``VGG16_Weights`` would be.
+segmentation twins (20 classes, objects at the twins' pixel scale). The result has torchvision's state-dict
+layout and is transplanted into the FCNs exactly as ``VGG16_Weights`` would be.
+
+Two phases, both Adam with a poly-decayed learning rate:
+
+1. ``crop_size`` (112 px) canvases that the object nearly fills, without clutter: cheap images on which
+   the convolutions learn the classes' colours, textures and shapes. The classifier's adaptive pooling stretches the small
+   pool5 to the 7 x 7 (AlexNet: 6 x 6) its fc6 expects, so fc6 learns nothing spatial here.
+2. The classifier's own input size (224 px; 227 for the Caffe AlexNet), so that fc6 sees real, distinct
+   pool5 windows of the size the FCN's fc6 slides over the padded images (7 x 7 cells of 32 px). The
+   object sits within ``jitter`` px of the centre, over up to ``clutter`` other objects: on the FCN's
+   images every fc6 window holds several objects and must name the one at its centre.
+
+The held-out accuracy (fresh objects, phase-2 images, chance 1/20) is measured at the end and saved with
+the weights and in a JSON sidecar, which the report reads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,65 +29,104 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from segbench import models, runtime
-from segbench.atomic import torch_save
+from segbench import models, precision, runtime
+from segbench.atomic import torch_save, write_json
 from segbench.data.synth_objects import NUM_OBJECT_CLASSES, render_classification
 from segbench.data.tensors import to_input
 from segbench.data.voc import MEAN_BGR
 
 log = logging.getLogger(__name__)
+INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224}
 
 
-def _batch(rng: np.random.Generator, size: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(rng: np.random.Generator, size: int, n: int, *, jitter: float,
+           clutter: int) -> tuple[torch.Tensor, torch.Tensor]:
     classes = rng.integers(1, NUM_OBJECT_CLASSES + 1, size=n)
-    images = [render_classification(rng, size, int(c)) for c in classes]
+    images = [render_classification(rng, size, int(c), jitter=jitter, clutter=clutter) for c in classes]
     return to_input(images, MEAN_BGR), torch.from_numpy(classes - 1)
 
 
 def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", width: float = 0.125,
-                        image_size: int = 224, iterations: int = 200, batch_size: int = 16, lr: float = 1e-3,
-                        seed: int = 0, device: str = "auto", threads: int | None = None,
-                        eval_images: int = 200, progress: bool = True) -> Path:
+                        crop_size: int = 112, crop_iterations: int = 400, iterations: int = 150,
+                        batch_size: int = 32, lr: float = 3e-4, jitter: float = 16.0, clutter: int = 2,
+                        dropout: float | None = None, seed: int = 0, device: str = "auto", threads: int | None = None,
+                        precision_mode: str = "auto", eval_images: int = 400, progress: bool = True) -> Path:
     """Train ``models.classifier(backbone)`` on synthetic objects and save it atomically to ``out``.
 
-    The saved file holds ``{"backbone", "width", "num_classes", "image_size", "accuracy", "state_dict"}``;
-    ``accuracy`` is measured on ``eval_images`` fresh images (chance is 1/20).
+    Phase 1: ``crop_iterations`` steps on ``crop_size`` canvases (0 skips it); phase 2: ``iterations``
+    steps at the classifier's input size (``INPUT_SIZE``). Each phase decays Adam's ``lr`` (phase 2 starts
+    at lr / 3) to zero as (1 - t)^0.9. ``dropout`` replaces the rate of the classifier's dropout layers
+    (None keeps torchvision's 0.5). The saved file holds ``{"backbone", "width", "num_classes", "image_size",
+    "accuracy", "settings", "state_dict"}``; ``accuracy`` is measured on ``eval_images`` fresh phase-2 images.
+    ``out`` with the suffix ``.json`` gets the accuracy and settings too.
     """
+    if backbone not in INPUT_SIZE:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(INPUT_SIZE)}")
+    if iterations < 1 or crop_iterations < 0 or batch_size < 1:
+        raise ValueError(f"need iterations >= 1, crop_iterations >= 0 and batch_size >= 1; got {iterations}, "
+                         f"{crop_iterations} and {batch_size}")
+    started = time.perf_counter()
     runtime.setup(threads=threads, seed=seed)
     dev = runtime.resolve_device(device)
+    prec = precision.resolve(precision_mode, dev)
     rng = np.random.default_rng(seed)
-    net = models.classifier(backbone, NUM_OBJECT_CLASSES, width=width).to(dev)
+    size = INPUT_SIZE[backbone]
+    net = models.classifier(backbone, NUM_OBJECT_CLASSES, width=width)
+    if dropout is not None:
+        models.set_dropout(net, dropout)
+    net = precision.to_layout(net.to(dev), channels_last=True)
+    phases = [("crops", crop_size, crop_iterations, lr, 0), ("full", size, iterations, lr / 3, clutter)]
+    losses = {}
+    for phase, phase_size, steps, phase_lr, phase_clutter in phases:
+        if steps == 0:
+            continue
+        _check_input_size(net, backbone, phase_size, dev)
+        opt = torch.optim.Adam(net.parameters(), lr=phase_lr)
+        net.train()
+        bar = tqdm(range(steps), desc=f"pretrain {backbone} ({phase}, {phase_size} px)", disable=not progress)
+        for it in bar:
+            opt.param_groups[0]["lr"] = phase_lr * (1 - it / steps) ** 0.9
+            x, y = _batch(rng, phase_size, batch_size, jitter=jitter * phase_size / size, clutter=phase_clutter)
+            with precision.autocast(prec, dev):
+                scores = net(precision.to_layout(x.to(dev), channels_last=True))
+            loss = F.cross_entropy(scores.float(), y.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        losses[phase] = float(loss.item())
+        log.info("%s phase (%d px, %d steps): last loss %.4f", phase, phase_size, steps, losses[phase])
+    eval_rng = np.random.default_rng(seed + 1_000_003)  # held-out images, never drawn for training
+    accuracy = _accuracy(net, eval_rng, size, eval_images, dev, prec, jitter=jitter, clutter=clutter)
+    log.info("held-out accuracy %.3f on %d images (chance %.3f)", accuracy, eval_images, 1 / NUM_OBJECT_CLASSES)
+    settings = {"crop_size": crop_size, "crop_iterations": crop_iterations, "iterations": iterations,
+                "batch_size": batch_size, "lr": lr, "jitter": jitter, "clutter": clutter, "dropout": dropout,
+                "seed": seed, "precision": prec, "eval_images": eval_images, "last_loss": losses,
+                "wall_s": time.perf_counter() - started}
+    summary = {"backbone": backbone, "width": width, "image_size": size, "accuracy": accuracy,
+               "chance": 1 / NUM_OBJECT_CLASSES, "settings": settings}
+    write_json(Path(out).with_suffix(".json"), summary)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    return torch_save({**summary, "num_classes": NUM_OBJECT_CLASSES, "state_dict": state}, out)
+
+
+def _check_input_size(net: torch.nn.Module, backbone: str, size: int, dev: torch.device) -> None:
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 3, image_size, image_size, device=dev))
+            net.eval()(torch.zeros(1, 3, size, size, device=dev))
     except RuntimeError as err:
-        raise ValueError(f"image_size {image_size} is too small for the {backbone} classifier ({err}); "
-                         "use a larger pretrain image_size (112 works for every backbone)") from err
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    net.train()
-    bar = tqdm(range(iterations), desc=f"pretrain {backbone}", disable=not progress)
-    for it in bar:
-        x, y = _batch(rng, image_size, batch_size)
-        loss = F.cross_entropy(net(x.to(dev)), y.to(dev))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if it % 50 == 0:
-            log.info("iteration %d loss %.4f", it, loss.item())
-    accuracy = _accuracy(net, rng, image_size, eval_images, dev)
-    log.info("held-out accuracy %.3f on %d images (chance %.3f)", accuracy, eval_images, 1 / NUM_OBJECT_CLASSES)
-    return torch_save({"backbone": backbone, "width": width, "num_classes": NUM_OBJECT_CLASSES,
-                       "image_size": image_size, "accuracy": accuracy,
-                       "state_dict": {k: v.cpu() for k, v in net.state_dict().items()}}, out)
+        raise ValueError(f"{size} px is too small for the {backbone} classifier ({err}); use a larger "
+                         "pretrain crop_size (112 works for every backbone)") from err
 
 
 @torch.no_grad()
-def _accuracy(net: torch.nn.Module, rng: np.random.Generator, size: int, n: int, dev: torch.device) -> float:
+def _accuracy(net: torch.nn.Module, rng: np.random.Generator, size: int, n: int, dev: torch.device, prec: str, *,
+              jitter: float, clutter: int) -> float:
     net.eval()
     correct = 0
     for start in range(0, n, 50):
-        x, y = _batch(rng, size, min(50, n - start))
-        correct += int((net(x.to(dev)).argmax(1).cpu() == y).sum())
+        x, y = _batch(rng, size, min(50, n - start), jitter=jitter, clutter=clutter)
+        with precision.autocast(prec, dev):
+            scores = net(precision.to_layout(x.to(dev), channels_last=True))
+        correct += int((scores.float().argmax(1).cpu() == y).sum())
     return correct / n if n else float("nan")
-

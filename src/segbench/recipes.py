@@ -1,4 +1,5 @@
-"""The paper's two SGD recipes by name, and the optimizer with Caffe's per-parameter multipliers.
+"""The paper's two SGD recipes and a short-schedule Adam recipe by name, and the optimizer with Caffe's
+per-parameter multipliers.
 
     rec = recipe("heavy", model_name="fcn16s_vgg16")          # lr 1e-12, batch 1, momentum 0.99, summed loss
     optimizer = make_optimizer(model, rec)                    # weights (lr, decay) + biases (2 lr, no decay)
@@ -11,7 +12,21 @@ Both: weight decay 5e-4, biases at twice the lr and without decay, frozen parame
 upsamplers, the trunk of FCN-32s-fixed) left out of the optimizer. The reference code has no heavy value
 for AlexNet or GoogLeNet (its AlexNet solver is the ``paper`` recipe); ``heavy`` uses VGG16's for them.
 
-Scaling the learning rate (``base_lr`` replaces the recipe's 32s value, ``lr_scale`` multiplies the result):
+``short`` is this project's replacement for schedules thousands of times shorter than the paper's (the
+embedded default trains each net on about a thousand images instead of 100,000 iterations): Adam
+(decoupled weight decay 5e-4 on weights, none on biases, biases at twice the lr) on the mean loss, batch 8,
+the learning rate decayed to zero over each run as (1 - t)^0.9 ("poly"), and no stage divisor: each stage
+(32s-fixed -> 32s -> 16s -> 8s) is a short run of its own that starts from the previous stage and decays
+its own rate, which is what the paper's /100 per stage did for runs that had converged. Its lr is one
+constant for every net, 2.5e-5 at full width, divided by the width: Adam moves every weight by about lr
+per step whatever the gradient's scale (so image size and loss normalisation drop out), and a unit with
+fan-in n then changes by about n x lr, so lr / width keeps that change the same across widths (the rule of
+maximal-update parametrisation for Adam's hidden layers). 2.5e-5 itself was chosen once, on FCN-32s VGG16
+at width 1/8 (2e-4 there; 1e-4 learned more slowly and 8e-4 damaged the pretrained trunk), and is not
+tuned per net.
+
+Scaling the learning rate of ``heavy`` and ``paper`` (``base_lr`` replaces the recipe's 32s value,
+``lr_scale`` multiplies the result; for ``short``, ``base_lr`` replaces the full-width constant):
 
 - A summed loss makes the gradient grow with the number of valid pixels per batch, so lr x pixels is what
   stays comparable: heavy's 1e-10 at ~500 x 500 = 2.5e5 pixels is a per-pixel step of 2.5e-5, i.e.
@@ -37,11 +52,14 @@ from segbench import models
 WEIGHT_DECAY = 5e-4
 BIAS_LR_MULT = 2.0  # Caffe lr_mult 2 / decay_mult 0 on every bias
 
-# batch size, momentum and loss normalisation of each recipe
+# batch size, momentum (Adam's beta1 for "short"), loss normalisation, optimizer and schedule of each recipe
 _SETTINGS = {
-    "heavy": {"batch_size": 1, "momentum": 0.99, "reduction": "sum"},
-    "paper": {"batch_size": 20, "momentum": 0.9, "reduction": "mean"},
+    "heavy": {"batch_size": 1, "momentum": 0.99, "reduction": "sum", "optimizer": "sgd", "schedule": "fixed"},
+    "paper": {"batch_size": 20, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed"},
+    "short": {"batch_size": 8, "momentum": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly"},
 }
+SHORT_LR_AT_FULL_WIDTH = 2.5e-5
+POLY_POWER = 0.9
 # lr of a net trained straight from its classifier (FCN-32s, FCN-8s at-once), per backbone family
 _BASE_LR = {
     "heavy": {"vgg16": 1e-10, "alexnet": 1e-10, "googlenet": 1e-10},
@@ -67,27 +85,55 @@ class Recipe:
     weight_decay: float
     lr: float            # of the weights; biases get BIAS_LR_MULT x lr
     reduction: str       # "sum" (Caffe normalize: false) or "mean" (normalize: true), see losses
+    optimizer: str = "sgd"   # "sgd" or "adam" (AdamW: decoupled weight decay)
+    schedule: str = "fixed"  # "fixed" (Caffe lr_policy fixed) or "poly": lr x (1 - it / iterations) ** 0.9
+
+    def lr_factor(self, iteration: int, iterations: int) -> float:
+        """The schedule's multiplier of the lr at ``iteration`` (0-based) of a run of ``iterations``."""
+        if self.schedule == "poly":
+            return (1.0 - iteration / iterations) ** POLY_POWER
+        return 1.0
 
 
 def _stage(model_name: str) -> str:
     return "fcn8s_atonce" if model_name.startswith("fcn8s_atonce") else model_name.split("_", 1)[0]
 
 
-def recipe(name: str, *, model_name: str, lr_scale: float = 1.0, base_lr: float | None = None,
+def recipe(name: str, *, model_name: str, width: float = 1.0, lr_scale: float = 1.0, base_lr: float | None = None,
            batch_size: int | None = None, momentum: float | None = None) -> Recipe:
-    """The recipe ``name`` (see ``RECIPES``) for ``model_name`` (see ``models.MODELS``).
+    """The recipe ``name`` (see ``RECIPES``) for ``model_name`` (see ``models.MODELS``) at ``width``.
 
-    ``base_lr`` replaces the recipe's lr for a net trained from its classifier; the stage divisor
-    (16s / 8s) still applies, then ``lr_scale`` multiplies. ``batch_size`` and ``momentum`` override the
-    recipe's values.
+    ``base_lr`` replaces the recipe's lr for a net trained from its classifier (``short``: the full-width
+    constant, divided by ``width``); the stage divisor (16s / 8s) still applies, then ``lr_scale``
+    multiplies. ``batch_size`` and ``momentum`` override the recipe's values.
     """
     if name not in _SETTINGS:
         raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(_SETTINGS)}")
-    family = _FAMILY[models.backbone_of(model_name)]  # raises for an unknown model, listing the valid ones
+    if not width > 0:
+        raise ValueError(f"width must be > 0, got {width}")
+    backbone = models.backbone_of(model_name)  # raises for an unknown model, listing the valid ones
+    if name == "short":
+        return _short(model_name, width=width, lr_scale=lr_scale, base_lr=base_lr, batch_size=batch_size,
+                      momentum=momentum)
+    family = _FAMILY[backbone]
     stage = _stage(model_name)
     if stage not in _STAGE_DIVISOR[name]:
         raise ValueError(f"model {model_name!r} is not an FCN-32s/16s/8s/8s-at-once; the recipes know "
                          f"{sorted(_STAGE_DIVISOR[name])}")
+    _check_overrides(base_lr, lr_scale, batch_size, momentum)
+    start_lr = _BASE_LR[name][family] if base_lr is None else base_lr
+    return _resolved(name, lr=start_lr / _STAGE_DIVISOR[name][stage] * lr_scale, batch_size=batch_size,
+                     momentum=momentum)
+
+
+def _short(model_name: str, *, width: float, lr_scale: float, base_lr: float | None, batch_size: int | None,
+           momentum: float | None) -> Recipe:
+    _check_overrides(base_lr, lr_scale, batch_size, momentum)
+    full_width_lr = SHORT_LR_AT_FULL_WIDTH if base_lr is None else base_lr
+    return _resolved("short", lr=full_width_lr / width * lr_scale, batch_size=batch_size, momentum=momentum)
+
+
+def _check_overrides(base_lr, lr_scale, batch_size, momentum) -> None:
     if base_lr is not None and not base_lr > 0:
         raise ValueError(f"base_lr must be > 0 (or None for the recipe's), got {base_lr}")
     if not lr_scale > 0:
@@ -96,18 +142,20 @@ def recipe(name: str, *, model_name: str, lr_scale: float = 1.0, base_lr: float 
         raise ValueError(f"batch_size must be >= 1 (or None for the recipe's), got {batch_size}")
     if momentum is not None and not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1) (or None for the recipe's), got {momentum}")
+
+
+def _resolved(name: str, *, lr: float, batch_size: int | None, momentum: float | None) -> Recipe:
     settings = _SETTINGS[name]
-    start_lr = _BASE_LR[name][family] if base_lr is None else base_lr
     return Recipe(name=name,
                   batch_size=settings["batch_size"] if batch_size is None else int(batch_size),
                   momentum=settings["momentum"] if momentum is None else float(momentum),
-                  weight_decay=WEIGHT_DECAY,
-                  lr=start_lr / _STAGE_DIVISOR[name][stage] * lr_scale,
-                  reduction=settings["reduction"])
+                  weight_decay=WEIGHT_DECAY, lr=lr, reduction=settings["reduction"],
+                  optimizer=settings["optimizer"], schedule=settings["schedule"])
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
-    """SGD over the trainable parameters of ``model`` in two groups (Caffe's lr_mult / decay_mult).
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD (or AdamW for ``recipe.optimizer == "adam"``) over the trainable parameters of ``model`` in two
+    groups (Caffe's lr_mult / decay_mult); each group remembers its ``base_lr`` for the schedule.
 
     Group ``"weights"``: every trainable parameter not named ``*.bias``, at ``recipe.lr`` with weight
     decay. Group ``"biases"``: at ``2 x recipe.lr`` without decay. Parameters with ``requires_grad``
@@ -120,7 +168,19 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.SGD:
     if not weights and not biases:
         raise ValueError("the model has no trainable parameters (all have requires_grad False)")
     groups = [
-        {"name": "weights", "params": weights, "lr": recipe.lr, "weight_decay": recipe.weight_decay},
-        {"name": "biases", "params": biases, "lr": BIAS_LR_MULT * recipe.lr, "weight_decay": 0.0},
+        {"name": "weights", "params": weights, "lr": recipe.lr, "base_lr": recipe.lr,
+         "weight_decay": recipe.weight_decay},
+        {"name": "biases", "params": biases, "lr": BIAS_LR_MULT * recipe.lr, "base_lr": BIAS_LR_MULT * recipe.lr,
+         "weight_decay": 0.0},
     ]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=recipe.lr, momentum=recipe.momentum)
+    groups = [g for g in groups if g["params"]]
+    if recipe.optimizer == "adam":
+        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.momentum, 0.999))
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+
+
+def apply_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, iteration: int, iterations: int) -> None:
+    """Set every group's lr to its ``base_lr`` times the recipe's schedule at ``iteration`` (0-based)."""
+    factor = recipe.lr_factor(iteration, iterations)
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor

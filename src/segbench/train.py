@@ -2,9 +2,14 @@
 
 One iteration draws ``batch_size / p`` images with replacement (FCN's data layer samples a random index
 each step), computes the per-pixel loss, optionally keeps only a Bernoulli(p) subset of the stride-32
-output cells (the paper's "patch sampling", section 3.4), and takes one SGD step. Checkpoints are written
-every ``checkpoint_every`` iterations and on SIGTERM; a rerun resumes from the last one and ends with the
-same weights as an uninterrupted run (on the CPU).
+output cells (the paper's "patch sampling", section 3.4), and takes one optimizer step (the recipe's
+schedule sets the lr first). Checkpoints are written every ``checkpoint_every`` iterations and on SIGTERM;
+a rerun resumes from the last one and ends with the same weights as an uninterrupted run (on the CPU).
+
+At the end the run compares its training loss (mean of the last tenth of the iterations) with the loss of
+the best constant prediction, the training pixels' class frequencies everywhere (which a net that predicts
+background everywhere cannot beat): a run that stays above it learned nothing beyond the class prior, and
+says so in its log and in the saved metadata (``learned``), which the tables show.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segbench import checkpoint, losses, models, recipes, runtime
+from segbench import checkpoint, losses, models, precision, recipes, runtime
 from segbench.atomic import write_text
 from segbench.data.store import Store
 from segbench.data.tensors import to_input, to_target
@@ -34,12 +39,13 @@ MODES = ("full", "fixed")
 
 
 def initialise(model_name: str, num_classes: int, *, width: float, init: str | os.PathLike | None,
-               mode: str = "full", in_channels: int = 3) -> tuple[torch.nn.Module, str]:
+               mode: str = "full", in_channels: int = 3, dropout: float | None = None) -> tuple[torch.nn.Module, str]:
     """Build ``model_name`` and load its starting weights.
 
     ``init`` is a pretrained classifier (transplanted: fc6/fc7 become convolutions, fc8 is dropped),
     a coarser FCN (staged training: 32s -> 16s -> 8s, new skip scores start at zero), or None (random
-    trunk). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed).
+    trunk). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed). ``dropout``
+    replaces the rate of the architecture's dropout layers (None keeps 0.5).
     Returns the model and the input convention its starting weights expect (see ``data.tensors``).
     """
     if mode not in MODES:
@@ -59,6 +65,8 @@ def initialise(model_name: str, num_classes: int, *, width: float, init: str | o
             norm = record["meta"].get("input_norm", "caffe")
     if mode == "fixed":
         models.freeze_trunk(model)
+    if dropout is not None:
+        models.set_dropout(model, dropout)
     return model, norm
 
 
@@ -67,25 +75,28 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
           lr_scale: float = 1.0, batch_size: int | None = None, momentum: float | None = None,
           iterations: int = 1000, sample_p: float = 1.0, criterion: str = "cross_entropy", gamma: float = 2.0,
           val_store: str | os.PathLike | None = None, val_every: int = 0, checkpoint_every: int = 100,
+          dropout: float | None = None, precision_mode: str = "fp32", channels_last: bool = False,
           seed: int = 1337, device: str = "auto", threads: int | None = None, progress: bool = True) -> Path:
     """Train one FCN and write ``out_dir/{model.pt, log.csv, checkpoint.pt}``; returns the model path.
 
-    Log columns: iteration, images_seen, train_loss, wall_s (training only, validation excluded),
-    val_loss, val_mean_iu (on validation rows only).
+    ``precision_mode`` is "fp32", "bf16" (autocast) or "auto" (see ``segbench.precision``); ``channels_last``
+    puts weights and inputs in that memory format. Log columns: iteration, images_seen, train_loss, wall_s
+    (training only, validation excluded), val_loss, val_mean_iu (on validation rows only).
     """
     if not 0.0 < sample_p <= 1.0:
         raise ValueError(f"sample_p must be in (0, 1], got {sample_p}")
     runtime.setup(threads=threads, seed=seed)
     dev = runtime.resolve_device(device)
+    prec = precision.resolve(precision_mode, dev)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = Store(train_store)
     val = Store(val_store) if val_store and val_every else None
     mean_bgr = data.attrs.get("mean_bgr", (0.0, 0.0, 0.0))
-    rec = recipes.recipe(recipe, model_name=model_name, base_lr=lr, lr_scale=lr_scale, batch_size=batch_size,
-                         momentum=momentum)
-    model, norm = initialise(model_name, data.num_classes, width=width, init=init, mode=mode)
-    model = model.to(dev)
+    rec = recipes.recipe(recipe, model_name=model_name, width=width, base_lr=lr, lr_scale=lr_scale,
+                         batch_size=batch_size, momentum=momentum)
+    model, norm = initialise(model_name, data.num_classes, width=width, init=init, mode=mode, dropout=dropout)
+    model = precision.to_layout(model.to(dev), channels_last=channels_last)
     optimizer = recipes.make_optimizer(model, rec)
     images_per_iter = max(1, round(rec.batch_size / sample_p))  # expected effective batch stays fixed
     rng = np.random.default_rng(seed)
@@ -95,7 +106,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     ckpt_path = out_dir / checkpoint.CHECKPOINT_NAME
     # Resume only a checkpoint of this very run: a changed setting starts afresh.
     run_key = repr((str(train_store), model_name, width, str(init), mode, rec, iterations, sample_p, criterion,
-                    gamma, seed))
+                    gamma, dropout, prec, channels_last, seed))
     if checkpoint.latest_checkpoint(out_dir) is not None:
         resumed = checkpoint.load_checkpoint(ckpt_path, model=model, optimizer=optimizer, run_key=run_key)
         if resumed is None:
@@ -119,16 +130,18 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
         for it in bar:
             model.train()
             t0 = time.perf_counter()
+            recipes.apply_schedule(optimizer, rec, it, iterations)
             batch = rng.integers(0, len(data), size=images_per_iter)
             loss = _step(model, optimizer, data, batch, mean_bgr, norm, dev, rec.reduction, sample_p, mask_gen,
-                         criterion, gamma)
+                         criterion, gamma, prec, channels_last)
             wall += time.perf_counter() - t0
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at iteration {it + 1}: the learning rate "
                                          f"{rec.lr:g} is too high for the {rec.reduction} loss of recipe {recipe!r}")
             row = {"iteration": it + 1, "images_seen": (it + 1) * images_per_iter, "train_loss": loss, "wall_s": wall}
             if val is not None and ((it + 1) % val_every == 0 or it + 1 == iterations):
-                result = evaluate_model(model, val, device=dev, norm=norm, reduction=rec.reduction, progress=False)
+                result = evaluate_model(model, val, device=dev, norm=norm, reduction=rec.reduction,
+                                        channels_last=channels_last, progress=False)
                 row.update(val_loss=result["loss"], val_mean_iu=result["mean_iu"])
             rows.append(row)
             bar.set_postfix(loss=f"{loss:.4g}")
@@ -138,25 +151,48 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             if checkpoint_every and (it + 1) % checkpoint_every == 0:
                 save(it + 1)
     _write_log(out_dir / "log.csv", rows)
-    meta = {"recipe": recipe, "lr": rec.lr, "reduction": rec.reduction, "mode": mode, "iterations": iterations,
-            "sample_p": sample_p, "images_per_iter": images_per_iter, "seed": seed, "input_norm": norm}
+    floor = losses.constant_prediction_loss(_class_pixels(data), reduction=rec.reduction, images=len(data))
+    tail = [r["train_loss"] for r in rows[-max(1, len(rows) // 10):]]
+    final = float(np.mean(tail)) if tail else float("nan")
+    learned = bool(final < floor)
+    if not learned:
+        log.warning("%s: the training loss %.4g never fell below %.4g, the loss of predicting the class "
+                    "frequencies everywhere: this net learned nothing beyond the class prior", out_dir, final, floor)
+    meta = {"recipe": recipe, "optimizer": rec.optimizer, "schedule": rec.schedule, "lr": rec.lr,
+            "batch_size": rec.batch_size, "reduction": rec.reduction, "mode": mode, "iterations": iterations,
+            "sample_p": sample_p, "images_per_iter": images_per_iter, "seed": seed, "input_norm": norm,
+            "dropout": dropout, "precision": prec, "channels_last": channels_last, "final_train_loss": final,
+            "constant_prediction_loss": floor, "learned": learned, "wall_s": wall}
     return save_model(out_dir / "model.pt", model, name=model_name, num_classes=data.num_classes, width=width,
                       meta=meta)
 
 
+def _class_pixels(store: Store) -> np.ndarray:
+    """Pixel count per class over every label of ``store`` (255 = ignore excluded)."""
+    counts = np.zeros(store.num_classes, dtype=np.int64)
+    for i in range(len(store)):
+        label = store.label(i)
+        counts += np.bincount(label[label != 255].ravel(), minlength=store.num_classes)[:store.num_classes]
+    return counts
+
+
 def _step(model, optimizer, data, indices, mean_bgr, norm, dev, reduction, sample_p, mask_gen, criterion,
-          gamma) -> float:
-    """One SGD step over the images ``indices``; images of one size are stacked, sizes are accumulated."""
+          gamma, prec, channels_last) -> float:
+    """One optimizer step over the images ``indices``; images of one size are stacked, sizes are accumulated."""
     by_shape = defaultdict(list)
     for i in indices:
         by_shape[data.image(int(i)).shape].append(int(i))
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for group in by_shape.values():
-        x = to_input([data.image(i) for i in group], mean_bgr, norm).to(dev)
+        x = precision.to_layout(to_input([data.image(i) for i in group], mean_bgr, norm).to(dev),
+                                channels_last=channels_last)
         y = to_target([data.label(i) for i in group]).to(dev)
         keep = None if sample_p == 1.0 else losses.sampling_mask(tuple(y.shape), sample_p, generator=mask_gen).to(dev)
-        loss = losses.segmentation_loss(model(x), y, reduction=reduction, criterion=criterion, gamma=gamma, keep=keep)
+        with precision.autocast(prec, dev):
+            scores = model(x)
+        loss = losses.segmentation_loss(scores.float(), y, reduction=reduction, criterion=criterion, gamma=gamma,
+                                        keep=keep)
         loss = loss * (len(group) / len(indices))  # each group's share of the batch
         if reduction == "sum" and sample_p != 1.0:
             loss = loss / sample_p  # a summed loss over the kept cells, per base-batch image: same scale as p = 1

@@ -170,11 +170,17 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
     return _finish(canvas, rng), label
 
 
-def render_classification(rng: np.random.Generator, size: int, c: int, *, jitter: float = 32.0) -> np.ndarray:
-    """A classification sample: one object of class ``c`` (``OBJECT_RADIUS``) within ``jitter`` pixels of
-    the centre, on a ``size`` x ``size`` background; uint8 H x W x 3 RGB."""
+def render_classification(rng: np.random.Generator, size: int, c: int, *, jitter: float = 16.0,
+                          clutter: int = 0) -> np.ndarray:
+    """A classification sample, uint8 H x W x 3 RGB: one object of class ``c`` (``OBJECT_RADIUS``) within
+    ``jitter`` pixels of the centre, drawn over 0 to ``clutter`` other objects placed anywhere (the label
+    is the centred object, as a photo's label names the object in front, not everything in the frame)."""
     canvas = _background(rng, size)
     label = np.zeros((size, size), dtype=np.uint8)
+    for _ in range(int(rng.integers(0, clutter + 1))):
+        other = int(rng.integers(1, NUM_OBJECT_CLASSES + 1))
+        draw_object(canvas, label, other, center=tuple(rng.uniform(0, size, size=2)),
+                    radius=rng.uniform(*OBJECT_RADIUS), angle=rng.uniform(-0.5, 0.5), rng=rng)
     center = tuple(size / 2 + rng.uniform(-jitter, jitter, size=2))
     draw_object(canvas, label, c, center=center, radius=rng.uniform(*OBJECT_RADIUS), angle=rng.uniform(-0.5, 0.5),
                 rng=rng)

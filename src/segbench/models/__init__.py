@@ -17,6 +17,7 @@ from torch import nn
 from segbench.models import alexnet, fusion, googlenet, twohead, vgg
 from segbench.models.fcn import FCN
 from segbench.models.geometry import path_geometry
+from segbench.models.layers import set_dropout
 from segbench.models.surgery import (
     convolutionalize,
     freeze_trunk,
@@ -25,7 +26,7 @@ from segbench.models.surgery import (
 )
 
 __all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
-           "freeze_trunk", "convolutionalize"]
+           "freeze_trunk", "convolutionalize", "set_dropout"]
 
 AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}  # Caffe Scale layers of voc-fcn8s-atonce (lr 0)
 

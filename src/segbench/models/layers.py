@@ -74,3 +74,17 @@ def crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"cannot crop {h}x{w} at offset {offset} from a {tuple(x.shape[-2:])} blob: "
                          "the network's padding is too small for this input size")
     return x[:, :, offset:offset + h, offset:offset + w]
+
+
+def set_dropout(module: nn.Module, p: float) -> nn.Module:
+    """Set the rate of every ``nn.Dropout`` in ``module`` to ``p`` (in place; returns ``module``).
+
+    The dropout layers are part of the architecture (fc6/fc7 of VGG16 and AlexNet, 0.5 as in Caffe and
+    torchvision); their rate is a training setting, so it is not stored with the weights.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {p}")
+    for m in module.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = float(p)
+    return module

@@ -1,0 +1,154 @@
+"""Table 3: predictions on a VOC test set in the layout of the PASCAL VOC evaluation server.
+
+The server takes, per image of the test list, a palette PNG of class indices (VOC colour map, the image's
+size) at ``results/VOC<year>/Segmentation/comp6_test_cls/<id>.png``, uploaded as a tar.gz of ``results/``.
+``comp6`` is the segmentation competition that allows training data from outside VOC (FCN trains on SBD and
+ImageNet); VOC2011 and VOC2012 test sets are separate submissions, one store each.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from segbench import runtime
+from segbench.atomic import replacing
+from segbench.data.store import Store
+from segbench.data.voc import read_ids, voc_palette
+from segbench.predict import load_for_store, predict_labels
+
+YEARS = ("2011", "2012")
+COMPETITION = "comp6"
+
+
+class SubmissionError(RuntimeError):
+    """A submission folder does not hold exactly one correct PNG per test id."""
+
+
+def results_folder(out_dir: str | os.PathLike, year: str = "2012") -> Path:
+    """``out_dir/results/VOC<year>/Segmentation/comp6_test_cls``."""
+    if str(year) not in YEARS:
+        raise ValueError(f"year must be one of {YEARS}, got {year!r}")
+    return Path(out_dir) / "results" / f"VOC{year}" / "Segmentation" / f"{COMPETITION}_test_cls"
+
+
+def write_label_png(path: str | os.PathLike, label: np.ndarray) -> Path:
+    """Atomically write uint8 H x W class indices as a palette ('P') PNG in the VOC colour map."""
+    png = Image.fromarray(np.ascontiguousarray(label, dtype=np.uint8))
+    png.putpalette(voc_palette().tolist())
+    with replacing(path) as tmp:
+        png.save(tmp, format="PNG")
+    return Path(path)
+
+
+def _listing(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_submission(folder: str | os.PathLike, expected: Mapping[str, tuple[int, int]], *,
+                     num_classes: int = 21) -> None:
+    """Raise :class:`SubmissionError` unless ``folder`` holds exactly one ``<id>.png`` per id of ``expected``
+    (id -> image (height, width)), each a palette PNG of that size with values in 0..num_classes-1, and
+    nothing else. The message lists what is missing, extra or wrong."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SubmissionError(f"submission folder {folder} does not exist")
+    found, extra, wrong = set(), [], []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or entry.suffix != ".png" or entry.stem not in expected:
+            extra.append(entry.name)
+            continue
+        found.add(entry.stem)
+        with Image.open(entry) as png:
+            h, w = expected[entry.stem]
+            if png.size != (w, h):
+                wrong.append(f"{entry.name} is {png.size[0]}x{png.size[1]}, expected {w}x{h} (width x height)")
+            elif png.mode != "P":
+                wrong.append(f"{entry.name} has mode {png.mode}, expected a palette ('P') PNG")
+            elif int(np.asarray(png).max()) >= num_classes:
+                wrong.append(f"{entry.name} has class index {int(np.asarray(png).max())} >= {num_classes}")
+    missing = sorted(set(expected) - found)
+    if missing or extra or wrong:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} of {len(expected)} ids have no PNG: {_listing(missing)}")
+        if extra:
+            problems.append(f"{len(extra)} entries are not PNGs of a test id: {_listing(extra)}")
+        if wrong:
+            problems.append(f"{len(wrong)} PNGs are wrong: {_listing(wrong)}")
+        raise SubmissionError(f"submission folder {folder} is not complete: " + "; ".join(problems))
+
+
+def archive_submission(folder: str | os.PathLike, archive: str | os.PathLike) -> Path:
+    """Atomically write ``archive`` (.tar.gz) of one submission ``folder`` (see :func:`results_folder`), with
+    paths starting at ``results/VOC<year>/...`` as the server expects.
+
+    Entries are sorted, with zero times and owners, so the same PNGs give the same bytes.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist: write the submission first")
+    base = folder.parents[3]  # out_dir, above results/VOC<year>/Segmentation/<comp>_test_cls
+    entries = [folder.parents[2], folder.parents[1], folder.parent, folder, *sorted(folder.iterdir())]
+
+    def normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+        info.mode = 0o755 if info.isdir() else 0o644
+        return info
+
+    with replacing(archive) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+                tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+            for path in entries:
+                tar.add(path, arcname=path.relative_to(base).as_posix(), recursive=False, filter=normalised)
+    return Path(archive)
+
+
+def write_submission(*, store_path: str | os.PathLike, model_path: str | os.PathLike, out_dir: str | os.PathLike,
+                     year: str = "2012", ids_list: str | os.PathLike | None = None,
+                     archive: str | os.PathLike | None = None, device: str = "auto", threads: int | None = None,
+                     progress: bool = True) -> Path:
+    """Predict every image of a test store with saved weights and write the server's folder; returns it.
+
+    ``ids_list`` (e.g. ``VOC2012/ImageSets/Segmentation/test.txt``) must list exactly the store's ids. The
+    folder is written under a temporary name and renamed when complete, replacing an older one; it is then
+    checked with :func:`check_submission`. With ``archive`` the folder is also written as a .tar.gz.
+    """
+    folder = results_folder(out_dir, year)
+    runtime.setup(threads=threads)
+    dev = runtime.resolve_device(device)
+    store = Store(store_path)
+    if len(set(store.ids)) != len(store.ids):
+        raise ValueError(f"{store_path} lists some ids twice; a submission has exactly one PNG per id")
+    if ids_list is not None:
+        listed = read_ids(Path(ids_list))
+        missing, unlisted = sorted(set(listed) - set(store.ids)), sorted(set(store.ids) - set(listed))
+        if missing or unlisted:
+            raise ValueError(f"{store_path} does not hold the split {ids_list}: {len(missing)} listed ids are not in "
+                             f"the store ({_listing(missing)}), {len(unlisted)} store ids are not listed "
+                             f"({_listing(unlisted)})")
+    model, norm = load_for_store(model_path, store, dev)
+    mean_bgr = store.attrs.get("mean_bgr", (0.0, 0.0, 0.0))
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    expected = {}
+    for i in tqdm(range(len(store)), desc=f"VOC{year} test", disable=not progress):
+        image = store.image(i)
+        expected[store.ids[i]] = image.shape[:2]
+        write_label_png(partial / f"{store.ids[i]}.png",
+                        predict_labels(model, image, mean_bgr=mean_bgr, norm=norm, device=dev))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(partial, folder)
+    check_submission(folder, expected, num_classes=store.num_classes)
+    if archive is not None:
+        archive_submission(folder, archive)
+    return folder
