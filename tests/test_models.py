@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from segbench import models
 from segbench.models.layers import BilinearUpsample, bilinear_kernel
 
-NAMES = sorted(models.MODELS)
+NAMES = sorted(n for n in models.MODELS if n.startswith("fcn"))
 SIZES = [(1, 1), (2, 5), (17, 31), (64, 64), (99, 100), (161, 200), (255, 256), (333, 317), (512, 512)]
 WIDTH = 1 / 16
 
@@ -134,7 +134,7 @@ def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="fcn8s_vgg16"):
         models.build("fcn8s_resnet", 21)
     with pytest.raises(ValueError, match="googlenet"):
-        models.classifier("resnet50", 10)
+        models.classifier("resnet18", 10)
 
 
 def test_build_accepts_the_documented_positional_signature():

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 REDUCTIONS = ("sum", "mean")
 IGNORE_INDEX = 255
@@ -125,6 +127,45 @@ def constant_prediction_loss(class_pixels, *, reduction: str, images: int) -> fl
     freq = counts[counts > 0] / total
     entropy = float(-(freq * freq.log()).sum())
     return entropy if reduction == "mean" else entropy * total / images
+
+
+def unet_weight_map(label: np.ndarray | torch.Tensor, *, w0: float = 10.0, sigma: float = 5.0, background: int = 0,
+                    instances: np.ndarray | torch.Tensor | None = None,
+                    ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """U-Net's per-pixel loss weights (Ronneberger et al. 2015, Eq. 2) for one label map H x W: float32 H x W.
+
+    ``w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))^2 / (2 sigma^2))``. ``w_c`` balances the classes (the paper
+    does not give its form): every class present gets the same total weight, ``n_valid / (n_classes *
+    count(class))``, so the weights average 1 over the labelled pixels. ``d1``, ``d2`` are the distances to
+    the nearest and second-nearest cell; the border term applies to ``background`` pixels only (the gaps
+    that separate touching cells, Fig. 3d) and needs at least two cells. Cells are ``instances`` (H x W ints,
+    0 = none) when given, else the 4-connected components of each non-background class. Pixels labelled
+    ``ignore_index`` weigh 0. Computed once per ground-truth map, before training (scipy, CPU).
+    """
+    label = np.asarray(label.cpu() if isinstance(label, torch.Tensor) else label)
+    if label.ndim != 2:
+        raise ValueError(f"expected one H x W label map, got shape {label.shape}")
+    valid = label != ignore_index
+    classes, counts = np.unique(label[valid], return_counts=True)
+    weights = np.zeros(label.shape, dtype=np.float64)
+    for c, n in zip(classes, counts):
+        weights[label == c] = valid.sum() / (len(classes) * n)
+    if instances is None:
+        instances = np.zeros(label.shape, dtype=np.int64)
+        for c in classes[classes != background]:
+            components, _ = ndimage.label(label == c)
+            instances[components > 0] = components[components > 0] + instances.max()
+    else:
+        instances = np.asarray(instances.cpu() if isinstance(instances, torch.Tensor) else instances)
+        if instances.shape != label.shape:
+            raise ValueError(f"instances {instances.shape} must have the label's shape {label.shape}")
+    cells = np.unique(instances[instances > 0])
+    if len(cells) >= 2:
+        distances = np.stack([ndimage.distance_transform_edt(instances != k) for k in cells])
+        d1, d2 = np.partition(distances, 1, axis=0)[:2]
+        border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma ** 2))
+        weights += np.where((label == background) & valid, border, 0.0)
+    return torch.from_numpy(weights.astype(np.float32))
 
 
 def split_heads(scores: torch.Tensor, heads: Mapping[str, int]) -> dict[str, torch.Tensor]:

@@ -1,10 +1,13 @@
-"""The paper's FCNs by name, their classifiers, net surgery and the Table 1 model card.
+"""The paper's FCNs and their successors by name, their classifiers, net surgery and the model cards.
 
     net = build("fcn8s_vgg16", 21, width=0.125)        # N x 3 x H x W -> N x 21 x H x W
     cls = classifier("vgg16", 20, width=0.125)          # torchvision state-dict layout
     transplant(cls, build("fcn32s_vgg16", 21, width=0.125))
+    net = build("deeplabv3plus_resnet101", 21, width=0.25, output_stride=8)   # extra keyword options
 
-Models: see ``MODELS``. Backbones: ``BACKBONES`` (``backbone_of(name)`` says which a model uses).
+Models: see ``MODELS``. Backbones: ``BACKBONES`` (``backbone_of(name)`` says which a model uses; None for
+U-Net). Every model maps N x C x H x W to N x num_classes x H x W scores; PSPNet and ICNet also have
+``forward_with_aux(x) -> (scores, {head: (head scores, loss weight)})``.
 """
 
 from __future__ import annotations
@@ -14,16 +17,22 @@ from typing import Callable
 import torch
 from torch import nn
 
-from segbench.models import alexnet, fusion, googlenet, twohead, vgg
+from segbench.models import alexnet, cards, fusion, googlenet, resnet, twohead, vgg
+from segbench.models.context import DilatedNet
+from segbench.models.deeplab import DeepLab
 from segbench.models.fcn import FCN
 from segbench.models.geometry import path_geometry
+from segbench.models.icnet import TRUNK_WIDTH as ICNET_TRUNK_WIDTH
+from segbench.models.icnet import ICNet
 from segbench.models.layers import set_dropout
+from segbench.models.pspnet import PSPNet
 from segbench.models.surgery import (
     convolutionalize,
     freeze_trunk,
     init_from,
     transplant,
 )
+from segbench.models.unet import UNet
 
 __all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
            "freeze_trunk", "convolutionalize", "set_dropout"]
@@ -51,6 +60,12 @@ def _googlenet(num_classes: int, *, width: float, in_channels: int) -> FCN:
     return FCN(backbone="googlenet", trunk=layers, channels=channels, num_classes=num_classes, allow_half_crop=True)
 
 
+def _successor(cls: type[nn.Module], **fixed) -> Callable[..., nn.Module]:
+    def make(num_classes: int, *, width: float, in_channels: int, **options) -> nn.Module:
+        return cls(num_classes, width=width, in_channels=in_channels, **fixed, **options)
+    return make
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s_vgg16": _vgg(()),
     "fcn16s_vgg16": _vgg(("pool4",)),
@@ -64,6 +79,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s_siftflow_vgg16": twohead.factory(()),  # SIFT Flow semantic + geometric heads (Table 5)
     "fcn16s_siftflow_vgg16": twohead.factory(("pool4",)),
     "fcn8s_siftflow_vgg16": twohead.factory(("pool4", "pool3")),
+    "unet": _successor(UNet, padding="valid"),
+    "unet_same": _successor(UNet, padding="same"),
+    "dilation8_vgg16": _successor(DilatedNet),
+    "dilation8_basic_vgg16": _successor(DilatedNet, context="basic"),
+    "dilation8_large_vgg16": _successor(DilatedNet, context="large"),
+    "pspnet_resnet50": _successor(PSPNet, depth=50),
+    "pspnet_resnet101": _successor(PSPNet, depth=101),
+    "deeplabv3_resnet50": _successor(DeepLab, depth=50),
+    "deeplabv3_resnet101": _successor(DeepLab, depth=101),
+    "deeplabv3plus_resnet50": _successor(DeepLab, depth=50, decoder=True),
+    "deeplabv3plus_resnet101": _successor(DeepLab, depth=101, decoder=True),
+    "icnet_resnet50": _successor(ICNet),
 }
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
@@ -71,9 +98,18 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "alexnet": lambda num_classes, width: alexnet.AlexNetClassifier("alexnet", num_classes, width=width),
     "alexnet_caffe": lambda num_classes, width: alexnet.AlexNetClassifier("alexnet_caffe", num_classes, width=width),
     "googlenet": lambda num_classes, width: googlenet.GoogLeNetClassifier(num_classes, width=width),
+    "resnet50": lambda num_classes, width: resnet.ResNetClassifier(50, num_classes, width=width),
+    "resnet101": lambda num_classes, width: resnet.ResNetClassifier(101, num_classes, width=width),
+    # ICNet's trunk: ResNet-50 at half the given width (the release's "compressed PSPNet")
+    "resnet50_half": lambda num_classes, width: resnet.ResNetClassifier(
+        50, num_classes, width=width * ICNET_TRUNK_WIDTH, backbone="resnet50_half"),
 }
 
-_BACKBONE_OF = {"fcn32s_alexnet": "alexnet_caffe", "fcn32s_alexnet_tv": "alexnet", "fcn32s_googlenet": "googlenet"}
+_BACKBONE_OF = {"fcn32s_alexnet": "alexnet_caffe", "fcn32s_alexnet_tv": "alexnet", "fcn32s_googlenet": "googlenet",
+                "unet": None, "unet_same": None, "pspnet_resnet50": "resnet50", "pspnet_resnet101": "resnet101",
+                "deeplabv3_resnet50": "resnet50", "deeplabv3_resnet101": "resnet101",
+                "deeplabv3plus_resnet50": "resnet50", "deeplabv3plus_resnet101": "resnet101",
+                "icnet_resnet50": "resnet50_half"}
 
 
 def _check(name: str, table: dict, what: str) -> None:
@@ -81,22 +117,23 @@ def _check(name: str, table: dict, what: str) -> None:
         raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
 
 
-def build(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3) -> nn.Module:
-    """The FCN ``name`` (see ``MODELS``): input N x in_channels x H x W -> scores N x num_classes x H x W.
+def build(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3, **options) -> nn.Module:
+    """The model ``name`` (see ``MODELS``): input N x in_channels x H x W -> scores N x num_classes x H x W.
 
-    ``width`` multiplies every trunk and fc channel count (score layers keep ``num_classes``). Score
+    ``width`` multiplies every trunk and fc channel count (score layers keep ``num_classes``). FCN score
     layers start at zero, upsamplers are frozen bilinear; the trunk is randomly initialised until
-    ``transplant`` fills it.
+    ``transplant`` fills it. ``options`` go to the successor models' constructors: ``output_stride`` (8 or
+    16), ``separable`` and ``multi_grid`` for DeepLab, ``noise_std`` for the context modules.
     """
     _check(name, MODELS, "model")
     if width <= 0 or num_classes < 1 or in_channels < 1:
         raise ValueError(f"need width > 0, num_classes >= 1 and in_channels >= 1; got width={width}, "
                          f"num_classes={num_classes}, in_channels={in_channels}")
-    return MODELS[name](num_classes, width=width, in_channels=in_channels)
+    return MODELS[name](num_classes, width=width, in_channels=in_channels, **options)
 
 
-def backbone_of(name: str) -> str:
-    """The classifier backbone (a ``BACKBONES`` key) that model ``name`` is transplanted from."""
+def backbone_of(name: str) -> str | None:
+    """The classifier backbone (a ``BACKBONES`` key) that model ``name`` is transplanted from (None: U-Net)."""
     _check(name, MODELS, "model")
     return _BACKBONE_OF.get(name, "vgg16")
 
@@ -104,8 +141,9 @@ def backbone_of(name: str) -> str:
 def classifier(backbone: str, num_classes: int, *, width: float = 1.0) -> nn.Module:
     """A classification net in torchvision's state-dict layout for ``backbone`` (see ``BACKBONES``).
 
-    At ``width=1`` the state dict loads strictly into torchvision's ``vgg16()``, ``alexnet()`` or
-    ``googlenet(aux_logits=False)`` (``alexnet_caffe`` has the same layout with the grouped Caffe AlexNet).
+    At ``width=1`` the state dict loads strictly into torchvision's ``vgg16()``, ``alexnet()``,
+    ``googlenet(aux_logits=False)``, ``resnet50()`` or ``resnet101()`` (``alexnet_caffe`` has the same layout
+    with the grouped Caffe AlexNet; ``resnet50_half``, ICNet's trunk, is ResNet-50 at half of ``width``).
     Input N x 3 x 224 x 224 (227 for ``alexnet_caffe``) -> N x num_classes logits.
     """
     _check(backbone, BACKBONES, "backbone")
@@ -115,13 +153,16 @@ def classifier(backbone: str, num_classes: int, *, width: float = 1.0) -> nn.Mod
 def card(name: str, num_classes: int = 21, *, width: float = 1.0) -> dict:
     """Table 1's structural figures of model ``name``, derived from its modules.
 
-    Returns ``{"name", "backbone", "conv_layers", "params", "rf_size", "max_stride", "crops"}``:
+    For an FCN returns ``{"name", "backbone", "conv_layers", "params", "rf_size", "max_stride", "crops"}``:
     conv layers on the deepest path up to ``score_fr`` (fc6/fc7/score counted as convs), learnable
     parameters (the frozen upsamplers excluded), the receptive field and stride of one ``score_fr`` unit,
-    and the derived crop offsets.
+    and the derived crop offsets. For a successor model returns ``cards.card``'s ``{"name", "backbone",
+    "params", "params_with_aux", "gflops", "output_stride", "max_stride", "rf_size"}`` (GFLOPs at 500x500).
     """
     with torch.device("meta"):  # only shapes are needed: no memory, no initialisation cost
         net = build(name, num_classes, width=width)
+    if not isinstance(net, FCN):
+        return cards.card(name, net, backbone_of(name))
     score_path = [getattr(net, n) for n in net.trunk_names] + [net.score_fr]
     geometry = path_geometry(score_path)
     return {"name": name, "backbone": backbone_of(name), "conv_layers": geometry.depth,

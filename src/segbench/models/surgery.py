@@ -3,7 +3,10 @@
 ``transplant`` is ``copy_params_from_vgg16`` of pytorch-fcn / Caffe ``surgery.transplant``: convolutions
 are copied one to one, the fully connected fc6/fc7 are *reshaped* into convolutions (fc6: 4096 x 25088 ->
 4096 x 512 x 7 x 7 for VGG16, whose flattening order is channel-major, exactly a conv's), and fc8 -- the
-1000-way (or 20-way stand-in) classifier -- is dropped: the FCN's ``score_fr`` starts at zero.
+1000-way (or 20-way stand-in) classifier -- is dropped: the FCN's ``score_fr`` starts at zero. The same
+function fills the trunk of the successor nets: the dilated VGG16 front end from a VGG16 classifier (fc6
+reshaped into its dilated 7x7 conv), and PSPNet / DeepLab / ICNet from a ResNet classifier, whose trunk keys
+they share (``fc`` dropped; dilation changes no weight shape).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from segbench.models import alexnet, googlenet, vgg
+from segbench.models import alexnet, googlenet, resnet, vgg
 from segbench.models.fcn import FCN
 from segbench.models.layers import BilinearUpsample
 
@@ -32,36 +35,41 @@ def _prefix_table(table: dict[str, tuple[str, bool]], dropped: tuple[str, ...]) 
     return map_key
 
 
-def _googlenet_map(fcn: FCN) -> Callable:
+def _same_names_map(net: nn.Module, dropped: tuple[str, ...], family: str) -> Callable:
+    """Keys whose first component names a trunk module are kept as they are; ``dropped`` ones are skipped."""
     def map_key(key: str) -> tuple[str | None, bool]:
         head = key.split(".", 1)[0]
-        if head in fcn.trunk_names:
+        if head in net.trunk_names:
             return key, False
-        if head in googlenet.DROPPED:
+        if head in dropped:
             return None, False
-        raise KeyError(f"unexpected classifier key {key!r}: expected torchvision GoogLeNet modules "
-                       f"{fcn.trunk_names} or dropped ones {googlenet.DROPPED}")
+        raise KeyError(f"unexpected classifier key {key!r}: expected torchvision {family} modules "
+                       f"{net.trunk_names} or dropped ones {dropped}")
     return map_key
 
 
-def _key_map(fcn: FCN) -> Callable:
+def _key_map(fcn: nn.Module) -> Callable:
     if fcn.backbone == "vgg16":
         return _prefix_table(vgg.torchvision_keys(), dropped=("classifier.6",))
     if fcn.backbone in ("alexnet", "alexnet_caffe"):
         return _prefix_table(alexnet.torchvision_keys(fcn.backbone), dropped=("classifier.6",))
     if fcn.backbone == "googlenet":
-        return _googlenet_map(fcn)
+        return _same_names_map(fcn, googlenet.DROPPED, "GoogLeNet")
+    if fcn.backbone in ("resnet50", "resnet101", "resnet50_half"):
+        return _same_names_map(fcn, resnet.DROPPED, "ResNet")
     raise ValueError(f"no transplant rule for backbone {fcn.backbone!r}")
 
 
-def transplant(classifier: nn.Module | dict, fcn: FCN) -> FCN:
+def transplant(classifier: nn.Module | dict, fcn: nn.Module) -> nn.Module:
     """Copy a classifier's weights (module or torchvision-layout state dict) into ``fcn`` in place.
 
-    fc layers become convolutions; fc8 / GoogLeNet's ``fc`` and auxiliary heads are dropped; score layers
-    and upsamplers are left as they are. If the FCN's first conv has more input channels than the
-    classifier's (RGB-D early fusion), the extra channels get the mean of the RGB filters, as the NYUD
-    ``color-d`` net does. Raises ``ValueError`` naming the key and both shapes on any other mismatch, and
-    ``KeyError`` if a trunk parameter is not provided. Returns ``fcn``.
+    ``fcn`` is an FCN or any successor net with a ``trunk_names`` list (dilated front end, PSPNet, DeepLab,
+    ICNet; U-Net has no classifier). fc layers become convolutions; fc8 / GoogLeNet's and ResNet's ``fc``
+    and GoogLeNet's auxiliary heads are dropped; score layers, heads and upsamplers are left as they are.
+    If the net's first conv has more input channels than the classifier's (RGB-D early fusion), the extra
+    channels get the mean of the RGB filters, as the NYUD ``color-d`` net does. Raises ``ValueError``
+    naming the key and both shapes on any other mismatch, and ``KeyError`` if a trunk parameter is not
+    provided. Returns ``fcn``.
     """
     state = classifier.state_dict() if isinstance(classifier, nn.Module) else classifier
     map_key = _key_map(fcn)

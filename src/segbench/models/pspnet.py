@@ -1,0 +1,78 @@
+"""PSPNet (Zhao, Shi, Qi, Wang, Jia, CVPR 2017): pyramid pooling on a dilated ResNet, auxiliary loss on layer3.
+
+    layer4 (2048 ch, 1/8) -> ppm: [avg-pool to 1x1, 2x2, 3x3, 6x6 -> 1x1 conv 512 + BN + ReLU -> upsample]
+                             concatenated with layer4 (4096 ch)
+                          -> cls: 3x3 conv 512 + BN + ReLU, Dropout2d(0.1), 1x1 -> classes -> bilinear to H x W
+    layer3 (1024 ch, 1/8) -> aux: 3x3 conv 256 + BN + ReLU, Dropout2d(0.1), 1x1 -> classes (training only)
+
+Facts from the paper (bins 1, 2, 3, 6; average pooling; reduction to 1/N of the channels with N = 4 levels;
+dilated ResNet at output stride 8; deep supervision after res4b22 with weight 0.4); head layout and the
+``ppm`` / ``cls`` / ``aux`` names from semseg (hszhao/semseg, the authors' PyTorch code). Deviations:
+torchvision's 7x7 stem instead of the deep stem (so its ImageNet weights transplant; parameters differ by
+0.2%), adaptive pooling (the Caffe nets fixed the pooling windows for the training size), and bilinear
+resizing with ``align_corners=False`` at any input size (semseg needs (H - 1) % 8 == 0).
+
+The pyramid's 1x1-bin branch normalises over one value per image and channel: training with BN in train
+mode needs at least 2 images per batch (PyTorch raises otherwise), as for DeepLab's image pooling.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from segbench.models.blocks import conv_bn_relu, resize
+from segbench.models.resnet import ResNetTrunk
+
+BINS = (1, 2, 3, 6)
+AUX_WEIGHT = 0.4
+
+
+class PyramidPooling(nn.Module):
+    """The pyramid pooling module: N x C x h x w -> N x (C + len(bins) * C / len(bins)) x h x w."""
+
+    def __init__(self, channels: int, bins: tuple[int, ...] = BINS):
+        super().__init__()
+        reduced = max(1, channels // len(bins))
+        self.bins = tuple(bins)
+        self.stages = nn.ModuleList(nn.Sequential(nn.AdaptiveAvgPool2d(b), *conv_bn_relu(channels, reduced))
+                                    for b in self.bins)
+        self.out_channels = channels + reduced * len(self.bins)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x] + [resize(stage(x), x.shape[-2:]) for stage in self.stages], dim=1)
+
+
+def _classifier(c_in: int, c_mid: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(*conv_bn_relu(c_in, c_mid, 3), nn.Dropout2d(0.1), nn.Conv2d(c_mid, num_classes, 1))
+
+
+class PSPNet(ResNetTrunk):
+    """PSPNet on ResNet-``depth``: ``forward(x: N x C x H x W) -> N x num_classes x H x W`` scores.
+
+    ``forward_with_aux`` also returns ``{"aux": (scores N x num_classes x H x W from layer3, 0.4)}``
+    (upsampled to the input size as semseg does). ``width`` scales the trunk and the head (512 / 256).
+    """
+
+    aux_modules = ("aux",)
+
+    def __init__(self, num_classes: int, *, depth: int = 50, width: float = 1.0, in_channels: int = 3):
+        super().__init__(backbone=f"resnet{depth}", depth=depth, width=width, in_channels=in_channels,
+                         output_stride=8)
+        self.output_stride = self.max_stride = 8
+        c4, c3 = self.channels["layer4"], self.channels["layer3"]
+        self.ppm = PyramidPooling(c4)
+        self.cls = _classifier(self.ppm.out_channels, max(1, c4 // 4), num_classes)
+        self.aux = _classifier(c3, max(1, c3 // 4), num_classes)
+
+    def _scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features(x)
+        return resize(self.cls(self.ppm(f["layer4"])), x.shape[-2:]), f["layer3"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._scores(x)[0]
+
+    def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, float]]]:
+        """Main scores N x K x H x W and ``{"aux": (N x K x H x W, 0.4)}`` (deep supervision on layer3)."""
+        scores, layer3 = self._scores(x)
+        return scores, {"aux": (resize(self.aux(layer3), x.shape[-2:]), AUX_WEIGHT)}

@@ -1,0 +1,187 @@
+"""U-Net (Ronneberger, Fischer, Brox, MICCAI 2015): the paper's valid-convolution net and the same-padding variant.
+
+    contracting: d0 = 2 x [3x3 conv + ReLU] (64), then pool{i} (2x2 max) + d{i} for i = 1..4 (128 ... 1024),
+                 Dropout(0.5) at its end ("drop-out layers at the end of the contracting path")
+    expansive  : upconv{i} (2x2 up-convolution halving the channels), concatenated with the centre-cropped
+                 d{i}, then u{i} = 2 x [3x3 conv + ReLU], for i = 3..0; score = 1x1 conv -> classes
+
+``padding="valid"`` is the paper's net: unpadded convolutions, so a tile of ``16k + 60`` pixels (k >= 8)
+gives ``16k - 124`` outputs (572 -> 388), a 92-pixel context margin on each side, crops of 4/16/40/88, and
+every pooling sees an even size. To map N x C x H x W to N x K x H x W, ``forward`` mirrors the image by 92
+pixels (more at the bottom/right, up to the next valid size), runs ``forward_valid`` once and crops the
+output to H x W; ``predict_tiled`` does the same tile by tile (the paper's overlap-tile strategy).
+Initialisation as in the paper: Gaussian with std sqrt(2 / N), N the incoming connections of a unit.
+
+``padding="same"`` is the common variant (milesial/Pytorch-UNet, ``bilinear=False``): 3x3 convs padded by 1
+without bias, each followed by BN + ReLU; no dropout. ``forward`` mirrors the bottom/right border up to a
+multiple of 16 (so any size, 1x1 upward, pools cleanly) and crops back.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from segbench.models.blocks import mirror_pad
+from segbench.models.layers import scaled
+
+CHANNELS = (64, 128, 256, 512, 1024)
+MARGIN = 92  # context lost on each side by the valid net: 184 = 2 * 92
+STRIDE = 16  # four 2x2 poolings
+CROPS = (88, 40, 16, 4)  # centre-crop offsets of d0..d3 before concatenation (568->392, 280->200, 136->104, 64->56)
+PADDINGS = ("valid", "same")
+
+
+def unet_output_size(n: int) -> int:
+    """Output size of the valid U-Net for an input of ``n`` pixels (one axis): ``n - 184``.
+
+    Raises ``ValueError`` unless ``n = 16k + 60`` with ``k >= 8`` (188, 204, ..., 572, ...), the sizes at which
+    every 2x2 pooling sees an even size and the output is at least 4 pixels.
+    """
+    if n < 188 or (n - 60) % STRIDE:
+        raise ValueError(f"the valid U-Net needs an input of 16k + 60 pixels with k >= 8 (188, 204, ..., 572, ...), "
+                         f"got {n}")
+    return n - 2 * MARGIN
+
+
+def valid_input_size(output: int) -> int:
+    """The smallest valid input size (``16k + 60``, k >= 8) whose output covers ``output`` pixels."""
+    return STRIDE * max(8, math.ceil((output + 2 * MARGIN - 60) / STRIDE)) + 60
+
+
+def _double_conv(c_in: int, c_out: int, padding: str) -> nn.Sequential:
+    if padding == "valid":
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.ReLU(inplace=True),
+                             nn.Conv2d(c_out, c_out, 3), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+def _init(module: nn.Module) -> None:
+    """The paper's init: N(0, 2 / N), N = k * k * C_in (a 2x2/2 up-convolution feeds C_in inputs to a unit)."""
+    for m in module.modules():
+        if isinstance(m, nn.ConvTranspose2d):
+            nn.init.normal_(m.weight, std=math.sqrt(2 / m.in_channels))
+        elif isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=math.sqrt(2 / m.weight[0].numel()))
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _centre_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    dh, dw = x.shape[-2] - like.shape[-2], x.shape[-1] - like.shape[-1]
+    return x[..., dh // 2:dh // 2 + like.shape[-2], dw // 2:dw // 2 + like.shape[-1]]
+
+
+class UNet(nn.Module):
+    """U-Net: ``forward(x: N x C x H x W) -> N x num_classes x H x W`` scores, any H and W.
+
+    ``width`` multiplies every channel count (64 ... 1024). ``backbone`` is None: no classifier to
+    transplant. ``forward_valid`` (valid net only) is the bare network on one valid tile.
+    """
+
+    backbone = None
+
+    def __init__(self, num_classes: int, *, width: float = 1.0, in_channels: int = 3, padding: str = "valid"):
+        super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        self.padding = padding
+        self.output_stride, self.max_stride = 1, STRIDE
+        c = [scaled(ch, width) for ch in CHANNELS]
+        self.d0 = _double_conv(in_channels, c[0], padding)
+        for i in range(1, 5):
+            self.add_module(f"pool{i}", nn.MaxPool2d(2))
+            self.add_module(f"d{i}", _double_conv(c[i - 1], c[i], padding))
+        self.drop = nn.Dropout(0.5) if padding == "valid" else nn.Identity()
+        for i in range(3, -1, -1):
+            self.add_module(f"upconv{i}", nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2))
+            self.add_module(f"u{i}", _double_conv(2 * c[i], c[i], padding))
+        self.score = nn.Conv2d(c[0], num_classes, 1)
+        _init(self)
+
+    def support(self, p: int) -> tuple[int, int]:
+        """First and last input pixel (one axis) that output pixel ``p`` depends on, in the coordinates of the
+        network's own input (a ``forward_valid`` tile; for the same net, the padded input, so the interval
+        may reach into the padding). The interval depends on ``p`` modulo 16: a 2x2 up-convolution gives
+        both pixels of a pair the same coarse unit, so the neighbouring 3x3 convs see 1 or 2 coarse units."""
+        pad = 0 if self.padding == "valid" else 1
+        crops = CROPS if self.padding == "valid" else (0, 0, 0, 0)
+
+        def down(i: int, a: int, b: int) -> tuple[int, int]:  # d{i} output [a, b] -> input pixels
+            a, b = a - 2 * pad, b + 4 - 2 * pad
+            return (a, b) if i == 0 else down(i - 1, 2 * a, 2 * b + 1)
+
+        def up(i: int, a: int, b: int) -> tuple[int, int]:  # u{i} output [a, b] (u4 = d4) -> input pixels
+            if i == 4:
+                return down(4, a, b)
+            a, b = a - 2 * pad, b + 4 - 2 * pad
+            (ua, ub), (sa, sb) = up(i + 1, a // 2, b // 2), down(i, a + crops[i], b + crops[i])
+            return min(ua, sa), max(ub, sb)
+
+        return up(0, p, p)
+
+    def receptive_field(self) -> int:
+        """The largest number of input pixels (one axis) that one output pixel depends on (204; 188 for a
+        quarter of the positions)."""
+        return max(b - a + 1 for a, b in map(self.support, range(STRIDE)))
+
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.d0(x)]
+        for i in range(1, 5):
+            skips.append(getattr(self, f"d{i}")(getattr(self, f"pool{i}")(skips[-1])))
+        h = self.drop(skips.pop())
+        for i in range(3, -1, -1):
+            up = getattr(self, f"upconv{i}")(h)
+            h = getattr(self, f"u{i}")(torch.cat([up, _centre_crop(skips[i], up)], dim=1))  # release order
+        return self.score(h)
+
+    def forward_valid(self, x: torch.Tensor) -> torch.Tensor:
+        """The valid net on one tile: N x C x (16k + 60) x (16l + 60) -> N x K x (16k - 124) x (16l - 124)."""
+        if self.padding != "valid":
+            raise ValueError("forward_valid is the valid-convolution net's; this U-Net has padding='same'")
+        for n in x.shape[-2:]:
+            unet_output_size(n)  # raises on sizes that do not tile
+        return self._net(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if self.padding == "same":
+            return self._net(mirror_pad(x, 0, -h % STRIDE, 0, -w % STRIDE))[..., :h, :w]
+        n_h, n_w = valid_input_size(h), valid_input_size(w)
+        x = mirror_pad(x, MARGIN, n_h - h - MARGIN, MARGIN, n_w - w - MARGIN)
+        return self._net(x)[..., :h, :w]
+
+
+def predict_tiled(model: UNet, x: torch.Tensor, *, tile: int = 572, step: int | None = None) -> torch.Tensor:
+    """Overlap-tile inference of the valid U-Net: N x C x H x W -> N x K x H x W scores.
+
+    The image is mirrored by 92 pixels (more at the bottom/right as the last tile needs); tiles of
+    ``tile x tile`` input pixels (a valid size, 572 in the paper) start every ``step`` pixels, and each
+    contributes the first ``step x step`` pixels of its ``(tile - 184)``-pixel output, so the used outputs
+    cover the image exactly once, without seams or blending. ``step`` defaults to the output size rounded
+    down to a multiple of 16: every tile then pools on the same grid as ``model(x)``, and the result equals
+    whole-image inference. ``step = tile - 184`` (388, the paper's non-overlapping outputs) also tiles
+    seamlessly but pools on a grid shifted by 4 pixels per tile, so it differs slightly from ``model(x)``.
+    """
+    if getattr(model, "padding", None) != "valid":
+        raise ValueError("overlap-tile inference needs the valid-convolution U-Net (build('unet', ...))")
+    out = unet_output_size(tile)
+    step = out // STRIDE * STRIDE if step is None else step
+    if not 1 <= step <= out:
+        raise ValueError(f"step must be in [1, {out}] (the output of a {tile}-pixel tile), got {step}; "
+                         "use a tile of at least 204 pixels for the default step")
+    h, w = x.shape[-2:]
+    rows, cols = math.ceil(h / step), math.ceil(w / step)
+    x = mirror_pad(x, MARGIN, (rows - 1) * step + tile - MARGIN - h, MARGIN, (cols - 1) * step + tile - MARGIN - w)
+    result = None
+    for i in range(rows):
+        for j in range(cols):
+            y = model.forward_valid(x[..., i * step:i * step + tile, j * step:j * step + tile])
+            if result is None:
+                result = y.new_empty(y.shape[0], y.shape[1], rows * step, cols * step)
+            result[..., i * step:(i + 1) * step, j * step:(j + 1) * step] = y[..., :step, :step]
+    return result[..., :h, :w]
