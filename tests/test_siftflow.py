@@ -10,6 +10,7 @@ from PIL import Image
 from segbench.data import siftflow, synth_siftflow
 from segbench.data.siftflow import SUBDIR
 from segbench.data.store import Store
+from segbench.metrics import confusion_matrix
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +144,59 @@ def test_bad_input_names_the_file_and_writes_nothing(twin, tmp_path, breaker, me
         siftflow.preprocess_siftflow(raw, tmp_path / "out", progress=False)
     assert str(culprit) in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_geometric_labels_are_those_of_the_semantic_classes(stores):
+    sky, horizontal = {"sky", "sun", "moon"}, {"road", "sidewalk", "crosswalk", "grass", "field", "sand", "desert",
+                                               "sea", "river"}
+    expected = np.array([0 if c in sky else 1 if c in horizontal else 2 for c in siftflow.CLASSES] + [255] * 223)
+    for split in ("trainval", "test"):
+        s = Store(stores[split])
+        for i in range(len(s)):
+            assert np.array_equal(s.get("label_geo", i), expected[s.label(i)])
+
+
+def test_geometric_labels_follow_the_layout(stores):
+    """In every column sky lies above the ground; the top row is never ground, the bottom row never sky."""
+    s = Store(stores["trainval"])
+    share = np.zeros((2, 3))
+    for i in range(len(s)):
+        geo = s.get("label_geo", i)
+        rows = np.arange(geo.shape[0])[:, None]
+        lowest_sky = np.where(geo == 0, rows, -1).max(0)
+        highest_ground = np.where(geo == 1, rows, geo.shape[0]).min(0)
+        assert (lowest_sky < highest_ground).all()
+        assert not (geo[0] == 1).any() and not (geo[-1] == 0).any()
+        for k, band in enumerate((geo[:64], geo[-64:])):
+            share[k] += np.bincount(band[band != 255], minlength=3)[:3]
+    share /= share.sum(1, keepdims=True)
+    assert share[0, 0] > 0.5 and share[1, 1] > 0.5  # sky on top, ground at the bottom
+    assert share[0, 2] > 0.05 and share[1, 2] > 0.05  # vertical things in both
+
+
+def test_eval_classes_are_the_classes_present_in_test(stores):
+    te, tv = Store(stores["test"]), Store(stores["trainval"])
+    present = sorted(set(range(33)) - {te.class_names.index(c) for c in te.attrs["absent_from_test"]})
+    assert te.attrs["eval_classes"] == present == tv.attrs["eval_classes"]
+    hist = np.zeros((33, 33), np.int64)
+    for i in range(len(te)):
+        hist += confusion_matrix(te.label(i), np.zeros_like(te.label(i)), 33)
+    assert sorted(np.flatnonzero(hist.sum(1)).tolist()) == present
+    for name in ("cow", "desert", "moon"):
+        assert te.class_names.index(name) not in present
+        assert any((tv.label(i) == tv.class_names.index(name)).any() for i in range(len(tv)))
+
+
+def test_mean_colour_comes_from_trainval(stores):
+    tv, te = Store(stores["trainval"]), Store(stores["test"])
+    pixels = np.concatenate([tv.image(i).reshape(-1, 3) for i in range(len(tv))]).astype(np.float64)
+    np.testing.assert_allclose(tv.attrs["mean_bgr"], pixels.mean(0)[::-1])
+    assert te.attrs["mean_bgr"] == tv.attrs["mean_bgr"]
+
+
+def test_every_semantic_class_occurs_in_a_default_sized_twin(tmp_path):
+    raw = synth_siftflow.write_twin(tmp_path / "raw", n_train=40, n_test=16, seed=0)
+    seen = set()
+    for path in (raw / "SemanticLabels" / SUBDIR).glob("*.mat"):
+        seen |= set(np.unique(scipy.io.loadmat(path)["S"]).tolist())
+    assert seen == set(range(34))  # void and all 33 classes

@@ -36,7 +36,7 @@ def _download(a):
 def _synth_nyud(a):
     from segbench.data.synth_nyud import write_twin
 
-    write_twin(a.out_dir, n_images=a.n_images, seed=a.seed)
+    write_twin(a.out_dir, n_images=a.n_images, seed=a.seed, frame_scale=a.frame_scale)
 
 
 def _preprocess_nyud(a):
@@ -48,7 +48,7 @@ def _preprocess_nyud(a):
 def _hha_nyud(a):
     from segbench.data.nyud import add_hha
 
-    add_hha(a.store, a.png_dir, out_path=a.out, threads=a.threads)
+    add_hha(a.store, a.png_dir, out_path=a.out, train_hha_store=a.train_hha_store, threads=a.threads)
 
 
 def _synth_siftflow(a):
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", type=Path, required=True)
     s.add_argument("--n-images", type=int, default=24)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--frame-scale", type=float, default=1.0,
+                   help="render 480s x 640s frames with the camera scaled by s (0.25 -> 120x160; a multiple of 1/160)")
     s.set_defaults(func=_synth_nyud)
 
     s = sub.add_parser("preprocess-nyud", help="NYUDv2 .mat files -> train.h5 and test.h5 (425x560 crop, 40 classes)")
@@ -224,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", type=Path, required=True)
     s.add_argument("--png-dir", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--train-hha-store", type=Path,
+                   help="the train split's HHA store, whose mean_hha other splits take (required but for train)")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=_hha_nyud)
 

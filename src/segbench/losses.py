@@ -13,11 +13,14 @@ pixels divided by the batch size N; the FCN reference nets, which pair it with l
 With loss sampling the training loop draws N = base batch / p images; the mean then covers the same
 expected number of pixels as whole-image training, but the ``"sum"`` divided by N is p times smaller (so
 is its gradient): divide it by p, i.e. by the base batch, to keep the effective batch fixed.
+
+Multi-headed nets (SIFT Flow's semantic + geometric FCN) concatenate their heads' scores along channels;
+``multi_head_loss`` sums one ``segmentation_loss`` per head, each against its own labels.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -163,3 +166,30 @@ def unet_weight_map(label: np.ndarray | torch.Tensor, *, w0: float = 10.0, sigma
         border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma ** 2))
         weights += np.where((label == background) & valid, border, 0.0)
     return torch.from_numpy(weights.astype(np.float32))
+
+
+def split_heads(scores: torch.Tensor, heads: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    """Scores N x sum(heads) x H x W of a multi-headed net -> {field: N x heads[field] x H x W}, in ``heads`` order."""
+    if scores.dim() != 4 or scores.shape[1] != sum(heads.values()):
+        raise ValueError(f"expected N x {sum(heads.values())} x H x W scores for heads {dict(heads)}, got "
+                         f"{tuple(scores.shape)}")
+    return dict(zip(heads, torch.split(scores, list(heads.values()), dim=1)))
+
+
+def multi_head_loss(scores: torch.Tensor, targets: Mapping[str, torch.Tensor], heads: Mapping[str, int], *,
+                    reduction: str = "sum", criterion: str = "cross_entropy", gamma: float = 2.0,
+                    keep: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """The sum over heads of ``segmentation_loss`` of each head's channels against its own labels.
+
+    ``heads`` is a model's ``heads`` (e.g. SIFT Flow's ``{"label": 33, "label_geo": 3}``, the channel
+    order of ``scores``); ``targets`` maps each of its fields to int64 N x H x W labels (255 = ignore).
+    Every head's loss has weight 1, as the reference's ``loss`` and ``loss_geo``; ``reduction``,
+    ``criterion``, ``gamma`` and ``keep`` (the same cells dropped for every head) are those of
+    ``segmentation_loss``.
+    """
+    missing = [field for field in heads if field not in targets]
+    if missing:
+        raise ValueError(f"no targets for heads {missing}; got targets for {sorted(targets)}")
+    return sum(segmentation_loss(part, targets[field], reduction=reduction, criterion=criterion, gamma=gamma,
+                                 keep=keep, ignore_index=ignore_index)
+               for field, part in split_heads(scores, heads).items())

@@ -9,7 +9,13 @@ Real files (``shared/docs/HHA-REFERENCE.md`` 4):
 - ``classMapping40.mat``: MATLAB v5, ``mapClass`` (1, 894) with values 1..40, ``className`` (1, 40).
 
 Frames are cropped to Gupta's 425 x 560 window (rows 46:470, columns 41:600, 1-based) as in FCN,
-and named like FCN's files: ``img_<labeled index + 5000>``.
+and named like FCN's files: ``img_<labeled index + 5000>``. Frames of 480 s x 640 s (the synthetic
+twin's ``frame_scale``; real frames have s = 1) are read with the NYU camera scaled by s and cropped to
+the same region in proportion (``crop_window``).
+
+Input means (``stats``), computed on the train split and written into every split's store: ``mean_bgr``
+(the reference's 116.190, 97.203, 92.318 on real data), ``mean_logdepth`` (mean of log(depth in mm),
+the reference's 7.844) and, once HHA is added, ``mean_hha`` (132.431, 94.076, 118.477).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import numpy as np
 import scipy.io
 from tqdm import tqdm
 
+from segbench.data import stats
 from segbench.data.store import Store, write_store
 from segbench.hha.camera import NYU_COLOR_CAMERA, crop_camera
 
@@ -38,16 +45,48 @@ class NyudError(RuntimeError):
     """An NYUDv2 input file is missing, truncated or not in the expected format."""
 
 
-def cropped_camera(camera: np.ndarray = NYU_COLOR_CAMERA) -> np.ndarray:
-    """The 3x3 camera matrix of the cropped frame (cropCamera: cx -= 40, cy -= 45)."""
-    return crop_camera(camera, top=CROP_ROWS.start, left=CROP_COLS.start)
+def frame_scale(shape: tuple[int, ...]) -> float:
+    """s of a 480 s x 640 s frame (1.0 for real frames); raises ValueError for any other aspect."""
+    h, w = shape[:2]
+    if h * FRAME_SHAPE[1] != w * FRAME_SHAPE[0] or h < 1:
+        raise ValueError(f"expected a frame of 480 s x 640 s (4:3, s = 1 for real NYUDv2), got {h} x {w}")
+    return h / FRAME_SHAPE[0]
+
+
+def crop_window(shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """Gupta's crop (cropIt) of a 480 s x 640 s frame: start round(45 s) / round(40 s), size round(425 s) /
+    round(560 s), rounding halves up; exactly rows 45:470 and columns 40:600 (0-based) at s = 1."""
+    s = frame_scale(shape)
+    top, left = _round(CROP_ROWS.start * s), _round(CROP_COLS.start * s)
+    return (slice(top, top + _round((CROP_ROWS.stop - CROP_ROWS.start) * s)),
+            slice(left, left + _round((CROP_COLS.stop - CROP_COLS.start) * s)))
+
+
+def scaled_camera(scale: float, camera: np.ndarray = NYU_COLOR_CAMERA) -> np.ndarray:
+    """The camera matrix of frames rendered at ``scale`` times the size: fx, fy, cx, cy multiplied by it."""
+    out = np.array(camera, dtype=np.float64)
+    out[:2] *= scale
+    return out
+
+
+def cropped_camera(camera: np.ndarray = NYU_COLOR_CAMERA, *, shape: tuple[int, int] = FRAME_SHAPE) -> np.ndarray:
+    """The 3x3 camera matrix of the cropped frame (cropCamera: cx -= 40, cy -= 45 at full size).
+
+    ``camera`` is that of the full-size frame; for a frame of another ``shape`` (480 s x 640 s) it is
+    scaled by s first, then shifted by the scaled crop's offsets.
+    """
+    rows, cols = crop_window(shape)
+    return crop_camera(scaled_camera(frame_scale(shape), camera), top=rows.start, left=cols.start)
 
 
 def crop(frame: np.ndarray) -> np.ndarray:
-    """480 x 640 (x C) -> 425 x 560 (x C), Gupta's cropIt."""
-    if frame.shape[:2] != FRAME_SHAPE:
-        raise ValueError(f"expected a 480 x 640 frame, got shape {frame.shape}")
-    return frame[CROP_ROWS, CROP_COLS]
+    """480 s x 640 s (x C) -> the crop window (Gupta's cropIt: 425 x 560 at s = 1)."""
+    rows, cols = crop_window(frame.shape)
+    return frame[rows, cols]
+
+
+def _round(x: float) -> int:
+    return int(np.floor(x + 0.5))
 
 
 def open_labeled(path: str | os.PathLike) -> h5py.File:
@@ -65,13 +104,19 @@ def open_labeled(path: str | os.PathLike) -> h5py.File:
         if missing:
             raise NyudError(f"{path} lacks the datasets {missing} (it has {sorted(f)}); it is not "
                             "nyu_depth_v2_labeled.mat: download the labeled set again")
-        n = f["images"].shape[0]
-        expected = {"images": (n, 3, 640, 480), "depths": (n, 640, 480),
-                    "rawDepths": (n, 640, 480), "labels": (n, 640, 480)}
+        if f["images"].ndim != 4 or f["images"].shape[1] != 3:
+            raise NyudError(f"{path}: dataset 'images' has shape {f['images'].shape}, expected (N, 3, 640, 480) "
+                            "(MATLAB's 480 x 640 x 3 x N reversed by h5py)")
+        n, _, w, h = f["images"].shape
+        expected = {"images": (n, 3, w, h), "depths": (n, w, h), "rawDepths": (n, w, h), "labels": (n, w, h)}
         for key, shape in expected.items():
             if f[key].shape != shape:
                 raise NyudError(f"{path}: dataset {key!r} has shape {f[key].shape}, expected {shape} "
                                 "(MATLAB order reversed by h5py); image, depth and label sizes must agree")
+        try:
+            frame_scale((h, w))
+        except ValueError as err:
+            raise NyudError(f"{path}: {err}") from err
     except BaseException:
         f.close()
         raise
@@ -140,15 +185,17 @@ def preprocess_nyud(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     expect_counts: dict[str, int] | None = None, progress: bool | None = None) -> dict[str, Path]:
     """Write ``out_dir/{train,test}.h5`` from ``raw_dir/{nyu_depth_v2_labeled,splits,classMapping40}.mat``.
 
-    Store fields per id (425 x 560 crop): ``image`` uint8 HxWx3 RGB, ``label`` uint8 HxW (0..39, 255 void),
-    ``depth`` float32 HxW metres, ``raw_depth`` float32 HxW metres (0 = missing). Attrs: ``camera_matrix``
-    (cropped), ``labeled_index`` (1-based). ``expect_counts`` (e.g. ``REAL_COUNTS``) is checked before
-    anything is written. Returns {split: path}.
+    Store fields per id (425 x 560 crop, or its scaled window): ``image`` uint8 HxWx3 RGB, ``label`` uint8
+    HxW (0..39, 255 void), ``depth`` float32 HxW metres, ``raw_depth`` float32 HxW metres (0 = missing).
+    Attrs: ``camera_matrix`` (cropped), ``labeled_index`` (1-based), ``crop_1based``, ``frame_scale``, and
+    the train split's ``mean_bgr`` and ``mean_logdepth`` in both stores. ``expect_counts`` (e.g.
+    ``REAL_COUNTS``) is checked before anything is written. Returns {split: path}.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     map_class, names = read_class_mapping(raw_dir / "classMapping40.mat")
     mat_path = raw_dir / "nyu_depth_v2_labeled.mat"
     with open_labeled(mat_path) as f:
+        shape = tuple(f["images"].shape[:1:-1])  # (H, W)
         splits = read_splits(raw_dir / "splits.mat", f["images"].shape[0])
         counts = {k: int(v.size) for k, v in splits.items()}
         if expect_counts is not None and counts != dict(expect_counts):
@@ -165,23 +212,33 @@ def preprocess_nyud(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                 fields["depth"].append(crop(frame["depth"]))
                 fields["raw_depth"].append(crop(frame["raw_depth"]))
             samples[name] = (sorted(int(i) for i in idx), fields)
+    rows, cols = crop_window(shape)
+    train = samples["train"][1]
+    common = {"camera_matrix": cropped_camera(shape=shape).tolist(), "frame_scale": frame_scale(shape),
+              "crop_1based": {"rows": [rows.start + 1, rows.stop], "cols": [cols.start + 1, cols.stop]},
+              "depth_unit": "m", "mean_bgr": stats.mean_bgr(train["image"]),
+              "mean_logdepth": stats.mean_log_depth(train["depth"]), "means_from": "train"}
     paths = {}
     for name, (idx, fields) in samples.items():
         paths[name] = write_store(
             out_dir / f"{name}.h5", dataset="nyud", split=name,
             ids=[f"img_{i + 1 + ID_OFFSET}" for i in idx], fields=fields, class_names=names,
-            attrs={"camera_matrix": cropped_camera().tolist(), "labeled_index": [i + 1 for i in idx],
-                   "crop_1based": {"rows": [46, 470], "cols": [41, 600]}, "depth_unit": "m"})
+            attrs={**common, "labeled_index": [i + 1 for i in idx]})
     return paths
 
 
 def add_hha(store_path: str | os.PathLike, png_dir: str | os.PathLike, *, out_path: str | os.PathLike | None = None,
-            threads: int = 1, progress: bool | None = None) -> Path:
+            train_hha_store: str | os.PathLike | None = None, threads: int = 1, progress: bool | None = None) -> Path:
     """Compute HHA for every frame of an NYUD store and write it back with an extra ``hha`` field.
 
     ``hha`` is uint8 HxWx3 (disparity, height, angle), from the store's ``depth`` and ``raw_depth`` and
     its cropped ``camera_matrix``. PNGs go to ``png_dir/<id>.png``. The store is rewritten atomically at
     ``out_path`` (default: in place); returns that path.
+
+    The attribute ``mean_hha`` (per channel, in that order) comes from the train split: computed here
+    for the train store, copied from ``train_hha_store`` (the train split's HHA store) for any other.
+    On scaled twin frames the encoder's 7 x 7 and 21 x 21 normal windows stay 7 x 7 and 21 x 21 pixels,
+    so they cover 1/s times the full-size windows' extent (see ``synth_nyud``).
     """
     from segbench import hha  # heavy and optional until HHA is needed
 
@@ -189,6 +246,15 @@ def add_hha(store_path: str | os.PathLike, png_dir: str | os.PathLike, *, out_pa
     for field in ("depth", "raw_depth"):
         if field not in store.fields:
             raise NyudError(f"{store.path} has no {field!r} field; it is not an NYUD store from preprocess_nyud")
+    split = store.attrs["split"]
+    if split != "train":
+        if train_hha_store is None:
+            raise NyudError(f"{store.path} is the {split!r} split: its HHA mean must be the train split's; pass "
+                            "the train split's HHA store (train_hha_store, CLI --train-hha-store)")
+        train = Store(train_hha_store)
+        if train.attrs.get("split") != "train" or "mean_hha" not in train.attrs:
+            raise NyudError(f"{train.path} is not a train split with a mean_hha attribute (split "
+                            f"{train.attrs.get('split')!r}): pass the output of add_hha on train.h5")
     depths = [store.get("depth", i) for i in range(len(store))]
     raw_depths = [store.get("raw_depth", i) for i in range(len(store))]
     camera = np.asarray(store.attrs["camera_matrix"], dtype=np.float64)
@@ -201,7 +267,8 @@ def add_hha(store_path: str | os.PathLike, png_dir: str | os.PathLike, *, out_pa
     fields["hha"] = list(encoded)
     attrs = {k: v for k, v in store.attrs.items()
              if k not in ("format_version", "dataset", "split", "num_classes", "class_names")}
-    return write_store(out_path or store.path, dataset=store.attrs["dataset"], split=store.attrs["split"],
+    attrs["mean_hha"] = stats.channel_means(encoded) if split == "train" else train.attrs["mean_hha"]
+    return write_store(out_path or store.path, dataset=store.attrs["dataset"], split=split,
                        ids=store.ids, fields=fields, class_names=store.class_names, attrs=attrs)
 
 

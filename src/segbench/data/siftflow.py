@@ -25,6 +25,7 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from segbench.data import stats
 from segbench.data.store import write_store
 
 SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
@@ -132,9 +133,12 @@ def preprocess_siftflow(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, 
                         expect_counts: dict[str, int] | None = None, progress: bool | None = None) -> dict[str, Path]:
     """Write ``out_dir/{trainval,test}.h5`` with fields image, label (33 classes), label_geo (3 classes).
 
-    Attrs: ``geo_class_names``, ``absent_from_test`` (semantic classes with no test pixel: the metric
-    leaves them out, FCN footnote 9), ``unannotated`` (ids dropped from trainval). ``expect_counts``
-    (e.g. ``REAL_COUNTS``) is checked before anything is written. Returns {split: path}.
+    Attrs of both stores: ``geo_class_names``, ``absent_from_test`` (semantic classes with no test
+    pixel), ``eval_classes`` (the indices of the others: evaluation averages over them only, as FCN's
+    footnote 9 and ``metrics.scores(classes=...)``; 30 of 33 on the real data), ``unannotated`` (ids
+    dropped from trainval) and ``mean_bgr`` (trainval's mean colour; the reference's 114.578, 115.294,
+    108.353 on real data). ``expect_counts`` (e.g. ``REAL_COUNTS``) is checked before anything is written.
+    Returns {split: path}.
     """
     root = find_root(raw_dir)
     splits, unannotated = derive_splits(root)
@@ -153,7 +157,9 @@ def preprocess_siftflow(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     for lab in samples["test"]["label"]:
         present |= np.bincount(lab[lab != 255], minlength=len(CLASSES)).astype(bool)[:len(CLASSES)]
     absent = [c for c, p in zip(CLASSES, present) if not p]
-    attrs = {"geo_class_names": list(GEO_CLASSES), "absent_from_test": absent, "unannotated": unannotated}
+    attrs = {"geo_class_names": list(GEO_CLASSES), "absent_from_test": absent,
+             "eval_classes": [int(i) for i in np.flatnonzero(present)], "unannotated": unannotated,
+             "mean_bgr": stats.mean_bgr(samples["trainval"]["image"]), "means_from": "trainval"}
     return {name: write_store(Path(out_dir) / f"{name}.h5", dataset="siftflow", split=name, ids=splits[name],
                               fields=fields, class_names=CLASSES, attrs=attrs)
             for name, fields in samples.items()}

@@ -1,9 +1,12 @@
-"""Per-dataset statistics as JSON: images per split, per-class pixel frequencies, classes absent per split."""
+"""Per-dataset statistics as JSON: images per split, per-class pixel frequencies, classes absent per split;
+and the per-modality input means that the preprocessing steps store (``mean_bgr``, ``mean_logdepth``,
+``mean_hha``), each over every pixel of the training split's images.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,3 +67,31 @@ def dataset_stats(store_paths: Sequence[str | os.PathLike], out_json: str | os.P
     result = {"dataset": datasets.pop(), "class_names": stores[0].class_names, "splits": splits}
     write_json(out_json, result)
     return result
+
+
+def channel_means(images: Iterable[np.ndarray]) -> list[float]:
+    """Per-channel mean of H x W x C images over all their pixels (every pixel weighs the same), in channel order."""
+    total, count = None, 0
+    for image in images:
+        flat = np.asarray(image, dtype=np.float64).reshape(-1, image.shape[-1])
+        total = flat.sum(0) if total is None else total + flat.sum(0)
+        count += flat.shape[0]
+    if not count:
+        raise ValueError("no pixels to average: the split is empty")
+    return [float(v) for v in total / count]
+
+
+def mean_bgr(images: Iterable[np.ndarray]) -> list[float]:
+    """Mean colour of uint8 H x W x 3 RGB images, in BGR order (the caffe input convention)."""
+    return channel_means(images)[::-1]
+
+
+def log_depth(depth_m: np.ndarray) -> np.ndarray:
+    """float64 log of the depth in millimetres, as the reference feeds depth (``np.log`` of Gupta's uint16 mm
+    PNGs). Depths under 1 mm (missing; the filled depth has none) count as 1 mm, so the log stays finite."""
+    return np.log(np.maximum(np.asarray(depth_m, dtype=np.float64) * 1000.0, 1.0))
+
+
+def mean_log_depth(depths_m: Iterable[np.ndarray]) -> float:
+    """Mean of ``log_depth`` over every pixel of H x W depth maps in metres (7.844 for real NYUDv2 train)."""
+    return channel_means(log_depth(d)[..., None] for d in depths_m)[0]

@@ -3,6 +3,7 @@
 Two input conventions exist: ``caffe`` (the FCN reference and our pretraining stand-in: BGR, 0-255, minus
 the dataset's mean colour) and ``torchvision`` (its ImageNet weights: RGB in [0, 1], minus the ImageNet
 mean, divided by its standard deviation). The starting weights decide which one a model uses.
+``modality_input`` builds the inputs of Table 4's nets (colour, HHA, RGB-D, colour + HHA) from a store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from segbench.data.stats import log_depth
+from segbench.data.store import Store
 
 NORMS = ("caffe", "torchvision")
 IMAGENET_MEAN_RGB = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -32,3 +36,62 @@ def to_input(images: Sequence[np.ndarray], mean_bgr: Sequence[float], norm: str 
 def to_target(labels: Sequence[np.ndarray]) -> torch.Tensor:
     """N uint8 H x W labels (255 = ignore) -> int64 N x H x W."""
     return torch.from_numpy(np.stack(labels).astype(np.int64))
+
+
+# Network inputs per modality set (Table 4) and their channel counts: what ``models.build(in_channels=...)`` takes.
+MODALITIES = {"rgb": 3, "hha": 3, "rgbd": 4, "rgb_hha": 6}
+
+
+def modality_input(store: Store, indices: Sequence[int], modality: str = "rgb", norm: str = "caffe") -> torch.Tensor:
+    """Samples ``indices`` of ``store`` (all of one size) -> float32 N x C x H x W input of ``modality``.
+
+    The means are the store's attributes, computed on the training split by the preprocessing steps.
+
+    - ``rgb`` (C = 3): the colour image in the ``norm`` convention (``to_input``; caffe: BGR minus ``mean_bgr``).
+    - ``hha`` (C = 3): HHA as the reference feeds it: the PNG's channel order (disparity, height, angle)
+      minus ``mean_hha``; with ``norm="torchvision"`` the HHA image is normalised like an ImageNet RGB image.
+    - ``rgbd`` (C = 4): ``rgb`` then log(depth in mm) minus ``mean_logdepth``, unscaled. The reference feeds
+      exactly this (``nyud_layers.load_depth``: ``np.log`` of the mm PNG minus 7.844), so its depth channel
+      spans about +-1 against the colour's +-128: the early-fusion net starts with its depth filter at the
+      mean of the RGB filters and must grow that channel's weight itself. We keep the reference's scale, so
+      that the RGBD row measures the reference's early fusion.
+    - ``rgb_hha`` (C = 6): ``rgb`` then ``hha``, for the late-fusion nets (first 3 channels to the colour
+      stream, last 3 to the HHA stream).
+    """
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {sorted(MODALITIES)}, got {modality!r}")
+    if norm not in NORMS:
+        raise ValueError(f"input norm must be one of {NORMS}, got {norm!r}")
+    idx = [int(i) for i in indices]
+    if not idx:
+        raise ValueError("no samples given: pass at least one index")
+    sizes = sorted({store.get("image", i).shape[:2] for i in idx})
+    if len(sizes) > 1:
+        raise ValueError(f"samples {idx} have sizes {sizes}; a batch needs one size (group the indices by size)")
+    parts = []
+    if modality in ("rgb", "rgbd", "rgb_hha"):
+        mean_bgr = _means(store, "mean_bgr", 3) if norm == "caffe" else (0.0, 0.0, 0.0)
+        parts.append(to_input([store.image(i) for i in idx], mean_bgr, norm))
+    if modality in ("hha", "rgb_hha"):
+        hha = np.stack([store.get("hha", i) for i in idx]).astype(np.float32)
+        if norm == "caffe":
+            hha = hha - np.asarray(_means(store, "mean_hha", 3), dtype=np.float32)
+        else:
+            hha = (hha / 255.0 - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
+        parts.append(torch.from_numpy(np.ascontiguousarray(hha.transpose(0, 3, 1, 2))))
+    if modality == "rgbd":
+        mean = _means(store, "mean_logdepth", 1)[0]
+        logd = np.stack([log_depth(store.get("depth", i)) - mean for i in idx]).astype(np.float32)
+        parts.append(torch.from_numpy(logd[:, None]))
+    return torch.cat(parts, dim=1)
+
+
+def _means(store: Store, key: str, n: int) -> list[float]:
+    if key not in store.attrs:
+        raise KeyError(f"{store.path} has no {key!r} attribute: rerun its preprocessing step ({key} is computed "
+                       "there on the train split; mean_hha by the hha step)")
+    value = store.attrs[key]
+    value = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(value) != n:
+        raise ValueError(f"{store.path}: {key} has {len(value)} values, expected {n}")
+    return [float(v) for v in value]

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from segbench.models import alexnet, cards, googlenet, resnet, vgg
+from segbench.models import alexnet, cards, fusion, googlenet, resnet, twohead, vgg
 from segbench.models.context import DilatedNet
 from segbench.models.deeplab import DeepLab
 from segbench.models.fcn import FCN
@@ -74,6 +74,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "fcn32s_alexnet": _alexnet("alexnet_caffe"),
     "fcn32s_alexnet_tv": _alexnet("alexnet"),
     "fcn32s_googlenet": _googlenet,
+    "fcn32s_rgbhha_vgg16": fusion.factory(()),  # NYUDv2 late fusion (Table 4): N x 6 x H x W input
+    "fcn16s_rgbhha_vgg16": fusion.factory(("pool4",)),
+    "fcn32s_siftflow_vgg16": twohead.factory(()),  # SIFT Flow semantic + geometric heads (Table 5)
+    "fcn16s_siftflow_vgg16": twohead.factory(("pool4",)),
+    "fcn8s_siftflow_vgg16": twohead.factory(("pool4", "pool3")),
     "unet": _successor(UNet, padding="valid"),
     "unet_same": _successor(UNet, padding="same"),
     "dilation8_vgg16": _successor(DilatedNet),
