@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from segbench import models
 from segbench.models.layers import BilinearUpsample, bilinear_kernel
 
-NAMES = sorted(n for n in models.MODELS if n.startswith("fcn"))
+NAMES = sorted(n for n in models.MODELS if n.startswith("fcn") and "_rgbhha_" not in n and "_siftflow_" not in n)
 SIZES = [(1, 1), (2, 5), (17, 31), (64, 64), (99, 100), (161, 200), (255, 256), (333, 317), (512, 512)]
 WIDTH = 1 / 16
 

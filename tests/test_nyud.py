@@ -98,9 +98,9 @@ def test_crop_window_scales_gupta_crop(scale, rows, cols):
     np.testing.assert_allclose(camera[:2, 2], k[:2, 2] * scale - [cols[0], rows[0]])
 
 
-def test_scales_must_keep_the_frame_whole():
+def test_scales_must_keep_the_frame_whole(tmp_path):
     with pytest.raises(ValueError, match="multiple of 1/160"):
-        synth_nyud.write_twin("unused", n_images=2, frame_scale=0.33)
+        synth_nyud.write_twin(tmp_path / "twin", n_images=2, frame_scale=0.33)
     with pytest.raises(ValueError, match="480 s x 640 s"):
         nyud.crop_window((100, 160))
 
