@@ -9,7 +9,8 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     run="|".join(RUNS),
-    backbone="|".join(PRETRAIN_BACKBONE.values()),
+    seed=r"\d+",
+    backbone="|".join(models.BACKBONES),
 
 
 include: "workflow/rules/data.smk"

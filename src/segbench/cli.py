@@ -6,6 +6,7 @@ This is the only layer that turns flags into keyword arguments; nothing below it
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
@@ -74,8 +75,10 @@ def _dataset_stats(a):
 def _pretrain(a):
     from segbench.pretrain import pretrain_classifier
 
-    pretrain_classifier(a.out, backbone=a.backbone, width=a.width, image_size=a.image_size, iterations=a.iterations,
-                        batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, threads=a.threads)
+    pretrain_classifier(a.out, backbone=a.backbone, width=a.width, crop_size=a.crop_size,
+                        crop_iterations=a.crop_iterations, iterations=a.iterations, batch_size=a.batch_size, lr=a.lr,
+                        clutter=a.clutter, dropout=a.dropout, seed=a.seed, device=a.device, threads=a.threads,
+                        precision_mode=a.precision)
 
 
 def _fetch_weights(a):
@@ -90,7 +93,8 @@ def _train(a):
     train(train_store=a.train_store, out_dir=a.out_dir, model_name=a.model, width=a.width, init=a.init, mode=a.mode,
           recipe=a.recipe, lr=a.lr, lr_scale=a.lr_scale, batch_size=a.batch_size, momentum=a.momentum,
           iterations=a.iterations, sample_p=a.sample_p, criterion=a.criterion, gamma=a.gamma, val_store=a.val_store,
-          val_every=a.val_every, checkpoint_every=a.checkpoint_every, seed=a.seed, device=a.device, threads=a.threads)
+          val_every=a.val_every, checkpoint_every=a.checkpoint_every, dropout=a.dropout, precision_mode=a.precision,
+          channels_last=a.channels_last, seed=a.seed, device=a.device, threads=a.threads)
 
 
 def _evaluate(a):
@@ -104,7 +108,7 @@ def _evaluate(a):
 def _table2(a):
     from segbench.report import table2
 
-    table2(dict(_pairs(a.run)), a.out_prefix, dataset_note=a.note)
+    table2({net: paths.split(",") for net, paths in _pairs(a.run)}, a.out_prefix, dataset_note=a.note)
 
 
 def _table1(a):
@@ -130,8 +134,19 @@ def _benchmark(a):
 def _fig5(a):
     from segbench.fig5 import make_fig5
 
-    runs = {float(p): path for p, path in _pairs(a.run)}
-    make_fig5(runs, out_table=a.out_table, out_figure=a.out_figure, model_name=a.model, target_loss=a.target_loss)
+    runs = {float(p): paths.split(",") for p, paths in _pairs(a.run)}
+    make_fig5(runs, out_table=a.out_table, out_figure=a.out_figure, model_name=a.model, target_loss=a.target_loss,
+              floor_loss=_floor(a.floor_from) if a.floor_from else None)
+
+
+def _floor(run_json):
+    return float(json.loads(Path(run_json).read_text())["constant_prediction_loss"])
+
+
+def _table_pretrain(a):
+    from segbench.report import table_pretrain
+
+    table_pretrain(dict(_pairs(a.run)), a.out_prefix, dataset_note=a.note)
 
 
 def _perclass(a):
@@ -251,15 +266,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check-counts", action="store_true", help="require the published image counts (real data)")
     s.set_defaults(func=_dataset_stats)
 
+    from segbench import models, precision, recipes
+    from segbench.losses import CRITERIA
+    from segbench.pretrain import INPUT_SIZE, pretrain_classifier
+    from segbench.train import MODES, train
+
+    d = _defaults(pretrain_classifier)
     s = sub.add_parser("pretrain", help="train the classifier stand-in for ImageNet weights")
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--backbone", default="vgg16")
-    s.add_argument("--width", type=float, default=0.125)
-    s.add_argument("--image-size", type=int, default=224)
-    s.add_argument("--iterations", type=int, default=200)
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--lr", type=float, default=1e-3)
-    _common(s)
+    s.add_argument("--backbone", default=d["backbone"], choices=sorted(INPUT_SIZE))
+    s.add_argument("--width", type=float, default=d["width"])
+    s.add_argument("--crop-size", type=int, default=d["crop_size"], help="phase 1 canvas side (px)")
+    s.add_argument("--crop-iterations", type=int, default=d["crop_iterations"], help="phase 1 steps (0 skips it)")
+    s.add_argument("--iterations", type=int, default=d["iterations"], help="phase 2 steps at the input size")
+    s.add_argument("--batch-size", type=int, default=d["batch_size"])
+    s.add_argument("--lr", type=float, default=d["lr"])
+    s.add_argument("--clutter", type=int, default=d["clutter"], help="phase 2: most objects behind the labelled one")
+    s.add_argument("--dropout", type=float, help="rate of the classifier's dropout layers (default: 0.5)")
+    s.add_argument("--precision", default=d["precision_mode"], choices=precision.PRECISIONS)
+    _common(s, seed_default=d["seed"])
     s.set_defaults(func=_pretrain)
 
     s = sub.add_parser("fetch-weights", help="download torchvision's ImageNet weights for a backbone (checksummed)")
@@ -268,26 +293,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache", type=Path, required=True, help="download cache folder")
     s.set_defaults(func=_fetch_weights)
 
+    d = _defaults(train)
     s = sub.add_parser("train", help="train one FCN")
     s.add_argument("--train-store", type=Path, required=True)
     s.add_argument("--out-dir", type=Path, required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--width", type=float, default=1.0)
+    s.add_argument("--model", required=True, choices=sorted(models.MODELS), metavar="MODEL")
+    s.add_argument("--width", type=float, default=d["width"])
     s.add_argument("--init", type=Path, help="pretrained classifier or coarser FCN weights")
-    s.add_argument("--mode", default="full", choices=("full", "fixed"))
-    s.add_argument("--recipe", default="heavy")
-    s.add_argument("--lr", type=float)
-    s.add_argument("--lr-scale", type=float, default=1.0)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--momentum", type=float)
-    s.add_argument("--iterations", type=int, default=1000)
-    s.add_argument("--sample-p", type=float, default=1.0)
-    s.add_argument("--criterion", default="cross_entropy")
-    s.add_argument("--gamma", type=float, default=2.0)
+    s.add_argument("--mode", default=d["mode"], choices=MODES)
+    s.add_argument("--recipe", default=d["recipe"], choices=recipes.RECIPES)
+    s.add_argument("--lr", type=float, help="the recipe's base lr (default: the recipe's)")
+    s.add_argument("--lr-scale", type=float, default=d["lr_scale"])
+    s.add_argument("--batch-size", type=int, help="images per iteration before sampling (default: the recipe's)")
+    s.add_argument("--momentum", type=float, help="default: the recipe's")
+    s.add_argument("--iterations", type=int, default=d["iterations"])
+    s.add_argument("--sample-p", type=float, default=d["sample_p"])
+    s.add_argument("--criterion", default=d["criterion"], choices=sorted(CRITERIA))
+    s.add_argument("--gamma", type=float, default=d["gamma"])
     s.add_argument("--val-store", type=Path)
-    s.add_argument("--val-every", type=int, default=0)
-    s.add_argument("--checkpoint-every", type=int, default=100)
-    _common(s)
+    s.add_argument("--val-every", type=int, default=d["val_every"])
+    s.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
+    s.add_argument("--dropout", type=float, help="rate of the dropout layers (default: the architecture's 0.5)")
+    s.add_argument("--precision", default=d["precision_mode"], choices=precision.PRECISIONS)
+    s.add_argument("--channels-last", action="store_true", default=d["channels_last"])
+    _common(s, seed_default=d["seed"])
     s.set_defaults(func=_train)
 
     s = sub.add_parser("evaluate", help="metrics of saved weights on a split")
@@ -309,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_benchmark)
 
     s = sub.add_parser("fig5", help="Figure 5: whole images vs patch sampling, figure and table")
-    s.add_argument("--run", action="append", default=[], metavar="P=LOG_CSV")
+    s.add_argument("--run", action="append", default=[], metavar="P=LOG_CSV[,LOG_CSV...]",
+                   help="one log per seed, comma-separated, in the same seed order for every p")
+    s.add_argument("--floor-from", type=Path, metavar="RUN_JSON",
+                   help="a training run's run.json whose constant-prediction loss is drawn")
     s.add_argument("--model", default="fcn32s_vgg16")
     s.add_argument("--target-loss", type=float, help="common target loss (default: the highest final smoothed loss)")
     s.add_argument("--out-table", type=Path, required=True)
@@ -317,16 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_fig5)
 
     s = sub.add_parser("table2", help="Table 2 beside the paper")
-    s.add_argument("--run", action="append", default=[], metavar="NET=METRICS_JSON")
+    s.add_argument("--run", action="append", default=[], metavar="NET=METRICS_JSON[,METRICS_JSON...]",
+                   help="one evaluation per seed, comma-separated")
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
     s.set_defaults(func=_table2)
 
     s = sub.add_parser("table1", help="Table 1 beside the paper")
-    s.add_argument("--run", action="append", default=[], metavar='BACKBONE={"model":..,"metrics":..,"benchmark":..}')
+    s.add_argument("--run", action="append", default=[],
+                   metavar='BACKBONE={"model":..,"metrics":[..one per seed..],"benchmark":..}')
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
     s.set_defaults(func=_table1)
+
+    s = sub.add_parser("table-pretrain", help="the pretraining stand-ins' held-out accuracies")
+    s.add_argument("--run", action="append", default=[], metavar="BACKBONE=PRETRAIN_JSON")
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="")
+    s.set_defaults(func=_table_pretrain)
 
     s = sub.add_parser("perclass", help="per-class IU and accuracy of one evaluation: CSV and bar figure")
     s.add_argument("--metrics", type=Path, required=True, help="evaluation JSON of segbench evaluate")
@@ -379,11 +419,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _common(s, seed: bool = True) -> None:
-    s.add_argument("--device", default="auto")
+def _defaults(func) -> dict:
+    """The keyword defaults of a library function: the one source of the CLI's defaults."""
+    return {name: p.default for name, p in inspect.signature(func).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _common(s, seed: bool = True, seed_default: int | None = None) -> None:
+    s.add_argument("--device", default="auto", help="auto (CUDA when visible, else CPU), cpu, cuda or cuda:N")
     s.add_argument("--threads", type=int)
     if seed:
-        s.add_argument("--seed", type=int, default=1337)
+        s.add_argument("--seed", type=int, default=seed_default)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,4 +52,4 @@ def _csv_cell(value) -> str:
 def _tex_escape(text: str) -> str:
     for a, b in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"), ("#", "\\#")):
         text = text.replace(a, b)
-    return text.replace("Δ", "$\\Delta$")
+    return text.replace("Δ", "$\\Delta$").replace("±", "$\\pm$")

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from segbench import checkpoint, losses, models, precision, recipes, runtime
-from segbench.atomic import write_text
+from segbench.atomic import write_json, write_text
 from segbench.data.store import Store
 from segbench.data.tensors import to_input, to_target
 from segbench.evaluate import evaluate_model
@@ -77,7 +77,10 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
           val_store: str | os.PathLike | None = None, val_every: int = 0, checkpoint_every: int = 100,
           dropout: float | None = None, precision_mode: str = "fp32", channels_last: bool = False,
           seed: int = 1337, device: str = "auto", threads: int | None = None, progress: bool = True) -> Path:
-    """Train one FCN and write ``out_dir/{model.pt, log.csv, checkpoint.pt}``; returns the model path.
+    """Train one FCN and write ``out_dir/{model.pt, log.csv, run.json, checkpoint.pt}``; returns the model path.
+
+    ``run.json`` is the run's metadata (recipe, resolved precision, seed, final loss against the
+    constant-prediction floor, wall time), also stored in ``model.pt``.
 
     ``precision_mode`` is "fp32", "bf16" (autocast) or "auto" (see ``segbench.precision``); ``channels_last``
     puts weights and inputs in that memory format. Log columns: iteration, images_seen, train_loss, wall_s
@@ -163,8 +166,11 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             "sample_p": sample_p, "images_per_iter": images_per_iter, "seed": seed, "input_norm": norm,
             "dropout": dropout, "precision": prec, "channels_last": channels_last, "final_train_loss": final,
             "constant_prediction_loss": floor, "learned": learned, "wall_s": wall}
-    return save_model(out_dir / "model.pt", model, name=model_name, num_classes=data.num_classes, width=width,
+    path = save_model(out_dir / "model.pt", model, name=model_name, num_classes=data.num_classes, width=width,
                       meta=meta)
+    write_json(out_dir / "run.json", {"model": model_name, "width": width, "init": None if init is None else str(init),
+                                      **meta})
+    return path
 
 
 def _class_pixels(store: Store) -> np.ndarray:

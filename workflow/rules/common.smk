@@ -1,10 +1,11 @@
-# Helpers shared by all stages (config validation, run table, input functions); no rules here.
+# Helpers shared by all stages (config validation, the run table, input functions); no rules here.
 
 import json
 import os
 
 from snakemake.utils import validate
 
+from segbench import models, runs
 from segbench.resources import rule_resources
 
 
@@ -13,45 +14,17 @@ validate(config, schema="../schemas/config.schema.yaml")
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
-
-
-# The paper's grouped (Caffe) AlexNet with the synthetic stand-in; torchvision's weights fit its single tower.
 TORCHVISION = config["pretrain"]["source"] == "torchvision"
-PRETRAIN_BACKBONE = {"vgg16": "vgg16", "alexnet": "alexnet" if TORCHVISION else "alexnet_caffe",
-                     "googlenet": "googlenet"}
-CONFIG_BACKBONE = {v: k for k, v in PRETRAIN_BACKBONE.items()}
-TABLE1_MODEL = {"vgg16": "fcn32s_vgg16", "alexnet": "fcn32s_alexnet_tv" if TORCHVISION else "fcn32s_alexnet",
-                "googlenet": "fcn32s_googlenet"}
+SEEDS = config["seeds"]
+
+RUNS = runs.run_table(config)  # run name -> segbench.runs.Run
+PATHS = runs.RunPaths(RESULTS)
+BACKBONES = runs.pretrained_backbones(RUNS)  # classifiers the runs start from
 
 
-def run_table():
-    """Every training run of the pipeline: name -> model, initial weights, mode, iterations, sampling."""
-    it = config["train"]["iterations"]
-    pre = lambda backbone: f"{RESULTS}/pretrain/{PRETRAIN_BACKBONE[backbone]}.pt"
-    model_pt = lambda run: f"{RESULTS}/train/{run}/model.pt"
-    runs = {
-        "fcn32s-fixed": dict(model="fcn32s_vgg16", init=pre("vgg16"), mode="fixed", iterations=it["fcn32s-fixed"]),
-        "fcn32s": dict(model="fcn32s_vgg16", init=pre("vgg16"), iterations=it["fcn32s"]),
-        "fcn16s": dict(model="fcn16s_vgg16", init=model_pt("fcn32s"), iterations=it["fcn16s"]),
-        "fcn8s": dict(model="fcn8s_vgg16", init=model_pt("fcn16s"), iterations=it["fcn8s"]),
-    }
-    for backbone in config["table1"]["backbones"]:
-        if backbone != "vgg16":
-            runs[f"fcn32s-{backbone}"] = dict(model=TABLE1_MODEL[backbone], init=pre(backbone), iterations=it["fcn32s"])
-    for p in config["fig5"]["p"]:
-        f5 = config["fig5"]
-        runs[f"fig5-p{p}"] = dict(model=f5["model"], init=pre("vgg16"), iterations=f5["iterations"], sample_p=p,
-                                  batch_size=f5["batch_size"], val_every=f5["val_every"], recipe=f5["recipe"],
-                                  lr=f5["lr"], momentum=f5["momentum"])
-    for spec in runs.values():
-        spec["width"] = config["models"]["width"][spec["model"].split("_")[1]]
-        spec.setdefault("mode", "full")
-        spec.setdefault("sample_p", 1.0)
-        spec.setdefault("batch_size", config["train"]["batch_size"])
-        spec.setdefault("val_every", config["train"]["val_every"])
-        for key in ("recipe", "lr", "momentum"):
-            spec.setdefault(key, config["train"][key])
-    return runs
+def seeds_of(run, paths):
+    """One path per seed of ``run``: ``paths(run, seed)``, in seed order."""
+    return [paths(run, seed) for seed in SEEDS]
 
 
 SPLITS = {"voc": ("train", "val"), "nyud": ("train", "test"), "siftflow": ("trainval", "test")}
@@ -72,24 +45,23 @@ def raw_dir(part):
     return f"{RESULTS}/raw/" + (twin if SYNTHETIC else real)[part]
 
 
+def backbone_width(backbone):
+    return config["models"]["width"][models.FAMILIES[backbone]]
+
+
 def table1_flags(wildcards):
     flags = []
     for b in config["table1"]["backbones"]:
-        run = table1_run(b)
-        spec = {"model": RUNS[run]["model"], "metrics": f"{RESULTS}/evaluate/{run}/val.json",
-                "benchmark": f"{RESULTS}/benchmark/{TABLE1_MODEL[b]}.json"}
+        run = RUNS[runs.table1_run(b)]
+        spec = {"model": run.model, "metrics": seeds_of(run.name, PATHS.metrics),
+                "benchmark": f"{RESULTS}/benchmark/{run.model}.json"}
         flags.append(f"--run {b}='{json.dumps(spec)}'")
     return " ".join(flags)
 
 
 DATA_NOTE = ("synthetic twin data, CPU-sized models: compare trends, not values" if SYNTHETIC
              else "real data")
-RUNS = run_table()
-TABLE2_RUNS = {"FCN-32s-fixed": "fcn32s-fixed", "FCN-32s": "fcn32s", "FCN-16s": "fcn16s", "FCN-8s": "fcn8s"}
-
-
-def table1_run(backbone):
-    return "fcn32s" if backbone == "vgg16" else f"fcn32s-{backbone}"
+TABLE2_ROWS = {**runs.TABLE2_NETS, "FCN-32s-fixed, random trunk": runs.RANDOM_CONTROL}
 
 
 def opt(flag, value):
@@ -98,18 +70,24 @@ def opt(flag, value):
 
 
 def train_flags(wildcards):
-    """The `segbench train` flags of one run."""
-    spec, cfg = RUNS[wildcards.run], config["train"]
-    val_every = spec["val_every"]
+    """The `segbench train` flags of one run and seed."""
+    run, cfg = RUNS[wildcards.run], config["train"]
+    init = PATHS.init(run, wildcards.seed)
     return " ".join(filter(None, [
-        f"--model {spec['model']} --width {spec['width']} --init {spec['init']} --mode {spec['mode']}",
-        f"--iterations {spec['iterations']} --sample-p {spec['sample_p']}",
-        f"--recipe {spec['recipe']} --criterion {cfg['criterion']} --gamma {cfg['gamma']}",
-        opt("--lr", spec["lr"]), opt("--lr-scale", cfg["lr_scale"]), opt("--momentum", spec["momentum"]),
-        opt("--batch-size", spec["batch_size"]),
-        f"--checkpoint-every {cfg['checkpoint_every']} --seed {config['seed']} --device {config['device']}",
-        f"--val-store {RESULTS}/preprocessed/voc/val.h5 --val-every {val_every}" if val_every else "",
+        f"--model {run.model} --width {run.width} --mode {run.mode}", opt("--init", init),
+        f"--iterations {run.iterations} --sample-p {run.sample_p}",
+        f"--recipe {run.recipe} --criterion {cfg['criterion']} --gamma {cfg['gamma']}",
+        opt("--lr", run.lr), opt("--lr-scale", cfg["lr_scale"]), opt("--momentum", run.momentum),
+        opt("--batch-size", run.batch_size), opt("--dropout", config["models"]["dropout"]),
+        f"--precision {config['precision']}", "--channels-last" if config["channels_last"] else "",
+        f"--checkpoint-every {cfg['checkpoint_every']} --seed {wildcards.seed} --device {config['device']}",
+        f"--val-store {RESULTS}/preprocessed/voc/val.h5 --val-every {run.val_every}" if run.val_every else "",
     ]))
+
+
+def train_init(wildcards):
+    init = PATHS.init(RUNS[wildcards.run], wildcards.seed)
+    return [] if init is None else [init]
 
 
 def resources_for(rule):
@@ -121,6 +99,7 @@ def final_outputs():
         f"{RESULTS}/tables/table1.md",
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/fig5.md",
+        f"{RESULTS}/tables/pretrain.md",
         f"{RESULTS}/figures/fig5.png",
         *[f"{RESULTS}/stats/{dataset}.json" for dataset in SPLITS],
         *[f"{RESULTS}/preprocessed/nyud/{split}-hha.h5" for split in SPLITS["nyud"]],

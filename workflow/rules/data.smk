@@ -29,8 +29,8 @@ if SYNTHETIC:
         log:
             f"{LOGS}/data/synth_nyud.log",
         shell:
-            "segbench synth-nyud --out-dir {params.out_dir} --n-images {params.c[n_images]} --seed {params.c[seed]}"
-            " > {log} 2>&1"
+            "segbench synth-nyud --out-dir {params.out_dir} --n-images {params.c[n_images]}"
+            " --frame-scale {params.c[frame_scale]} --seed {params.c[seed]} > {log} 2>&1"
 
     rule synth_siftflow:
         output:
@@ -110,10 +110,14 @@ rule preprocess_nyud:
 
 rule hha_nyud:
     input:
-        f"{RESULTS}/preprocessed/nyud/{{split}}.h5",
+        store=f"{RESULTS}/preprocessed/nyud/{{split}}.h5",
+        # the HHA mean comes from the train split: other splits read it from the train HHA store
+        train_hha=lambda wc: [] if wc.split == "train" else [f"{RESULTS}/preprocessed/nyud/train-hha.h5"],
     output:
         store=f"{RESULTS}/preprocessed/nyud/{{split}}-hha.h5",
         pngs=directory(f"{RESULTS}/preprocessed/nyud/hha/{{split}}"),
+    params:
+        train_hha=lambda wc, input: " ".join(f"--train-hha-store {p}" for p in input.train_hha),
     threads: 64  # all cores: Snakemake caps this at --cores
     resources:
         **resources_for("hha_nyud"),
@@ -122,8 +126,8 @@ rule hha_nyud:
     log:
         f"{LOGS}/data/hha_nyud_{{split}}.log",
     shell:
-        "segbench hha-nyud --store {input} --png-dir {output.pngs} --out {output.store} --threads {threads}"
-        " > {log} 2>&1"
+        "segbench hha-nyud --store {input.store} --png-dir {output.pngs} --out {output.store} --threads {threads}"
+        " {params.train_hha} > {log} 2>&1"
 
 
 rule preprocess_siftflow:

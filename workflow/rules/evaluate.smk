@@ -1,12 +1,12 @@
-# Evaluation: every trained run on the validation split (seg11valid).
+# Evaluation: every trained run and seed on the validation split (seg11valid).
 
 
 rule evaluate:
     input:
         store=f"{RESULTS}/preprocessed/voc/val.h5",
-        weights=f"{RESULTS}/train/{{run}}/model.pt",
+        weights=f"{RESULTS}/train/{{run}}/seed{{seed}}/model.pt",
     output:
-        f"{RESULTS}/evaluate/{{run}}/val.json",
+        f"{RESULTS}/evaluate/{{run}}/seed{{seed}}/val.json",
     params:
         device=config["device"],
     threads: 1
@@ -15,7 +15,7 @@ rule evaluate:
     conda:
         "../envs/segbench.yaml"
     log:
-        f"{LOGS}/evaluate/{{run}}.log",
+        f"{LOGS}/evaluate/{{run}}/seed{{seed}}.log",
     shell:
         "segbench evaluate --store {input.store} --weights {input.weights} --out {output}"
         " --device {params.device} --threads {threads} > {log} 2>&1"

@@ -3,11 +3,11 @@
 
 rule table2:
     input:
-        **{net: f"{RESULTS}/evaluate/{run}/val.json" for net, run in TABLE2_RUNS.items()},
+        **{net: seeds_of(run, PATHS.metrics) for net, run in TABLE2_ROWS.items()},
     output:
         multiext(f"{RESULTS}/tables/table2", ".csv", ".tex", ".md"),
     params:
-        runs=lambda wc, input: " ".join(f"--run {net}={path}" for net, path in input.items()),
+        runs=lambda wc, input: " ".join(f"--run '{net}={','.join(paths)}'" for net, paths in input.items()),
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
     resources:
@@ -22,8 +22,8 @@ rule table2:
 
 rule table1:
     input:
-        metrics=[f"{RESULTS}/evaluate/{table1_run(b)}/val.json" for b in config["table1"]["backbones"]],
-        benchmarks=[f"{RESULTS}/benchmark/{TABLE1_MODEL[b]}.json" for b in config["table1"]["backbones"]],
+        metrics=[p for b in config["table1"]["backbones"] for p in seeds_of(runs.table1_run(b), PATHS.metrics)],
+        benchmarks=[f"{RESULTS}/benchmark/{RUNS[runs.table1_run(b)].model}.json" for b in config["table1"]["backbones"]],
     output:
         multiext(f"{RESULTS}/tables/table1", ".csv", ".tex", ".md"),
     params:
@@ -42,12 +42,13 @@ rule table1:
 
 rule fig5:
     input:
-        [f"{RESULTS}/train/fig5-p{p}/log.csv" for p in config["fig5"]["p"]],
+        logs=[p for f in config["fig5"]["p"] for p in seeds_of(runs.fig5_run(f), PATHS.log)],
+        floor=f"{PATHS.run_dir(runs.fig5_run(config['fig5']['p'][0]), SEEDS[0])}/run.json",
     output:
         multiext(f"{RESULTS}/tables/fig5", ".csv", ".tex", ".md"),
         multiext(f"{RESULTS}/figures/fig5", ".png", ".pdf"),
     params:
-        runs=lambda wc, input: " ".join(f"--run {p}={path}" for p, path in zip(config["fig5"]["p"], input)),
+        runs=" ".join(f"--run {p}={','.join(seeds_of(runs.fig5_run(p), PATHS.log))}" for p in config["fig5"]["p"]),
         model=config["fig5"]["model"],
         table=lambda wc, output: output[0][: -len(".csv")],
         figure=lambda wc, output: output[3][: -len(".png")],
@@ -58,5 +59,24 @@ rule fig5:
     log:
         f"{LOGS}/report/fig5.log",
     shell:
-        "segbench fig5 {params.runs} --model {params.model} --out-table {params.table}"
+        "segbench fig5 {params.runs} --floor-from {input.floor} --model {params.model} --out-table {params.table}"
         " --out-figure {params.figure} > {log} 2>&1"
+
+
+rule table_pretrain:
+    input:
+        [f"{RESULTS}/pretrain/{b}.json" for b in BACKBONES] if not TORCHVISION else [],
+    output:
+        multiext(f"{RESULTS}/tables/pretrain", ".csv", ".tex", ".md"),
+    params:
+        runs=lambda wc, input: " ".join(f"--run {b}={path}" for b, path in zip(BACKBONES, input)),
+        note=DATA_NOTE,
+        prefix=lambda wc, output: output[0][: -len(".csv")],
+    resources:
+        **resources_for("table1"),
+    conda:
+        "../envs/segbench.yaml"
+    log:
+        f"{LOGS}/report/table_pretrain.log",
+    shell:
+        "segbench table-pretrain {params.runs} --out-prefix {params.prefix} --note '{params.note}' > {log} 2>&1"

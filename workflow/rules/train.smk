@@ -1,15 +1,17 @@
-# Training: the classifier stand-in for ImageNet weights, then every FCN run of the run table.
+# Training: the classifier stand-in for ImageNet weights, then every run of the run table, once per seed.
 
 
-if config["pretrain"]["source"] == "synthetic":
+if not TORCHVISION:
 
     rule pretrain:
         output:
-            f"{RESULTS}/pretrain/{{backbone}}.pt",
+            weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
+            summary=f"{RESULTS}/pretrain/{{backbone}}.json",
         params:
             c=config["pretrain"],
-            width=lambda wc: config["models"]["width"][CONFIG_BACKBONE[wc.backbone]],
-            seed=config["seed"],
+            width=lambda wc: backbone_width(wc.backbone),
+            dropout=opt("--dropout", config["models"]["dropout"]),
+            precision=config["precision"],
             device=config["device"],
         threads: 1
         resources:
@@ -19,9 +21,11 @@ if config["pretrain"]["source"] == "synthetic":
         log:
             f"{LOGS}/pretrain/{{backbone}}.log",
         shell:
-            "segbench pretrain --out {output} --backbone {wildcards.backbone} --width {params.width}"
-            " --image-size {params.c[image_size]} --iterations {params.c[iterations]} --batch-size {params.c[batch_size]}"
-            " --lr {params.c[lr]} --seed {params.seed} --device {params.device} --threads {threads} > {log} 2>&1"
+            "segbench pretrain --out {output.weights} --backbone {wildcards.backbone} --width {params.width}"
+            " --crop-size {params.c[crop_size]} --crop-iterations {params.c[crop_iterations]}"
+            " --iterations {params.c[iterations]} --batch-size {params.c[batch_size]} --lr {params.c[lr]}"
+            " --clutter {params.c[clutter]} {params.dropout} --precision {params.precision} --seed {params.c[seed]}"
+            " --device {params.device} --threads {threads} > {log} 2>&1"
 
 else:
 
@@ -44,10 +48,11 @@ rule train:
     input:
         store=f"{RESULTS}/preprocessed/voc/train.h5",
         val=f"{RESULTS}/preprocessed/voc/val.h5",
-        init=lambda wc: RUNS[wc.run]["init"],
+        init=train_init,
     output:
-        model=f"{RESULTS}/train/{{run}}/model.pt",
-        log=f"{RESULTS}/train/{{run}}/log.csv",
+        model=f"{RESULTS}/train/{{run}}/seed{{seed}}/model.pt",
+        log=f"{RESULTS}/train/{{run}}/seed{{seed}}/log.csv",
+        summary=f"{RESULTS}/train/{{run}}/seed{{seed}}/run.json",
     params:
         flags=train_flags,
         out_dir=lambda wc, output: os.path.dirname(output.model),
@@ -57,7 +62,7 @@ rule train:
     conda:
         "../envs/segbench.yaml"
     log:
-        f"{LOGS}/train/{{run}}.log",
+        f"{LOGS}/train/{{run}}/seed{{seed}}.log",
     shell:
         "segbench train --train-store {input.store} --out-dir {params.out_dir} {params.flags}"
         " --threads {threads} > {log} 2>&1"
