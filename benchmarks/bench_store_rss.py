@@ -12,6 +12,16 @@ filesystem), then the same indices again (warm). Peak RSS comes from ``getrusage
 baseline is the peak after the imports, before the store is opened. For comparison, the small store is also
 read the way the store was read before it was lazy (every field whole). The stores are deleted at the end
 unless ``--keep``.
+
+Measured on a shared 2-core AMD EPYC (2026-12, 300 reads; peak RSS includes the 40 MB of the imports):
+
+    images  file MB  write ms/img  write peak MB  read peak MB  (+ over imports)  cold ms/read  warm ms/read
+      8498     4834          83.5            181            66              26.2          4.16          1.08
+       849      483          50.6            159            56              15.6          2.95          1.24
+
+The eager read of the 849-image store peaks at 700 MB (637 MB of data), so about 6.4 GB for 8,498 images. The
+lazy increment stops growing at about 33 MB: it is HDF5's metadata cache holding chunk indices (a store of
+750,000 chunks, 10x the large one's, also peaks at +33 MB). Writes ran beside other jobs (50-84 ms per image).
 """
 
 import argparse
