@@ -116,8 +116,8 @@ def test_the_pipeline_requests_gpus_only_for_network_rules(tmp_path, device, gpu
 
 
 def _dry_run_outputs(*args) -> list[str]:
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--cores", "1", "--nolock", *args],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--cores", "1", "--nolock",
+                             *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return [path for line in re.findall(r"^    output: (.*)$", result.stdout, flags=re.M) for path in line.split(", ")]
 
