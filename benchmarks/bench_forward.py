@@ -29,11 +29,15 @@ def main() -> None:
     result = run_benchmark(args.model, width=args.width, size=args.size, trials=args.trials, warmup=args.warmup,
                            modes=tuple(args.modes), device=args.device)
     print(f"{args.model} width {args.width} at {args.size}x{args.size}, {result['gflop']:.1f} GFLOP, "
-          f"{result['device']}, torch {result['torch_version']}, {result['threads']} threads")
-    print(f"{'mode':<14}{'mean ms':>10}{'median ms':>11}{'min ms':>9}{'speed-up':>10}{'agreement':>11}{'1st call s':>12}")
+          f"{result['device']} ({' '.join(result['instruction_sets'])}), torch {result['torch_version']}, "
+          f"{result['threads']} threads; practical peak "
+          + ", ".join(f"{p} {v['gflops_per_s']:.0f} GFLOP/s" for p, v in result["peak"].items()))
+    print(f"{'mode':<14}{'mean ms':>10}{'median ms':>11}{'min ms':>9}{'speed-up':>10}{'agreement':>11}{'1st call s':>12}"
+          f"{'GFLOP/s':>9}{'of peak':>9}")
     for mode, s in result["modes"].items():
         print(f"{mode:<14}{s['mean_ms']:>10.1f}{s['median_ms']:>11.1f}{s['min_ms']:>9.1f}{s['speedup_vs_fp32']:>9.2f}x"
-              f"{100 * s['argmax_agreement']:>10.2f}%{s['first_call_s']:>12.1f}")
+              f"{100 * s['argmax_agreement']:>10.2f}%{s['first_call_s']:>12.1f}{s['gflops_per_s']:>9.0f}"
+              f"{100 * s['peak_fraction']:>8.0f}%")
     if args.out:
         print("wrote", write_benchmark_json(result, args.out))
 

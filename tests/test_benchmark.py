@@ -1,32 +1,91 @@
-"""The forward-time benchmark's result structure and JSON output (tiny model; timings are not asserted)."""
+"""The forward-time benchmark's results, FLOP counting, peak probes and JSON output (tiny model; timings are
+not asserted, only how the reported figures are derived from them)."""
 
 import json
+import statistics
 
 import pytest
+import torch
 
-from segbench.benchmark import run_benchmark, write_benchmark_json
+from segbench import models
+from segbench.benchmark import (CPU_FLAGS, PRECISION, argmax_agreement, count_flops, instruction_sets, measure_peak,
+                                run_benchmark, write_benchmark_json)
 
 
 @pytest.fixture(scope="module")
 def result():
     return run_benchmark("fcn32s_vgg16", num_classes=4, width=1 / 16, size=40, trials=3, warmup=1,
-                         modes=("channels_last", "bf16"), device="cpu", progress=False)
+                         modes=("channels_last", "bf16"), device="cpu", probe_seconds=0.0, progress=False)
 
 
 def test_result_structure(result):
     assert list(result["modes"]) == ["fp32", "channels_last", "bf16"]  # the fp32 baseline is always measured
     assert (result["size"], result["width"], result["trials"], result["device_type"]) == (40, 1 / 16, 3, "cpu")
     assert result["threads"] >= 1 and result["torch_version"] and result["device"]
-    assert result["gflop"] > 0
     for mode, stats in result["modes"].items():
         assert len(stats["times_ms"]) == 3
-        assert min(stats["times_ms"]) == stats["min_ms"] <= stats["median_ms"]
+        assert min(stats["times_ms"]) == stats["min_ms"] <= stats["median_ms"] == statistics.median(stats["times_ms"])
         assert stats["mean_ms"] == pytest.approx(sum(stats["times_ms"]) / 3)
         assert stats["speedup_vs_fp32"] == pytest.approx(result["modes"]["fp32"]["median_ms"] / stats["median_ms"])
-    assert result["modes"]["fp32"]["argmax_agreement"] == 1.0
     assert result["modes"]["channels_last"]["argmax_agreement"] > 0.99
     assert 0.9 < result["modes"]["bf16"]["argmax_agreement"] <= 1.0
-    assert result["fastest_mode"] in result["modes"]
+    assert result["fastest_mode"] == min(result["modes"], key=lambda m: result["modes"][m]["median_ms"])
+
+
+def test_gflop_is_the_timed_models_forward_count(result):
+    torch.manual_seed(0)
+    net = models.build("fcn32s_vgg16", 4, width=1 / 16).eval()
+    assert result["gflop"] == pytest.approx(count_flops(net, torch.zeros(1, 3, 40, 40)) / 1e9, rel=1e-12)
+    assert "2 FLOP per multiply-add" in result["flops_counted"]
+
+
+def test_achieved_throughput_and_peak_fraction_follow_from_the_times(result):
+    assert set(result["peak"]) == {"fp32", "bf16"}  # precisions of the measured modes only
+    for mode, stats in result["modes"].items():
+        assert stats["precision"] == PRECISION[mode] == ("bf16" if mode == "bf16" else "fp32")
+        assert stats["gflops_per_s"] == pytest.approx(result["gflop"] / (stats["median_ms"] / 1000))
+        assert stats["peak_fraction"] == pytest.approx(stats["gflops_per_s"] /
+                                                       result["peak"][stats["precision"]]["gflops_per_s"])
+    assert result["instruction_sets"] == instruction_sets(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_peak_is_the_best_probe_with_known_flop_counts(precision):
+    peak = measure_peak(torch.device("cpu"), precision, seconds=0.0)
+    probes = peak["probes"]
+    assert probes["matmul"]["gflop"] == 2 * 2048 ** 3 / 1e9
+    assert probes["conv3x3"]["gflop"] == 2 * 512 * 512 * 9 * 64 * 64 / 1e9
+    for probe in probes.values():
+        assert probe["calls"] == 2  # a zero budget still times two calls
+        assert probe["gflops_per_s"] == pytest.approx(probe["gflop"] / (probe["best_ms"] / 1000))
+        assert ("bfloat16" if precision == "bf16" else "float32") in probe["description"]
+    assert peak["gflops_per_s"] == max(p["gflops_per_s"] for p in probes.values())
+    with pytest.raises(ValueError, match="precision must be one of .* got 'fp16'"):
+        measure_peak(torch.device("cpu"), "fp16")
+
+
+def test_flops_are_two_per_multiply_add_of_convolutions_including_transposed_and_grouped():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert count_flops(conv, torch.zeros(1, 3, 10, 10)) == 2 * 8 * 3 * 9 * 10 * 10
+    up = torch.nn.ConvTranspose2d(4, 4, 4, stride=2, groups=4, bias=False)
+    assert count_flops(up, torch.zeros(1, 4, 5, 5)) == 2 * 4 * 1 * 16 * 5 * 5  # every input pixel x kernel
+    assert count_flops(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.MaxPool2d(2)), torch.zeros(1, 3, 8, 8)) == 0
+
+
+def test_instruction_sets_are_read_from_the_cpu_flags():
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_tile amx_bf16 avx512bw\n"
+    assert instruction_sets(torch.device("cpu"), cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile",
+                                                              "amx_bf16"]
+    assert instruction_sets(torch.device("cpu"), "processor\t: 0\n") == []
+    assert set(CPU_FLAGS) >= {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+
+
+def test_argmax_agreement_counts_matching_pixels():
+    reference = torch.tensor([[[0, 1], [2, 3]]])
+    assert argmax_agreement(reference, reference) == 1.0
+    assert argmax_agreement(torch.tensor([[[0, 1], [2, 0]]]), reference) == 0.75
+    with pytest.raises(ValueError, match=r"differ in shape: \(1, 1, 2\) vs \(1, 2, 2\)"):
+        argmax_agreement(reference[:, :1], reference)
 
 
 def test_write_json_roundtrip(result, tmp_path):

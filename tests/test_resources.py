@@ -1,24 +1,28 @@
-"""Cluster resources per rule: a GPU for the network rules unless the device is cpu, never for data or reports."""
+"""Cluster resources per rule: a GPU for the network rules only with device cuda, never for data or reports;
+GPU requests that the cluster cannot satisfy stop the run before any submission; auto's device choice."""
 
+import os
 import re
+import stat
 import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import ROOT
 
-from segbench.resources import CPU_RULES, GPU_RULES, rule_resources
+from segbench import runtime
+from segbench.resources import (CPU_RULES, GPU_RULES, asks_for_gpu, rule_resources, sinfo_gpu_partitions,
+                                slurm_gpu_problem)
 
 
-@pytest.mark.parametrize("device", ["auto", "cuda"])
 @pytest.mark.parametrize("rule", ["train", "pretrain", "benchmark", "evaluate"])
-def test_network_rules_request_one_gpu_unless_cpu(rule, device):
-    res = rule_resources(rule, device=device)
+def test_network_rules_request_one_gpu_only_with_device_cuda(rule):
+    res = rule_resources(rule, device="cuda")
     assert res["gpu"] == 1
     assert "cpus_per_task" not in res and res["mem_mb"] > 0 and res["runtime"] > 0  # CPUs follow threads
-    cpu = rule_resources(rule, device="cpu")
-    assert "gpu" not in cpu
-    assert cpu == {k: v for k, v in res.items() if k != "gpu"}
+    for device in ("auto", "cpu"):
+        assert rule_resources(rule, device=device) == {k: v for k, v in res.items() if k != "gpu"}
 
 
 @pytest.mark.parametrize("rule", sorted(CPU_RULES))
@@ -33,10 +37,10 @@ def test_overrides_replace_defaults_add_keys_and_none_removes():
     overrides = {"train": {"mem_mb": 64000, "runtime": "2880", "gpu_model": "a100", "slurm_partition": "gpu",
                            "cpus_per_task": 8, "gpu": None},
                  "table2": {"mem_mb": 500}}
-    assert rule_resources("train", device="auto", overrides=overrides) == {
+    assert rule_resources("train", device="cuda", overrides=overrides) == {
         "mem_mb": 64000, "runtime": 2880, "gpu_model": "a100", "slurm_partition": "gpu", "cpus_per_task": 8}
-    assert rule_resources("table2", device="auto", overrides=overrides)["mem_mb"] == 500
-    assert rule_resources("evaluate", device="auto", overrides=overrides) == rule_resources("evaluate", device="auto")
+    assert rule_resources("table2", device="cuda", overrides=overrides)["mem_mb"] == 500
+    assert rule_resources("evaluate", device="cuda", overrides=overrides) == rule_resources("evaluate", device="cuda")
 
 
 def test_gpu_override_is_refused_with_device_cpu_and_on_cpu_rules():
@@ -44,7 +48,9 @@ def test_gpu_override_is_refused_with_device_cpu_and_on_cpu_rules():
         rule_resources("train", device="cpu", overrides={"train": {"gpu": 2}})
     with pytest.raises(ValueError, match="rule 'preprocess_voc' never uses one"):
         rule_resources("preprocess_voc", device="auto", overrides={"preprocess_voc": {"gpu": 1}})
-    assert "gpu" not in rule_resources("train", device="auto", overrides={"train": {"gpu": None}})
+    assert "gpu" not in rule_resources("train", device="cuda", overrides={"train": {"gpu": None}})
+    # auto asks for no GPU itself, but a job given one through an override uses it
+    assert rule_resources("train", device="auto", overrides={"train": {"gpu": 2}})["gpu"] == 2
 
 
 def test_unknown_names_are_refused_listing_the_valid_ones():
@@ -57,8 +63,8 @@ def test_unknown_names_are_refused_listing_the_valid_ones():
 
 
 def test_defaults_are_not_shared_between_calls():
-    rule_resources("train", device="auto")["mem_mb"] = 1
-    assert rule_resources("train", device="auto")["mem_mb"] == GPU_RULES["train"]["mem_mb"] != 1
+    rule_resources("train", device="cuda")["mem_mb"] = 1
+    assert rule_resources("train", device="cuda")["mem_mb"] == GPU_RULES["train"]["mem_mb"] != 1
 
 
 SNAKEFILE = """
@@ -90,7 +96,7 @@ def _dry_run_resources(*args, cwd) -> dict[str, str]:
     return {rule: re.search(r"resources: (.*)", body).group(1) for rule, body in blocks}
 
 
-@pytest.mark.parametrize("device, gpu", [("auto", True), ("cuda", True), ("cpu", False)])
+@pytest.mark.parametrize("device, gpu", [("auto", False), ("cuda", True), ("cpu", False)])
 def test_snakemake_sees_the_gpu_request_by_device(tmp_path, device, gpu):
     (tmp_path / "Snakefile").write_text(SNAKEFILE)
     (tmp_path / "c.yaml").write_text("resources:\n  table2: {mem_mb: 700, runtime: 2h}\n")
@@ -100,10 +106,108 @@ def test_snakemake_sees_the_gpu_request_by_device(tmp_path, device, gpu):
     assert "gpu" not in res["table2"] and {"mem_mb=700", "runtime=120"} <= set(res["table2"].split(", "))
 
 
-@pytest.mark.parametrize("device, gpu", [("auto", True), ("cpu", False)])
+@pytest.mark.parametrize("device, gpu", [("cuda", True), ("auto", False), ("cpu", False)])
 def test_the_pipeline_requests_gpus_only_for_network_rules(tmp_path, device, gpu):
     res = _dry_run_resources("--configfile", "config/config.yaml", "tests/tiny-config.yaml",
                              "--config", f"results={tmp_path}", f"device={device}", cwd=ROOT)
     with_gpu = {rule for rule, line in res.items() if "gpu=1" in line.split(", ")}
     assert with_gpu == ({"pretrain", "train", "evaluate", "benchmark"} if gpu else set())
     assert {"train", "preprocess_voc", "table2"} <= set(res)
+
+
+def _dry_run_outputs(*args) -> list[str]:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--cores", "1", "--nolock",
+                             *args], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [path for line in re.findall(r"^    output: (.*)$", result.stdout, flags=re.M) for path in line.split(", ")]
+
+
+def test_the_paper_config_asks_for_gpus_and_writes_only_under_its_own_results_root():
+    res = _dry_run_resources("--forceall", "--configfile", "config/config.yaml", "config/paper.yaml", cwd=ROOT)
+    assert {rule for rule, line in res.items() if "gpu=1" in line.split(", ")} == {"train", "evaluate", "benchmark"}
+    outputs = _dry_run_outputs("--configfile", "config/config.yaml", "config/paper.yaml")
+    assert len(outputs) > 50
+    assert [path for path in outputs if not path.startswith("results/paper/")] == []
+
+
+def test_the_default_config_writes_under_results_and_never_under_the_paper_root(tmp_path):
+    outputs = _dry_run_outputs("--configfile", "config/config.yaml", "--config", f"results={tmp_path}/r")
+    assert len(outputs) > 30 and all(path.startswith(f"{tmp_path}/r/") for path in outputs)
+
+
+SINFO_CPU_ONLY = "debug*|(null)\nlong|(null)\n"
+SINFO_GPU = "cpu*|(null)\ngpu|gpu:a100:4(S:0-1),tmpdisk:100\ngpu|(null)\nbig|gres/gpu:h100:8\n"
+
+
+def test_sinfo_gres_is_read_per_partition_with_the_default():
+    assert sinfo_gpu_partitions(SINFO_CPU_ONLY) == ({"debug": False, "long": False}, "debug")
+    assert sinfo_gpu_partitions(SINFO_GPU) == ({"cpu": False, "gpu": True, "big": True}, "cpu")
+    assert sinfo_gpu_partitions("") == ({}, None)
+
+
+def test_gpu_requests_are_judged_against_the_partitions_they_go_to():
+    jobs = {("train", None), ("evaluate", None)}
+    message = slurm_gpu_problem(jobs, sinfo_output=SINFO_CPU_ONLY)
+    assert "rules evaluate, train ask SLURM for a GPU, but no partition of this cluster has one" in message
+    assert "set device: auto" in message
+    message = slurm_gpu_problem(jobs | {("benchmark", "gpu")}, sinfo_output=SINFO_GPU)
+    assert message.startswith("device: cuda makes evaluate (partition cpu, the default), train (partition cpu, "
+                              "the default) ask SLURM for a GPU in a partition without one; partitions with GPUs: "
+                              "big, gpu.")
+    assert "resources: {evaluate: {slurm_partition: big}}" in message
+    assert slurm_gpu_problem({("train", "gpu"), ("evaluate", "cpu,big")}, sinfo_output=SINFO_GPU) is None
+    assert slurm_gpu_problem({("train", "elsewhere")}, sinfo_output=SINFO_GPU) is None  # not listed: sbatch decides
+    assert slurm_gpu_problem(set(), sinfo_output=SINFO_CPU_ONLY) is None
+
+
+def test_gpu_requests_are_recognised_as_the_plugin_does():
+    assert asks_for_gpu({"gpu": 1}) and asks_for_gpu({"gres": "gpu:a100:2"})
+    assert not asks_for_gpu({"gpu": 0, "gres": "tmpdisk:10", "mem_mb": 100})
+
+
+def _fake_slurm(bin_dir, sinfo_output):
+    """sinfo printing ``sinfo_output``, an sbatch that records any call and fails, an squeue (the plugin
+    checks that it exists)."""
+    bin_dir.mkdir()
+    scripts = {"sinfo": f"#!/bin/sh\nprintf '{sinfo_output}'\n", "squeue": "#!/bin/sh\n",
+               "sbatch": f"#!/bin/sh\necho \"$@\" >> {bin_dir}/sbatch-calls\nexit 1\n"}
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+
+
+def test_device_cuda_on_a_cluster_without_gpus_stops_before_submitting_and_says_what_to_change(tmp_path):
+    _fake_slurm(tmp_path / "bin", SINFO_CPU_ONLY)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "all", "--profile", "slurm", "--configfile",
+                             "config/config.yaml", "tests/tiny-config.yaml", "--config", f"results={tmp_path}/r",
+                             "device=cuda", "--nolock"], cwd=ROOT, capture_output=True, text=True, env=env)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "ask SLURM for a GPU, but no partition of this cluster has one" in out and "--config device=auto" in out
+    assert not (tmp_path / "bin" / "sbatch-calls").exists()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "cuda"),  # outside SLURM: whatever is visible
+    ({"SLURM_JOB_ID": "7"}, "cpu"),  # a SLURM job given no GPU leaves the visible ones to their jobs
+    ({"SLURM_JOB_ID": "7", "SLURM_GPUS_ON_NODE": "0"}, "cpu"),
+    ({"SLURM_JOB_ID": "7", "SLURM_JOB_GPUS": "2"}, "cuda"),
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_GPUS": "0,1"}, "cuda"),
+])
+def test_auto_uses_a_visible_gpu_only_where_slurm_allocated_it(monkeypatch, env, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for name in ("SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert runtime.resolve_device("auto").type == expected
+    assert runtime.resolve_device("cpu").type == "cpu"
+
+
+def test_auto_without_a_visible_gpu_is_the_cpu_and_cuda_is_an_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert runtime.resolve_device("auto").type == "cpu"
+    with pytest.raises(RuntimeError, match="'cuda' was asked for but no CUDA GPU is visible"):
+        runtime.resolve_device("cuda")

@@ -12,6 +12,14 @@ Trials are interleaved round-robin across modes so that contention on a shared m
 alike. Weights are random (the score layers too, so predictions are not trivially all-zero); each mode's
 argmax prediction is compared with fp32's. The large upsamplers run in float32 in every mode
 (``BilinearUpsample``).
+
+How close to the machine's limit: the forward pass's FLOPs are counted once (:func:`count_flops`), each
+mode's median time turns them into achieved GFLOP/s, and that is divided by the practical peak of the same
+device in the mode's precision (fp32 for ``fp32``/``channels_last``, bf16 for ``bf16``/``compile``), which
+the benchmark measures itself with a large convolution and a large matmul (:func:`measure_peak`, well under
+a second each). On CUDA "fp32" convolutions run as TF32 when cuDNN allows it (PyTorch's default), and so
+does the convolution probe, so the fraction compares like with like. bf16 modes keep the upsamplers in
+fp32, so their fraction slightly understates the bf16 trunk's.
 """
 
 from __future__ import annotations
@@ -31,6 +39,14 @@ from segbench import models, runtime
 from segbench.atomic import write_json
 
 MODES = ("fp32", "channels_last", "bf16", "compile")
+PRECISION = {"fp32": "fp32", "channels_last": "fp32", "bf16": "bf16", "compile": "bf16"}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+FLOPS_COUNTED = ("torch.utils.flop_counter.FlopCounterMode on the fp32 model and the timed input, one forward "
+                 "pass: convolutions (grouped and transposed ones too, so the bilinear upsamplers) and matrix "
+                 "products at 2 FLOP per multiply-add; ReLU, pooling, dropout, crops and additions not counted")
+# /proc/cpuinfo flags that decide fp32 and bf16 speed on x86 (AVX2/FMA, AVX-512, its bf16 dot products, AMX tiles)
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "amx_int8")
 DESCRIPTIONS = {
     "fp32": "eager float32, NCHW",
     "channels_last": "eager float32, channels_last",
@@ -50,6 +66,71 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def instruction_sets(device: torch.device, cpuinfo: str | None = None) -> list[str]:
+    """What decides the peak of ``device``: its CUDA compute capability (``sm_90``), or the ``CPU_FLAGS``
+    found in ``cpuinfo`` (the text of /proc/cpuinfo, read when None; empty where there is none)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return [f"sm_{major}{minor}"]
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines() if line.startswith("flags")),
+                 set())
+    return [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def count_flops(net: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one forward pass of ``net`` on ``x`` (N x C x H x W), as described by ``FLOPS_COUNTED``."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return float(counter.get_total_flops())
+
+
+def _probes(device: torch.device, dtype: torch.dtype) -> dict:
+    """The peak probes: name -> (description, zero-argument callable, FLOPs per call). Sized to keep a GPU busy
+    for about a millisecond per call and a 2-core CPU for tens of milliseconds."""
+    n, batch = (8192, 16) if device.type == "cuda" else (2048, 1)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    conv = torch.nn.Conv2d(512, 512, 3, padding=1, bias=False).to(device, dtype, memory_format=torch.channels_last)
+    x = torch.randn(batch, 512, 64, 64, device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    name = str(dtype).removeprefix("torch.")
+    return {
+        "matmul": (f"{name} matmul {n}x{n}x{n}", lambda: torch.mm(a, b), 2.0 * n ** 3),
+        "conv3x3": (f"{name} Conv2d 512->512 3x3 on {batch}x512x64x64, channels_last", lambda: conv(x),
+                    2.0 * batch * 512 * 512 * 9 * 64 * 64),
+    }
+
+
+def measure_peak(device: torch.device, precision: str, *, seconds: float = 0.4) -> dict:
+    """The practical peak of ``device`` in ``precision`` ("fp32" or "bf16"): the best of a large matmul and a
+    large 3x3 convolution (512 channels at 64x64, channels_last), each run once untimed, then for about
+    ``seconds`` (at least twice), its fastest call kept. Returns ``{"gflops_per_s", "probes": {name:
+    {"description", "gflop", "best_ms", "gflops_per_s", "calls"}}}``."""
+    if precision not in DTYPES:
+        raise ValueError(f"precision must be one of {sorted(DTYPES)}, got {precision!r}")
+    probes = {}
+    with torch.no_grad():
+        for name, (description, fn, flops) in _probes(device, DTYPES[precision]).items():
+            times = []
+            fn()
+            deadline = time.perf_counter() + seconds
+            while len(times) < 2 or time.perf_counter() < deadline:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+            probes[name] = {"description": description, "gflop": flops / 1e9, "best_ms": 1000 * min(times),
+                            "calls": len(times), "gflops_per_s": flops / 1e9 / min(times)}
+    return {"gflops_per_s": max(p["gflops_per_s"] for p in probes.values()), "probes": probes}
 
 
 @contextmanager
@@ -84,22 +165,25 @@ def _runner(mode: str, net: torch.nn.Module, x: torch.Tensor):
     return run
 
 
-def _flops(net: torch.nn.Module, x: torch.Tensor) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return float(counter.get_total_flops())
+def argmax_agreement(prediction: torch.Tensor, reference: torch.Tensor) -> float:
+    """Fraction of pixels where two N x H x W argmax maps agree."""
+    if prediction.shape != reference.shape:
+        raise ValueError(f"argmax maps differ in shape: {tuple(prediction.shape)} vs {tuple(reference.shape)}")
+    return (prediction == reference).double().mean().item()
 
 
 def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0, size: int = 500, trials: int = 20,
                   warmup: int = 2, modes: tuple[str, ...] = MODES, device: str = "auto", seed: int = 0,
-                  progress: bool = True) -> dict:
+                  probe_seconds: float = 0.4, progress: bool = True) -> dict:
     """Time ``trials`` forward passes of ``model_name`` on one 1 x 3 x size x size input per mode.
 
     Returns ``{"model", "num_classes", "width", "size", "batch", "trials", "warmup", "device",
-    "device_type", "torch_version", "threads", "gflop", "fastest_mode", "modes": {mode: {"description",
-    "mean_ms", "median_ms", "min_ms", "std_ms", "times_ms", "first_call_s", "speedup_vs_fp32" (fp32
-    median / mode median), "argmax_agreement" (fraction of pixels whose argmax equals fp32's)}}}``.
+    "device_type", "torch_version", "threads", "gflop", "flops_counted", "instruction_sets", "peak":
+    {precision: measure_peak(...)}, "fastest_mode", "modes": {mode: {"description", "mean_ms", "median_ms",
+    "min_ms", "std_ms", "times_ms", "first_call_s", "speedup_vs_fp32" (fp32 median / mode median),
+    "argmax_agreement" (fraction of pixels whose argmax equals fp32's), "precision", "gflops_per_s" (gflop
+    / median), "peak_fraction" (gflops_per_s / the peak of its precision)}}}``. The peaks are measured after
+    the timed trials, for the precisions of ``modes``, about ``probe_seconds`` per probe.
     """
     unknown = [m for m in modes if m not in MODES]
     if unknown or trials < 1 or warmup < 0 or size < 1:
@@ -140,11 +224,20 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
             "description": DESCRIPTIONS[mode], "mean_ms": statistics.fmean(t), "median_ms": statistics.median(t),
             "min_ms": min(t), "std_ms": statistics.stdev(t) if len(t) > 1 else 0.0, "times_ms": t,
             "first_call_s": first_call[mode], "speedup_vs_fp32": base / statistics.median(t),
-            "argmax_agreement": (predictions[mode] == predictions["fp32"]).double().mean().item(),
+            "argmax_agreement": argmax_agreement(predictions[mode], predictions["fp32"]),
         }
+    gflop = count_flops(net, x) / 1e9
+    peak = {precision: measure_peak(dev, precision, seconds=probe_seconds)
+            for precision in dict.fromkeys(PRECISION[mode] for mode in modes)}
+    for mode, stats in results.items():
+        achieved = gflop / (stats["median_ms"] / 1000)
+        stats.update(precision=PRECISION[mode], gflops_per_s=achieved,
+                     peak_fraction=achieved / peak[PRECISION[mode]]["gflops_per_s"])
+    extra = {"cuda_tf32_conv": torch.backends.cudnn.allow_tf32} if dev.type == "cuda" else {}
     return {"model": model_name, "num_classes": num_classes, "width": width, "size": size, "batch": 1,
             "trials": trials, "warmup": warmup, "device": device_name(dev), "device_type": dev.type,
-            "torch_version": torch.__version__, "threads": torch.get_num_threads(), "gflop": _flops(net, x) / 1e9,
+            "torch_version": torch.__version__, "threads": torch.get_num_threads(), "gflop": gflop,
+            "flops_counted": FLOPS_COUNTED, "instruction_sets": instruction_sets(dev), **extra, "peak": peak,
             "fastest_mode": min(results, key=lambda m: results[m]["median_ms"]), "modes": results}
 
 

@@ -126,9 +126,13 @@ def _benchmark(a):
     result = run_benchmark(a.model, width=a.width, size=a.size, trials=a.trials, warmup=a.warmup,
                            modes=tuple(a.modes.split(",")), device=a.device)
     write_benchmark_json(result, a.out)
+    log.info("%s: %.1f GFLOP per forward on %s (%s); practical peak %s", a.model, result["gflop"], result["device"],
+             " ".join(result["instruction_sets"]) or "no listed instruction sets",
+             ", ".join(f"{p} {v['gflops_per_s']:.0f} GFLOP/s" for p, v in result["peak"].items()))
     for mode, m in result["modes"].items():
-        log.info("%s %s: mean %.1f ms, median %.1f ms, %.2fx fp32, argmax agreement %.4f", a.model, mode,
-                 m["mean_ms"], m["median_ms"], m["speedup_vs_fp32"], m["argmax_agreement"])
+        log.info("%s %s: mean %.1f ms, median %.1f ms, %.2fx fp32, argmax agreement %.4f, %.0f GFLOP/s = %.0f%% "
+                 "of the %s peak", a.model, mode, m["mean_ms"], m["median_ms"], m["speedup_vs_fp32"],
+                 m["argmax_agreement"], m["gflops_per_s"], 100 * m["peak_fraction"], m["precision"])
 
 
 def _fig5(a):

@@ -6,16 +6,22 @@ sbatch options: ``gpu`` -> ``--gpus``, ``cpus_per_task`` -> ``--cpus-per-task``,
 ``runtime`` (minutes) -> ``--time``; ``gpu_model``, ``slurm_partition``, ``slurm_extra`` ... may come
 from ``overrides``. CPUs are not set here: the plugin asks for the rule's ``threads`` (training runs on
 one thread so that results do not depend on the node; ``hha_nyud`` and ``benchmark`` take all cores), and
-``cpus_per_task`` in ``overrides`` asks for more. Run locally, Snakemake only limits the resources given to ``--resources``, so
-``gpu: 1`` does not stop a CPU-only laptop from running the pipeline.
+``cpus_per_task`` in ``overrides`` asks for more. Run locally, Snakemake only limits the resources given to
+``--resources``, so ``gpu: 1`` does not stop a CPU-only laptop from running the pipeline.
+
+Only ``device: cuda`` asks SLURM for GPUs. ``auto`` asks for none, so the same command runs on a CPU-only
+cluster and on a GPU cluster; a network job then uses CUDA only where SLURM gave it a GPU (see
+:func:`segbench.runtime.resolve_device`). A request SLURM cannot satisfy is caught before anything is
+submitted: the workflow's ``onstart`` calls :func:`slurm_gpu_problem`, which reads ``sinfo``.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Mapping
 
-# Rules that run a network: with device "auto" or "cuda" they land on a GPU node. ``auto`` means a GPU on a
-# cluster: the job asks SLURM for one, and the CLI then finds CUDA inside the job.
+# Rules that run a network: with device "cuda" they ask SLURM for one GPU each.
 GPU_RULES = {
     "pretrain": {"gpu": 1, "mem_mb": 16000, "runtime": 720},
     "train": {"gpu": 1, "mem_mb": 16000, "runtime": 1440},
@@ -45,8 +51,9 @@ GPU_KEYS = ("gpu", "gpu_model", "cpus_per_gpu", "tasks_per_gpu", "gres")
 def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] | None = None) -> dict:
     """The Snakemake resources of ``rule``: its defaults, with ``overrides[rule]`` replacing keys.
 
-    ``device`` is the config's device: "auto" and "cuda" give the network rules ``gpu: 1``; "cpu" gives no
-    rule a GPU key, so the whole pipeline fits a CPU-only partition. ``overrides`` is the config's
+    ``device`` is the config's device: "cuda" gives the network rules ``gpu: 1``; "auto" and "cpu" give
+    no rule a GPU key, so the pipeline fits a CPU-only partition (with "auto" an override may still ask
+    for a GPU, which the job then uses; with "cpu" that is refused). ``overrides`` is the config's
     ``resources:`` section, rule name -> {resource: value}; a value of None removes that key, and a
     string of digits becomes an int. Raises KeyError for an unknown rule (here or in ``overrides``) and
     ValueError for an unknown device or a GPU override on a CPU rule or with device "cpu".
@@ -61,13 +68,13 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
     if unknown:
         raise KeyError(f"resources overrides name unknown rules {unknown}; valid rules: {', '.join(valid)}")
     resources = dict(GPU_RULES.get(rule) or CPU_RULES[rule])
-    if device == "cpu":
+    if device != "cuda":
         for key in GPU_KEYS:
             resources.pop(key, None)
     extra = dict(overrides.get(rule) or {})
     if device == "cpu" and any(extra.get(key) for key in GPU_KEYS):
         raise ValueError(f"resources.{rule} asks for a GPU ({ {k: extra[k] for k in GPU_KEYS if extra.get(k)} }) "
-                         f"but device is 'cpu'; remove the GPU keys or set device to auto/cuda")
+                         f"but device is 'cpu'; remove the GPU keys or set device to cuda (or auto)")
     if rule in CPU_RULES and any(extra.get(key) for key in GPU_KEYS):
         raise ValueError(f"resources.{rule} asks for a GPU, but rule {rule!r} never uses one; GPU rules: "
                          f"{', '.join(sorted(GPU_RULES))}")
@@ -79,3 +86,65 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
         else:
             resources[key] = value
     return resources
+
+
+def asks_for_gpu(resources: Mapping) -> bool:
+    """Whether a job with these resources asks SLURM for GPUs (the plugin's own test: ``gpu``, or a gpu GRES)."""
+    return bool(resources.get("gpu")) or "gpu" in str(resources.get("gres") or "")
+
+
+def sinfo_gpu_partitions(sinfo_output: str) -> tuple[dict[str, bool], str | None]:
+    """Parse ``sinfo -h -a -o '%P|%G'`` (one line per partition and node group: ``gpu*|gpu:a100:4(S:0-1)``).
+
+    Returns ({partition: whether any of its nodes lists a ``gpu`` GRES}, the default partition or None).
+    """
+    partitions: dict[str, bool] = {}
+    default = None
+    for line in sinfo_output.splitlines():
+        if "|" not in line:
+            continue
+        name, gres = (part.strip() for part in line.split("|", 1))
+        if name.endswith("*"):
+            name = default = name[:-1]
+        has_gpu = any(entry.split(":")[0].strip() in ("gpu", "gres/gpu") for entry in gres.split(","))
+        partitions[name] = partitions.get(name, False) or has_gpu
+    return partitions, default
+
+
+def slurm_gpu_problem(gpu_jobs: set[tuple[str, str | None]], *, sinfo_output: str | None = None) -> str | None:
+    """Why SLURM would refuse the GPU requests of ``gpu_jobs``, or None when it should accept them.
+
+    ``gpu_jobs``: (rule, its ``slurm_partition`` or None for the cluster's default) of every job asking for
+    a GPU. The cluster is read from ``sinfo`` (or ``sinfo_output``, the text of ``sinfo -h -a -o '%P|%G'``).
+    A request is judged refused only when sinfo shows no GPU where it would run; None when sinfo is missing
+    or fails, or when a partition is not listed (another cluster, a hidden one): then sbatch decides.
+    """
+    if not gpu_jobs:
+        return None
+    if sinfo_output is None:
+        if shutil.which("sinfo") is None:
+            return None
+        done = subprocess.run(["sinfo", "-h", "-a", "-o", "%P|%G"], capture_output=True, text=True)
+        if done.returncode != 0:
+            return None
+        sinfo_output = done.stdout
+    partitions, default = sinfo_gpu_partitions(sinfo_output)
+    rules = ", ".join(sorted({rule for rule, _ in gpu_jobs}))
+    with_gpus = sorted(name for name, has_gpu in partitions.items() if has_gpu)
+    if partitions and not with_gpus:
+        return (f"device: cuda makes rules {rules} ask SLURM for a GPU, but no partition of this cluster has one "
+                f"(`sinfo -o %P|%G` lists no gpu GRES in {', '.join(sorted(partitions))}), so sbatch would refuse "
+                "them ('Invalid generic resource (gres) specification'). Run on a GPU cluster, or set device: auto "
+                "(no GPU requested; a job uses CUDA only where SLURM gives it one) or cpu, e.g. --config "
+                "device=auto; docs/cluster.md gives the GPU hours that the paper's configuration needs.")
+    refused = []
+    for rule, partition in sorted(gpu_jobs, key=str):
+        names = partition.split(",") if partition else [default] if default else []
+        if names and all(name in partitions and not partitions[name] for name in names):
+            refused.append(f"{rule} (partition {partition or f'{default}, the default'})")
+    if not refused:
+        return None
+    return (f"device: cuda makes {', '.join(refused)} ask SLURM for a GPU in a partition without one; "
+            f"partitions with GPUs: {', '.join(with_gpus)}. Send these rules there with the config's resources: "
+            f"section, e.g. resources: {{{refused[0].split()[0]}: {{slurm_partition: {with_gpus[0]}}}}}, "
+            "or set device: auto to run them on CPUs.")

@@ -88,16 +88,19 @@ def run_table(config: Mapping) -> dict[str, Run]:
                   val_every=train["val_every"])
     runs: list[Run] = []
 
-    def chain(prefix: str, model: str, tags: tuple[str, ...]) -> Init:
-        """The fixed run of a 32s net (a run of its own), and where the 32s net starts from."""
+    def chain(prefix: str, model: str, tags: tuple[str, ...], *, always: bool = False) -> Init:
+        """The fixed run of a 32s net (a run of its own where a table needs it or ``from_fixed`` chains
+        the 32s net from it), and where the 32s net starts from."""
         pretrained = Init("pretrained", models.backbone_of(model))
+        if not (always or train["from_fixed"]):
+            return pretrained
         fixed = Run(name=f"{prefix}-fixed", model=model, width=_width(config, model), init=pretrained,
                     iterations=it["fcn32s-fixed"], mode="fixed", tags=tags, **common)
         runs.append(fixed)
         return Init("run", fixed.name) if train["from_fixed"] else pretrained
 
     vgg = "fcn32s_vgg16"
-    start = chain("fcn32s", vgg, ("table2",))
+    start = chain("fcn32s", vgg, ("table2",), always=True)
     runs += [
         Run(name=RANDOM_CONTROL, model=vgg, width=_width(config, vgg), init=Init("random"),
             iterations=it["fcn32s-fixed"], mode="fixed", tags=("table2",), **common),

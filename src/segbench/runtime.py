@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -11,14 +12,25 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` is CUDA when a GPU is visible, else the CPU."""
+    """The torch device of a config's ``device``: ``cpu``, ``cuda`` / ``cuda:N`` (an error without a GPU), or
+    ``auto``: CUDA when a GPU is visible, else the CPU. Inside a SLURM job, ``auto`` takes CUDA only when
+    SLURM allocated the job a GPU: on nodes that do not confine devices a job sees every GPU, also those
+    that SLURM gave other jobs (``device: auto`` asks SLURM for none, see ``segbench.resources``)."""
     if device not in DEVICES and not device.startswith("cuda:"):
         raise ValueError(f"device must be one of {DEVICES} (or cuda:N), got {device!r}")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and _slurm_allows_gpu() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {device!r} was asked for but no CUDA GPU is visible; use device: auto or cpu")
     return torch.device(device)
+
+
+def _slurm_allows_gpu() -> bool:
+    """True outside SLURM, and inside a SLURM job that was allocated GPUs (SLURM then lists them)."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return True
+    listed = (os.environ.get(name, "") for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE"))
+    return any(value not in ("", "0") for value in listed)
 
 
 def setup(*, threads: int | None = None, seed: int | None = None) -> None:

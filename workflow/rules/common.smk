@@ -3,10 +3,11 @@
 import json
 import os
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from segbench import models, runs
-from segbench.resources import rule_resources
+from segbench.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -94,12 +95,22 @@ def resources_for(rule):
     return rule_resources(rule, device=config["device"], overrides=config.get("resources"))
 
 
+onstart:
+    # Before the first sbatch: a GPU request that the cluster cannot satisfy stops the run with what to change
+    # (sbatch would refuse each such job with "Invalid generic resource (gres) specification").
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        problem = slurm_gpu_problem({(job.rule.name, job.resources.get("slurm_partition"))
+                                     for job in workflow.dag.needrun_jobs() if asks_for_gpu(job.resources)})
+        if problem:
+            raise WorkflowError(problem)
+
+
 def final_outputs():
     return [
         f"{RESULTS}/tables/table1.md",
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/fig5.md",
-        f"{RESULTS}/tables/pretrain.md",
+        *([] if TORCHVISION else [f"{RESULTS}/tables/pretrain.md"]),
         f"{RESULTS}/figures/fig5.png",
         *[f"{RESULTS}/stats/{dataset}.json" for dataset in SPLITS],
         *[f"{RESULTS}/preprocessed/nyud/{split}-hha.h5" for split in SPLITS["nyud"]],

@@ -12,21 +12,37 @@ Layout of ``<dataset>/<split>.h5`` (format version 1)::
 Every store has the fields ``image`` (uint8 H x W x 3, RGB) and ``label`` (uint8 H x W, 0..C-1 and
 255 = ignore). Dataset families add their own (``depth``, ``raw_depth``, ``hha``, ``label_geo``).
 Samples may differ in size: a flat buffer plus offsets keeps real VOC's varying image sizes in one
-file without padding. Files are written to a temporary name and renamed, so a store that exists is
-complete.
+file without padding.
+
+Storage (invisible to readers: HDF5 applies it on read): ``data`` is chunked in ``CHUNK`` elements, and
+gzip-compressed (level 1, with byte shuffling for multi-byte types) when its first sample shrinks to
+under half its size. Labels and depth maps compress 5-20x; decoded JPEG photos only to about 0.7 and cost
+about 10x more to read compressed (``benchmarks/bench_store_rss.py``), so they stay uncompressed. Stores
+written before chunking and compression (same layout) read the same.
+
+Writing streams: each field may be a generator, samples are appended one at a time, so memory follows
+one sample, not the split. Reading is lazy: only ids, offsets and shapes are held in memory, each
+``get`` reads one sample, and every process opens its own file handle on first use (HDF5 handles must
+not cross a fork), so a ``Store`` can go to ``torch.utils.data`` workers. Files are written through
+:mod:`segbench.atomic`: a store that exists is complete, and a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import h5py
 import numpy as np
 
+from segbench.atomic import replacing
+
 FORMAT_VERSION = 1
+CHUNK = 1 << 16  # elements per HDF5 chunk: a 500x375 RGB image spans 9 chunks (measured best for reads)
+COMPRESS_BELOW = 0.5  # compress a field when gzip shrinks its first sample below this fraction
 
 
 class StoreError(RuntimeError):
@@ -43,12 +59,15 @@ def write_store(
     class_names: Sequence[str],
     attrs: Mapping[str, object] | None = None,
 ) -> Path:
-    """Write one split atomically. ``fields`` maps a field name to one array per id, in id order."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write one split atomically and return ``path``.
+
+    ``fields`` maps a field name to one array per id, in id order (any iterable, consumed once, all fields
+    in step: sample i of every field is written before sample i + 1 is requested). Within a field every
+    sample has the same dtype and rank; shapes may differ. Raises ValueError, leaving no file, when a
+    field has more or fewer samples than ``ids`` or mixes dtypes or ranks.
+    """
     n = len(ids)
-    with h5py.File(tmp, "w") as f:
+    with replacing(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["dataset"] = dataset
         f.attrs["split"] = split
@@ -57,28 +76,63 @@ def write_store(
         for key, value in (attrs or {}).items():
             f.attrs[key] = value if isinstance(value, (int, float, str)) else json.dumps(value)
         f.create_dataset("ids", data=np.array(list(ids), dtype=object), dtype=h5py.string_dtype())
-        for name, arrays in fields.items():
-            arrays = [np.ascontiguousarray(a) for a in arrays]
-            if len(arrays) != n:
-                raise ValueError(f"field {name!r} has {len(arrays)} samples but there are {n} ids")
-            dtypes = {a.dtype for a in arrays}
-            if len(dtypes) > 1:
-                raise ValueError(f"field {name!r} mixes dtypes {sorted(map(str, dtypes))}")
-            ndims = {a.ndim for a in arrays}
-            if len(ndims) > 1:
-                raise ValueError(f"field {name!r} mixes ranks {sorted(ndims)}")
-            sizes = np.array([a.size for a in arrays], dtype=np.int64)
-            g = f.create_group(name)
-            g.create_dataset("offset", data=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64))
-            g.create_dataset("shape", data=np.array([a.shape for a in arrays], dtype=np.int32).reshape(n, -1))
-            flat = np.concatenate([a.ravel() for a in arrays]) if n else np.zeros(0, np.uint8)
-            g.create_dataset("data", data=flat, chunks=True if flat.size else None)
-    os.replace(tmp, path)
-    return path
+        sources = {name: iter(arrays) for name, arrays in fields.items()}
+        writers = {name: _FieldWriter(f.create_group(name), name, n) for name in fields}
+        for i in range(n):
+            for name, source in sources.items():
+                sample = next(source, None)
+                if sample is None:
+                    raise ValueError(f"field {name!r} has {i} samples but there are {n} ids")
+                writers[name].append(np.asarray(sample))
+        for name, source in sources.items():
+            if next(source, None) is not None:
+                raise ValueError(f"field {name!r} has more than {n} samples but there are {n} ids")
+            writers[name].finish()
+    return Path(path)
+
+
+class _FieldWriter:
+    """Appends the samples of one field to ``<group>/data`` and records their offsets and shapes."""
+
+    def __init__(self, group: h5py.Group, name: str, n: int):
+        self.group, self.name, self.n = group, name, n
+        self.data = None
+        self.offsets = np.zeros(n, np.int64)
+        self.shapes: list[tuple[int, ...]] = []
+        self.size = 0
+
+    def append(self, sample: np.ndarray) -> None:
+        if self.data is None:
+            self.data = self._create(sample)
+        elif sample.dtype != self.data.dtype or sample.ndim != len(self.shapes[0]):
+            raise ValueError(f"field {self.name!r} mixes dtypes or ranks: sample 0 is {self.data.dtype} with "
+                             f"{len(self.shapes[0])} dims, sample {len(self.shapes)} is {sample.dtype} with "
+                             f"{sample.ndim} dims")
+        self.offsets[len(self.shapes)] = self.size
+        self.shapes.append(sample.shape)
+        end = self.size + sample.size
+        self.data.resize((end,))
+        self.data[self.size:end] = sample.ravel()
+        self.size = end
+
+    def finish(self) -> None:
+        if self.data is None:  # no samples
+            self.data = self.group.create_dataset("data", shape=(0,), dtype=np.uint8)
+        self.group.create_dataset("offset", data=self.offsets)
+        ndim = len(self.shapes[0]) if self.shapes else 0
+        self.group.create_dataset("shape", data=np.array(self.shapes, dtype=np.int32).reshape(self.n, ndim))
+
+    def _create(self, first: np.ndarray) -> h5py.Dataset:
+        raw = np.ascontiguousarray(first).tobytes()
+        compress = len(raw) > 0 and len(zlib.compress(raw, 1)) < COMPRESS_BELOW * len(raw)
+        options = {"compression": "gzip", "compression_opts": 1, "shuffle": first.itemsize > 1} if compress else {}
+        return self.group.create_dataset("data", shape=(0,), maxshape=(None,), dtype=first.dtype, chunks=(CHUNK,),
+                                         **options)
 
 
 class Store:
-    """Read access to one split; samples are loaded into memory once (the stores here are small).
+    """Lazy read access to one split: ids, attributes and per-sample offsets and shapes in memory, samples
+    read from the file one at a time. Picklable: each process opens its own handle on first read.
 
     >>> s = Store("results/preprocessed/voc/val.h5"); img, lab = s.image(0), s.label(0)
     """
@@ -96,32 +150,36 @@ class Store:
                                      "delete it and rerun the preprocess step")
                 self.attrs = {k: _decode(v) for k, v in f.attrs.items()}
                 self.ids = [s.decode() if isinstance(s, bytes) else s for s in f["ids"][()]]
-                self._fields = {}
-                for name in f:
-                    if isinstance(f[name], h5py.Group):
-                        g = f[name]
-                        self._fields[name] = (g["data"][()], g["offset"][()], g["shape"][()])
+                self._index = {name: (f[name]["offset"][()], f[name]["shape"][()].astype(np.int64))
+                               for name in f if isinstance(f[name], h5py.Group)}
         except (OSError, KeyError) as err:
             raise StoreError(f"{self.path} is not a readable segbench store ({err}); "
                              "delete it and rerun the preprocess step") from err
         self.class_names = list(self.attrs["class_names"])
         self.num_classes = int(self.attrs["num_classes"])
+        self._file, self._pid = None, None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
     def fields(self) -> list[str]:
-        return sorted(self._fields)
+        return sorted(self._index)
+
+    def shape(self, field: str, i: int) -> tuple[int, ...]:
+        """The stored shape of sample ``i`` of ``field``, without reading it: (H, W) or (H, W, C)."""
+        return tuple(int(s) for s in self._lookup(field, i)[1])
 
     def get(self, field: str, i: int) -> np.ndarray:
-        """Sample ``i`` of ``field`` as an array of its stored shape."""
-        if field not in self._fields:
-            raise KeyError(f"{self.path} has no field {field!r}; it has {self.fields}")
-        data, offset, shape = self._fields[field]
-        shp = tuple(int(s) for s in shape[i])
-        start = int(offset[i])
-        return data[start:start + int(np.prod(shp))].reshape(shp)
+        """Sample ``i`` of ``field`` as an array of its stored shape (one read from the file)."""
+        start, shape = self._lookup(field, i)
+        stop = int(start) + int(np.prod(shape))
+        try:
+            flat = self._open()[field]["data"][int(start):stop]
+        except OSError as err:
+            raise StoreError(f"{self.path}: cannot read sample {i} of {field!r} ({err}); the file is damaged: "
+                             "delete it and rerun the preprocess step") from err
+        return flat.reshape(tuple(int(s) for s in shape))
 
     def image(self, i: int) -> np.ndarray:
         """uint8 H x W x 3 RGB."""
@@ -130,6 +188,35 @@ class Store:
     def label(self, i: int) -> np.ndarray:
         """uint8 H x W, class index or 255 (ignore)."""
         return self.get("label", i)
+
+    def close(self) -> None:
+        """Close this process's file handle (the next read reopens it)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file, self._pid = None, None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_file": None, "_pid": None}  # a handle is never pickled
+
+    def _lookup(self, field: str, i: int) -> tuple[int, np.ndarray]:
+        if field not in self._index:
+            raise KeyError(f"{self.path} has no field {field!r}; it has {self.fields}")
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample {i} out of range for {self.path} with {len(self)} samples")
+        offset, shape = self._index[field]
+        return offset[i], shape[i]
+
+    def _open(self) -> h5py.File:
+        # A handle inherited through fork shares HDF5 state with the parent: open a fresh one per process.
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._file
 
 
 def _decode(value):
