@@ -3,54 +3,54 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from segbench import precision, runtime
+from segbench import losses, objective, precision, runtime
 from segbench.atomic import write_json
 from segbench.data.store import Store
-from segbench.data.tensors import to_input, to_target
+from segbench.data.tensors import modality_input
 from segbench.metrics import confusion_matrix, scores
 from segbench.weights import load_model
 
 
 @torch.no_grad()
 def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device, norm: str = "caffe",
-                   reduction: str = "sum", batch_size: int = 8, channels_last: bool = False,
-                   progress: bool = True) -> dict:
+                   reduction: str = "sum", batch_size: int = 8, channels_last: bool = False, modality: str = "rgb",
+                   criterion: str = "cross_entropy", gamma: float = 2.0, progress: bool = True) -> dict:
     """Confusion matrix, metrics and mean per-image loss of ``model`` on every image of ``store``.
 
-    ``norm`` is the model's input convention (``data.tensors``); ``reduction`` is how the per-image loss
-    is formed ("sum" over valid pixels as Caffe's unnormalised loss, or "mean"). Classes listed in the
-    store's ``eval_classes`` attribute (if any) restrict the means.
+    ``norm`` is the model's input convention and ``modality`` its input (``data.tensors``); the loss is the
+    training criterion's (``criterion``, ``gamma``) with ``reduction`` "sum" over valid pixels (Caffe's
+    unnormalised loss, per image) or "mean". Classes listed in the store's ``eval_classes`` attribute (if
+    any) restrict the means. A net with several heads is scored on its first head (``label``); every
+    other head adds ``<field>_pixel_acc`` and ``<field>_hist`` (SIFT Flow's geometric accuracy).
     """
     was_training = model.training
     model.eval()
-    n = store.num_classes
-    hist = np.zeros((n, n), dtype=np.int64)
+    heads = objective.heads_of(model, store.num_classes)
+    hists = {field: np.zeros((k, k), dtype=np.int64) for field, k in heads.items()}
     loss_total = 0.0
-    mean_bgr = store.attrs.get("mean_bgr", (0.0, 0.0, 0.0))
-    by_shape = defaultdict(list)
-    for i in range(len(store)):
-        by_shape[store.image(i).shape].append(i)
-    batches = [g[k:k + batch_size] for g in by_shape.values() for k in range(0, len(g), batch_size)]
-    for batch in tqdm(batches, desc="evaluate", disable=not progress):
-        x = precision.to_layout(to_input([store.image(i) for i in batch], mean_bgr, norm).to(device),
-                                channels_last=channels_last)
-        y = to_target([store.label(i) for i in batch]).to(device)
+    for batch in tqdm(objective.batches_by_shape(store, range(len(store)), batch_size), desc="evaluate",
+                      disable=not progress):
+        x = precision.to_layout(modality_input(store, batch, modality, norm).to(device), channels_last=channels_last)
+        y = {field: t.to(device) for field, t in objective.targets(store, batch, heads).items()}
         out = model(x).float()
-        per_pixel = F.cross_entropy(out, y, ignore_index=255, reduction="none")
-        valid = (y != 255).flatten(1).sum(1).clamp(min=1)
-        per_image = per_pixel.flatten(1).sum(1)
-        loss_total += float((per_image if reduction == "sum" else per_image / valid).sum())
-        hist += confusion_matrix(y.cpu().numpy(), out.argmax(1).cpu().numpy(), n)
+        for field, head_scores in losses.split_heads(out, heads).items():
+            for k in range(len(batch)):  # per image: the "sum" loss is per image, the "mean" one per pixel
+                loss_total += float(losses.segmentation_loss(head_scores[k:k + 1], y[field][k:k + 1],
+                                                             reduction=reduction, criterion=criterion, gamma=gamma))
+            hists[field] += confusion_matrix(y[field].cpu().numpy(), head_scores.argmax(1).cpu().numpy(),
+                                             heads[field])
     model.train(was_training)
-    result = scores(hist, classes=store.attrs.get("eval_classes"))
-    result.update(loss=loss_total / max(len(store), 1), hist=hist.tolist(), images=len(store))
+    main = next(iter(heads))
+    result = scores(hists[main], classes=store.attrs.get("eval_classes"))
+    result.update(loss=loss_total / max(len(store), 1), hist=hists[main].tolist(), images=len(store))
+    for field in list(heads)[1:]:
+        result[f"{field}_pixel_acc"] = scores(hists[field])["pixel_acc"]
+        result[f"{field}_hist"] = hists[field].tolist()
     return result
 
 
@@ -72,7 +72,9 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
     channels_last = bool(meta.get("channels_last", False))
     model = precision.to_layout(model.to(dev), channels_last=channels_last)
     result = evaluate_model(model, store, device=dev, norm=meta.get("input_norm", "caffe"),
-                            reduction=meta.get("reduction", "sum"), channels_last=channels_last, progress=progress)
+                            reduction=meta.get("reduction", "sum"), channels_last=channels_last,
+                            modality=meta.get("modality", "rgb"), criterion=meta.get("criterion", "cross_entropy"),
+                            gamma=meta.get("gamma", 2.0), progress=progress)
     result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names,
                   train={k: meta.get(k) for k in ("seed", "precision", "learned", "final_train_loss",
                                                   "constant_prediction_loss")})

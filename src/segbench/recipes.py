@@ -56,7 +56,8 @@ BIAS_LR_MULT = 2.0  # Caffe lr_mult 2 / decay_mult 0 on every bias
 _SETTINGS = {
     "heavy": {"batch_size": 1, "momentum": 0.99, "reduction": "sum", "optimizer": "sgd", "schedule": "fixed"},
     "paper": {"batch_size": 20, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed"},
-    "short": {"batch_size": 8, "momentum": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly"},
+    "short": {"batch_size": 8, "momentum": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly",
+              "head_lr_mult": 10.0},
 }
 SHORT_LR_AT_FULL_WIDTH = 2.5e-5
 POLY_POWER = 0.9
@@ -86,6 +87,7 @@ class Recipe:
     reduction: str       # "sum" (Caffe normalize: false) or "mean" (normalize: true), see losses
     optimizer: str = "sgd"   # "sgd" or "adam" (AdamW: decoupled weight decay)
     schedule: str = "fixed"  # "fixed" (Caffe lr_policy fixed) or "poly": lr x (1 - it / iterations) ** 0.9
+    head_lr_mult: float = 1.0  # lr multiplier of the layers that score classes (see make_optimizer)
 
     def lr_factor(self, iteration: int, iterations: int) -> float:
         """The schedule's multiplier of the lr at ``iteration`` (0-based) of a run of ``iterations``."""
@@ -148,30 +150,41 @@ def _resolved(name: str, *, lr: float, batch_size: int | None, momentum: float |
                   batch_size=settings["batch_size"] if batch_size is None else int(batch_size),
                   momentum=settings["momentum"] if momentum is None else float(momentum),
                   weight_decay=WEIGHT_DECAY, lr=lr, reduction=settings["reduction"],
-                  optimizer=settings["optimizer"], schedule=settings["schedule"])
+                  optimizer=settings["optimizer"], schedule=settings["schedule"],
+                  head_lr_mult=settings.get("head_lr_mult", 1.0))
+
+
+def head_parameter(model: nn.Module, name: str) -> bool:
+    """Whether parameter ``name`` belongs to the layers that score classes: the FCNs' ``score_*`` convolutions,
+    or the successors' heads (their ``head_prefixes``: PSPNet's pyramid pooling and classifier, DeepLab's
+    ASPP, decoder and classifier, ...), i.e. the layers that no pretrained classifier provides."""
+    return name.startswith(tuple(getattr(model, "head_prefixes", ("score",))))
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """SGD (or AdamW for ``recipe.optimizer == "adam"``) over the trainable parameters of ``model`` in two
-    groups (Caffe's lr_mult / decay_mult); each group remembers its ``base_lr`` for the schedule.
+    """SGD (or AdamW for ``recipe.optimizer == "adam"``) over the trainable parameters of ``model`` in
+    Caffe's lr_mult / decay_mult groups; each group remembers its ``base_lr`` for the schedule.
 
-    Group ``"weights"``: every trainable parameter not named ``*.bias``, at ``recipe.lr`` with weight
-    decay. Group ``"biases"``: at ``2 x recipe.lr`` without decay. Parameters with ``requires_grad``
-    False are left out; an empty group is dropped.
+    Groups ``"weights"`` (lr, weight decay) and ``"biases"`` (``BIAS_LR_MULT`` x lr, no decay); with
+    ``recipe.head_lr_mult != 1`` the head parameters (``head_parameter``) form ``"head weights"`` and
+    ``"head biases"`` at that multiple. Parameters with ``requires_grad`` False are left out; an empty
+    group is dropped.
     """
-    weights, biases = [], []
+    groups = {}
     for param_name, param in model.named_parameters():
-        if param.requires_grad:
-            (biases if param_name.endswith("bias") else weights).append(param)
-    if not weights and not biases:
+        if not param.requires_grad:
+            continue
+        head = recipe.head_lr_mult != 1.0 and head_parameter(model, param_name)
+        bias = param_name.endswith("bias")
+        key = ("head " if head else "") + ("biases" if bias else "weights")
+        lr = recipe.lr * (BIAS_LR_MULT if bias else 1.0) * (recipe.head_lr_mult if head else 1.0)
+        group = groups.setdefault(key, {"name": key, "params": [], "lr": lr, "base_lr": lr,
+                                        "weight_decay": 0.0 if bias else recipe.weight_decay})
+        group["params"].append(param)
+    if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad False)")
-    groups = [
-        {"name": "weights", "params": weights, "lr": recipe.lr, "base_lr": recipe.lr,
-         "weight_decay": recipe.weight_decay},
-        {"name": "biases", "params": biases, "lr": BIAS_LR_MULT * recipe.lr, "base_lr": BIAS_LR_MULT * recipe.lr,
-         "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
+    order = ("weights", "biases", "head weights", "head biases")
+    groups = [groups[k] for k in order if k in groups]
     if recipe.optimizer == "adam":
         return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.momentum, 0.999))
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)

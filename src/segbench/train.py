@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segbench import checkpoint, losses, models, precision, recipes, runtime
+from segbench import checkpoint, losses, models, objective, precision, recipes, runtime
 from segbench.atomic import write_json, write_text
 from segbench.data.store import Store
-from segbench.data.tensors import to_input, to_target
+from segbench.data.tensors import MODALITIES, modality_input
 from segbench.evaluate import evaluate_model
 from segbench.weights import model_from_record, save_model
 
@@ -38,21 +38,33 @@ LOG_COLUMNS = ("iteration", "images_seen", "train_loss", "wall_s", "val_loss", "
 MODES = ("full", "fixed")
 
 
-def initialise(model_name: str, num_classes: int, *, width: float, init: str | os.PathLike | None,
-               mode: str = "full", in_channels: int = 3, dropout: float | None = None) -> tuple[torch.nn.Module, str]:
+def initialise(model_name: str, num_classes: int, *, width: float,
+               init: str | os.PathLike | list[str | os.PathLike] | None, mode: str = "full", in_channels: int = 3,
+               dropout: float | None = None, options: dict | None = None) -> tuple[torch.nn.Module, str]:
     """Build ``model_name`` and load its starting weights.
 
     ``init`` is a pretrained classifier (transplanted: fc6/fc7 become convolutions, fc8 is dropped),
-    a coarser FCN (staged training: 32s -> 16s -> 8s, new skip scores start at zero), or None (random
-    trunk). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed). ``dropout``
+    a coarser FCN (staged training: 32s -> 16s -> 8s, new skip scores start at zero), two trained
+    single-stream FCNs ``[color, hha]`` for a late-fusion net, or None (random trunk). ``options`` are the
+    model's extra keyword options (``models.build``, e.g. DeepLab's ``output_stride``). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed). ``dropout``
     replaces the rate of the architecture's dropout layers (None keeps 0.5).
     Returns the model and the input convention its starting weights expect (see ``data.tensors``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    model = models.build(model_name, num_classes, width=width, in_channels=in_channels)
+    model = models.build(model_name, num_classes, width=width, in_channels=in_channels, **(options or {}))
     norm = "caffe"
-    if init is not None:
+    if isinstance(init, (list, tuple)):
+        if len(init) != 2 or not hasattr(model, "stream_model"):
+            raise ValueError(f"a list of initial weights is for the late-fusion nets ([color, hha]); got {len(init)} "
+                             f"files for {model_name}")
+        missing = [str(p) for p in init if not Path(p).exists()]
+        if missing:
+            raise FileNotFoundError(f"initial weights {missing} do not exist: run the single-stream train steps")
+        from segbench.models.fusion import init_from_streams
+
+        init_from_streams(model, color=init[0], hha=init[1])
+    elif init is not None:
         path = Path(init)
         if not path.exists():
             raise FileNotFoundError(f"initial weights {path} do not exist: run the pretrain or coarser train step")
@@ -76,18 +88,21 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
           iterations: int = 1000, sample_p: float = 1.0, criterion: str = "cross_entropy", gamma: float = 2.0,
           val_store: str | os.PathLike | None = None, val_every: int = 0, checkpoint_every: int = 100,
           dropout: float | None = None, precision_mode: str = "fp32", channels_last: bool = False,
-          seed: int = 1337, device: str = "auto", threads: int | None = None, progress: bool = True) -> Path:
+          modality: str = "rgb", model_options: dict | None = None, seed: int = 1337, device: str = "auto", threads: int | None = None, progress: bool = True) -> Path:
     """Train one FCN and write ``out_dir/{model.pt, log.csv, run.json, checkpoint.pt}``; returns the model path.
 
     ``run.json`` is the run's metadata (recipe, resolved precision, seed, final loss against the
     constant-prediction floor, wall time), also stored in ``model.pt``.
 
     ``precision_mode`` is "fp32", "bf16" (autocast) or "auto" (see ``segbench.precision``); ``channels_last``
-    puts weights and inputs in that memory format. Log columns: iteration, images_seen, train_loss, wall_s
+    puts weights and inputs in that memory format. ``modality`` picks the input (``data.tensors.MODALITIES``:
+    rgb, hha, rgbd, rgb_hha); nets with several heads (``model.heads``) learn every head's store field. Log columns: iteration, images_seen, train_loss, wall_s
     (training only, validation excluded), val_loss, val_mean_iu (on validation rows only).
     """
     if not 0.0 < sample_p <= 1.0:
         raise ValueError(f"sample_p must be in (0, 1], got {sample_p}")
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {sorted(MODALITIES)}, got {modality!r}")
     runtime.setup(threads=threads, seed=seed)
     dev = runtime.resolve_device(device)
     prec = precision.resolve(precision_mode, dev)
@@ -95,10 +110,11 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     out_dir.mkdir(parents=True, exist_ok=True)
     data = Store(train_store)
     val = Store(val_store) if val_store and val_every else None
-    mean_bgr = data.attrs.get("mean_bgr", (0.0, 0.0, 0.0))
     rec = recipes.recipe(recipe, model_name=model_name, width=width, base_lr=lr, lr_scale=lr_scale,
                          batch_size=batch_size, momentum=momentum)
-    model, norm = initialise(model_name, data.num_classes, width=width, init=init, mode=mode, dropout=dropout)
+    model, norm = initialise(model_name, data.num_classes, width=width, init=init, mode=mode, dropout=dropout,
+                             in_channels=MODALITIES[modality], options=model_options)
+    heads = objective.heads_of(model, data.num_classes)
     model = precision.to_layout(model.to(dev), channels_last=channels_last)
     optimizer = recipes.make_optimizer(model, rec)
     images_per_iter = max(1, round(rec.batch_size / sample_p))  # expected effective batch stays fixed
@@ -109,7 +125,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     ckpt_path = out_dir / checkpoint.CHECKPOINT_NAME
     # Resume only a checkpoint of this very run: a changed setting starts afresh.
     run_key = repr((str(train_store), model_name, width, str(init), mode, rec, iterations, sample_p, criterion,
-                    gamma, dropout, prec, channels_last, seed))
+                    gamma, dropout, prec, channels_last, modality, model_options, seed))
     if checkpoint.latest_checkpoint(out_dir) is not None:
         resumed = checkpoint.load_checkpoint(ckpt_path, model=model, optimizer=optimizer, run_key=run_key)
         if resumed is None:
@@ -135,8 +151,9 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             t0 = time.perf_counter()
             recipes.apply_schedule(optimizer, rec, it, iterations)
             batch = rng.integers(0, len(data), size=images_per_iter)
-            loss = _step(model, optimizer, data, batch, mean_bgr, norm, dev, rec.reduction, sample_p, mask_gen,
-                         criterion, gamma, prec, channels_last)
+            loss = _step(model, optimizer, data, batch, heads=heads, modality=modality, norm=norm, dev=dev,
+                         reduction=rec.reduction, sample_p=sample_p, mask_gen=mask_gen, criterion=criterion,
+                         gamma=gamma, prec=prec, channels_last=channels_last)
             wall += time.perf_counter() - t0
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at iteration {it + 1}: the learning rate "
@@ -144,7 +161,8 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             row = {"iteration": it + 1, "images_seen": (it + 1) * images_per_iter, "train_loss": loss, "wall_s": wall}
             if val is not None and ((it + 1) % val_every == 0 or it + 1 == iterations):
                 result = evaluate_model(model, val, device=dev, norm=norm, reduction=rec.reduction,
-                                        channels_last=channels_last, progress=False)
+                                        channels_last=channels_last, modality=modality, criterion=criterion,
+                                        gamma=gamma, progress=False)
                 row.update(val_loss=result["loss"], val_mean_iu=result["mean_iu"])
             rows.append(row)
             bar.set_postfix(loss=f"{loss:.4g}")
@@ -154,7 +172,8 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             if checkpoint_every and (it + 1) % checkpoint_every == 0:
                 save(it + 1)
     _write_log(out_dir / "log.csv", rows)
-    floor = losses.constant_prediction_loss(_class_pixels(data), reduction=rec.reduction, images=len(data))
+    floor = sum(losses.constant_prediction_loss(_class_pixels(data, field, n), reduction=rec.reduction,
+                                                images=len(data)) for field, n in heads.items())
     tail = [r["train_loss"] for r in rows[-max(1, len(rows) // 10):]]
     final = float(np.mean(tail)) if tail else float("nan")
     learned = bool(final < floor)
@@ -164,41 +183,37 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     meta = {"recipe": recipe, "optimizer": rec.optimizer, "schedule": rec.schedule, "lr": rec.lr,
             "batch_size": rec.batch_size, "reduction": rec.reduction, "mode": mode, "iterations": iterations,
             "sample_p": sample_p, "images_per_iter": images_per_iter, "seed": seed, "input_norm": norm,
+            "modality": modality, "criterion": criterion, "gamma": gamma,
             "dropout": dropout, "precision": prec, "channels_last": channels_last, "final_train_loss": final,
             "constant_prediction_loss": floor, "learned": learned, "wall_s": wall}
     path = save_model(out_dir / "model.pt", model, name=model_name, num_classes=data.num_classes, width=width,
-                      meta=meta)
+                      in_channels=MODALITIES[modality], options=model_options, meta=meta)
     write_json(out_dir / "run.json", {"model": model_name, "width": width, "init": None if init is None else str(init),
                                       **meta})
     return path
 
 
-def _class_pixels(store: Store) -> np.ndarray:
-    """Pixel count per class over every label of ``store`` (255 = ignore excluded)."""
-    counts = np.zeros(store.num_classes, dtype=np.int64)
+def _class_pixels(store: Store, field: str, num_classes: int) -> np.ndarray:
+    """Pixel count per class of ``field`` over every sample of ``store`` (255 = ignore excluded)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
     for i in range(len(store)):
-        label = store.label(i)
-        counts += np.bincount(label[label != 255].ravel(), minlength=store.num_classes)[:store.num_classes]
+        label = store.get(field, i)
+        counts += np.bincount(label[label != 255].ravel(), minlength=num_classes)[:num_classes]
     return counts
 
 
-def _step(model, optimizer, data, indices, mean_bgr, norm, dev, reduction, sample_p, mask_gen, criterion,
+def _step(model, optimizer, data, indices, *, heads, modality, norm, dev, reduction, sample_p, mask_gen, criterion,
           gamma, prec, channels_last) -> float:
     """One optimizer step over the images ``indices``; images of one size are stacked, sizes are accumulated."""
-    by_shape = defaultdict(list)
-    for i in indices:
-        by_shape[data.image(int(i)).shape].append(int(i))
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    for group in by_shape.values():
-        x = precision.to_layout(to_input([data.image(i) for i in group], mean_bgr, norm).to(dev),
-                                channels_last=channels_last)
-        y = to_target([data.label(i) for i in group]).to(dev)
-        keep = None if sample_p == 1.0 else losses.sampling_mask(tuple(y.shape), sample_p, generator=mask_gen).to(dev)
-        with precision.autocast(prec, dev):
-            scores = model(x)
-        loss = losses.segmentation_loss(scores.float(), y, reduction=reduction, criterion=criterion, gamma=gamma,
-                                        keep=keep)
+    for group in objective.batches_by_shape(data, indices, len(indices)):
+        x = precision.to_layout(modality_input(data, group, modality, norm).to(dev), channels_last=channels_last)
+        y = {field: t.to(dev) for field, t in objective.targets(data, group, heads).items()}
+        shape = tuple(next(iter(y.values())).shape)
+        keep = None if sample_p == 1.0 else losses.sampling_mask(shape, sample_p, generator=mask_gen).to(dev)
+        loss = objective.training_loss(model, x, y, heads, reduction=reduction, criterion=criterion, gamma=gamma,
+                                       keep=keep, autocast=precision.autocast(prec, dev))
         loss = loss * (len(group) / len(indices))  # each group's share of the batch
         if reduction == "sum" and sample_p != 1.0:
             loss = loss / sample_p  # a summed loss over the kept cells, per base-batch image: same scale as p = 1

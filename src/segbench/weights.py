@@ -12,11 +12,12 @@ from segbench.atomic import torch_save
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, *, name: str, num_classes: int, width: float,
-               in_channels: int = 3, meta: dict | None = None) -> Path:
-    """Atomically write ``{"name", "num_classes", "width", "in_channels", "meta", "state_dict"}``."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+               in_channels: int = 3, options: dict | None = None, meta: dict | None = None) -> Path:
+    """Atomically write ``{"name", "num_classes", "width", "in_channels", "options", "meta", "state_dict"}``
+    (``options``: the model's extra ``models.build`` keywords)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     return torch_save({"name": name, "num_classes": num_classes, "width": width, "in_channels": in_channels,
-                       "meta": meta or {}, "state_dict": state}, path)
+                       "options": dict(options or {}), "meta": meta or {}, "state_dict": state}, path)
 
 
 def load_record(path: str | os.PathLike) -> dict:
@@ -39,6 +40,6 @@ def load_model(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
 def model_from_record(record: dict) -> torch.nn.Module:
     """The FCN described by a weights record, with its weights loaded."""
     model = models.build(record["name"], record["num_classes"], width=record["width"],
-                         in_channels=record.get("in_channels", 3))
+                         in_channels=record.get("in_channels", 3), **record.get("options", {}))
     model.load_state_dict(record["state_dict"])
     return model

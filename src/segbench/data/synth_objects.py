@@ -7,7 +7,7 @@ Class ``c`` (1..20) is defined by three independent properties (see :func:`class
   (aspect ratio, number of star points),
 - a number of thin parts (legs or antennae one or two pixels wide, which a stride-32 output cannot
   resolve but a stride-8 one can),
-- a texture (stripes, checks, dots, gradient, blotches) that mixes two palette colours.
+- a texture (stripes, checks, dots, hatch, concentric rings) that mixes two palette colours.
 
 Each class has its own unordered pair of palette colours, and each colour is shared by five classes,
 so one colour never identifies a class, but the two colours of its texture do (together with the
@@ -26,7 +26,9 @@ OBJECT_RADIUS = (29.0, 54.0)
 SCENE_AREA = 160 * 160  # a scene of this many pixels holds one to three objects; larger ones hold more
 EXTENT = 1.7  # every shape lies within 1 radius of its centre, thin parts within 1.6 radii
 SHAPES = ("ellipse", "box", "triangle", "star", "ring", "cross", "crescent", "diamond")
-TEXTURES = ("stripes", "checks", "dots", "gradient", "blotches")
+# Two-colour patterns with sharp edges: every class is told from the smooth background by its
+# texture, as well as by its shape (smooth fills were tried and were learnt as background).
+TEXTURES = ("stripes", "checks", "dots", "hatch", "concentric")
 PALETTE = np.array(
     [[200, 40, 40], [40, 160, 60], [50, 70, 200], [220, 200, 50],
      [170, 60, 190], [40, 190, 200], [230, 130, 40], [120, 120, 120]],
@@ -90,10 +92,10 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, rng: np.random.Generato
         return 0.5 + 0.5 * np.sign(np.sin(freq * u) * np.sin(freq * v))
     if texture == "dots":
         return ((np.mod(u * freq / 3, 1.0) - 0.5) ** 2 + (np.mod(v * freq / 3, 1.0) - 0.5) ** 2 < 0.08) * 1.0
-    if texture == "gradient":
-        return np.clip(0.5 + 0.5 * v, 0.0, 1.0)
-    if texture == "blotches":
-        return (_smooth_noise(u.shape, rng, cells=4) > 0.5) * 1.0
+    if texture == "hatch":
+        return 0.5 + 0.5 * np.sign(np.sin(freq * (u + v) / np.sqrt(2)))
+    if texture == "concentric":
+        return 0.5 + 0.5 * np.sign(np.sin(1.5 * freq * np.hypot(u, v)))
     raise ValueError(f"unknown texture {texture!r}; expected one of {TEXTURES}")
 
 

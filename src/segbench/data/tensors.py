@@ -65,7 +65,7 @@ def modality_input(store: Store, indices: Sequence[int], modality: str = "rgb", 
     idx = [int(i) for i in indices]
     if not idx:
         raise ValueError("no samples given: pass at least one index")
-    sizes = sorted({store.get("image", i).shape[:2] for i in idx})
+    sizes = sorted({store.shape("image", i)[:2] for i in idx})
     if len(sizes) > 1:
         raise ValueError(f"samples {idx} have sizes {sizes}; a batch needs one size (group the indices by size)")
     parts = []
