@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segbench.errors import SegbenchError
+
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "segbench-checkpoint-1"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
-class Preempted(RuntimeError):
+class Preempted(SegbenchError):
     """Training stopped on a signal after writing its checkpoint; rerun the same command to resume."""
 
     exit_code = 75  # EX_TEMPFAIL (sysexits.h)

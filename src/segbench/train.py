@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segbench import checkpoint, losses, models, precision, recipes, runtime
+from segbench import checkpoint, errors, losses, models, precision, recipes, runtime
 from segbench.atomic import write_json, write_text
 from segbench.data.store import Store
 from segbench.data.tensors import to_input, to_target
@@ -139,8 +139,9 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                          criterion, gamma, prec, channels_last)
             wall += time.perf_counter() - t0
             if not np.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss} at iteration {it + 1}: the learning rate "
-                                         f"{rec.lr:g} is too high for the {rec.reduction} loss of recipe {recipe!r}")
+                raise errors.DivergenceError(f"training loss became {loss} at iteration {it + 1}: the learning "
+                                             f"rate {rec.lr:g} is too high for the {rec.reduction} loss of recipe "
+                                             f"{recipe!r}; lower the run's lr or lr_scale")
             row = {"iteration": it + 1, "images_seen": (it + 1) * images_per_iter, "train_loss": loss, "wall_s": wall}
             if val is not None and ((it + 1) % val_every == 0 or it + 1 == iterations):
                 result = evaluate_model(model, val, device=dev, norm=norm, reduction=rec.reduction,

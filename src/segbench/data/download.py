@@ -24,18 +24,16 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from segbench.errors import ChecksumError, MissingInputError, SegbenchError
+
 CHUNK = 1 << 20
 
 
-class ChecksumError(RuntimeError):
-    """A file's md5 (or size) is not one of the expected values."""
-
-
-class DownloadError(RuntimeError):
+class DownloadError(SegbenchError):
     """A download could not be completed."""
 
 
-class ExtractError(RuntimeError):
+class ExtractError(SegbenchError):
     """An archive is truncated, corrupt, or has a member that would leave the destination."""
 
 
@@ -70,7 +68,7 @@ def verify(path: str | os.PathLike, md5: str | Sequence[str] | None, *, size: in
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: download it first (snakemake --cores all {path})")
+        raise MissingInputError(f"{path} does not exist: download it first (snakemake --cores all {path})")
     if size is not None and path.stat().st_size != size:
         raise ChecksumError(f"{path} has {path.stat().st_size} bytes, expected {size}: the file is truncated "
                             "or not the published one; delete it and download it again")
@@ -182,7 +180,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
-        raise FileNotFoundError(f"{archive} does not exist: download it first")
+        raise MissingInputError(f"{archive} does not exist: download it first")
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from segbench.data import stats
 from segbench.data.store import Store, write_store
+from segbench.errors import SegbenchError
 from segbench.hha.camera import NYU_COLOR_CAMERA, crop_camera
 
 CROP_ROWS = slice(45, 470)  # 1-based rows 46..470 -> 425 rows
@@ -41,7 +42,7 @@ FRAME_SHAPE = (480, 640)
 ID_OFFSET = 5000
 
 
-class NyudError(RuntimeError):
+class NyudError(SegbenchError):
     """An NYUDv2 input file is missing, truncated or not in the expected format."""
 
 

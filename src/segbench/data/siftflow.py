@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from segbench.data import stats
 from segbench.data.store import write_store
+from segbench.errors import SegbenchError
 
 SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
 CLASSES = ("awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",
@@ -37,7 +38,7 @@ REAL_COUNTS = {"trainval": 2486, "test": 200}
 REAL_ABSENT_FROM_TEST = ("cow", "desert", "moon")
 
 
-class SiftFlowError(RuntimeError):
+class SiftFlowError(SegbenchError):
     """A SIFT Flow input file is missing, unreadable or has values outside the label range."""
 
 

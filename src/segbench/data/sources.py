@@ -25,6 +25,7 @@ from pathlib import Path
 
 from segbench.atomic import write_json
 from segbench.data.download import extract, fetch, sidecar_path, verify
+from segbench.errors import MissingInputError
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def _link_verified(src: Source, data_root: Path, name: str, path: Path) -> tuple
     candidates = [data_root / src.filename, data_root / name / src.filename]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise FileNotFoundError(f"{src.filename} is not in data_root (looked at {[str(c) for c in candidates]}); "
+        raise MissingInputError(f"{src.filename} is not in data_root (looked at {[str(c) for c in candidates]}); "
                                 f"download it from {src.url} or unset data_root")
     matched = verify(found, src.md5, size=src.size)
     if path.is_symlink() or path.exists():

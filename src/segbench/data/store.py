@@ -39,14 +39,11 @@ import h5py
 import numpy as np
 
 from segbench.atomic import replacing
+from segbench.errors import StoreError
 
 FORMAT_VERSION = 1
 CHUNK = 1 << 16  # elements per HDF5 chunk: a 500x375 RGB image spans 9 chunks (measured best for reads)
 COMPRESS_BELOW = 0.5  # compress a field when gzip shrinks its first sample below this fraction
-
-
-class StoreError(RuntimeError):
-    """A store is missing, truncated or not in the expected layout."""
 
 
 def write_store(
@@ -206,7 +203,8 @@ class Store:
 
     def _lookup(self, field: str, i: int) -> tuple[int, np.ndarray]:
         if field not in self._index:
-            raise KeyError(f"{self.path} has no field {field!r}; it has {self.fields}")
+            raise StoreError(f"{self.path} has no field {field!r}; it has {self.fields}: pass a store that has it "
+                             "(depth and HHA are NYUD's, written by preprocess_nyud and hha_nyud)")
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample {i} out of range for {self.path} with {len(self)} samples")
         offset, shape = self._index[field]

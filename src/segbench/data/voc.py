@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segbench.data.store import write_store
+from segbench.errors import SegbenchError
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -27,7 +28,7 @@ SEG11VALID_MD5 = "7984b6ce736bd3666d8b7ee70b5401da"  # md5 of FCN's data/pascal/
 PUBLISHED_COUNTS = {"train": 8498, "val": 736}
 
 
-class DatasetError(RuntimeError):
+class DatasetError(SegbenchError):
     """Input data is missing or not what the format promises."""
 
 
