@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segbench.atomic import write_json
+from segbench.data import MANIFEST
 from segbench.data.download import extract, fetch, sidecar_path, verify
 from segbench.errors import MissingInputError
 
@@ -74,8 +75,8 @@ def download_dataset(name: str, dest_dir: str | os.PathLike, data_root: str | os
     Files land in ``dest_dir``; archives are unpacked into ``dest_dir/<extract_to>/``. With
     ``data_root`` (a folder already holding the files under their published names, or under
     ``data_root/<name>/``) nothing is downloaded: each file is verified there and linked into
-    ``dest_dir``. ``dest_dir/manifest.json`` is written last and lists every file with the md5 that
-    matched, so its existence means the dataset is complete.
+    ``dest_dir``. ``dest_dir/manifest.json`` (``segbench.data.MANIFEST``) is written last and lists every
+    file with the md5 that matched, so its existence means the dataset is complete.
     """
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {sorted(SOURCES)}")
@@ -93,7 +94,7 @@ def download_dataset(name: str, dest_dir: str | os.PathLike, data_root: str | os
         if src.extract_to:
             entry["extracted"] = str(extract(path, dest_dir / src.extract_to))
         entries.append(entry)
-    return write_json(dest_dir / "manifest.json", {"dataset": name, "files": entries})
+    return write_json(dest_dir / MANIFEST, {"dataset": name, "files": entries})
 
 
 def _link_verified(src: Source, data_root: Path, name: str, path: Path) -> tuple[Path, str]:

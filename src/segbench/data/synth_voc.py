@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segbench.atomic import replacing, write_json, write_text
+from segbench.data import MANIFEST
 from segbench.data.synth_objects import render_scene, void_borders
 from segbench.data.voc import voc_palette
 
@@ -30,7 +31,8 @@ from segbench.data.voc import voc_palette
 def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n_sbd_val: int = 40,
                n_voc_train: int = 40, n_voc_val: int = 100, n_overlap: int = 20, seed: int = 0,
                progress: bool = True) -> Path:
-    """Write the twin and return ``out_dir/manifest.json`` (written last: its presence means complete).
+    """Write the twin and return ``out_dir/manifest.json`` (``segbench.data.MANIFEST``, written last: its
+    presence means the twin is complete).
 
     SBD train has ``n_sbd_train`` images, SBD val ``n_sbd_val``; VOC2011 seg train ``n_voc_train``
     and seg val ``n_voc_val``, of which ``n_overlap`` are also in SBD train (so seg11valid has
@@ -73,7 +75,7 @@ def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n
              sbd / "train.txt": sbd_train, sbd / "val.txt": sbd_val}
     for path, members in lists.items():
         write_text(path, "".join(f"{m}\n" for m in members))
-    return write_json(out_dir / "manifest.json", {
+    return write_json(out_dir / MANIFEST, {
         "dataset": "voc", "synthetic": True, "seed": seed, "image_size": image_size,
         "counts": {"sbd_train": n_sbd_train, "sbd_val": n_sbd_val, "voc2011_seg_train": n_voc_train,
                    "voc2011_seg_val": n_voc_val, "seg11valid": n_voc_val - n_overlap},
