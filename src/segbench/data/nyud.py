@@ -143,6 +143,9 @@ def read_splits(path: str | os.PathLike, num_images: int) -> dict[str, np.ndarra
     splits = {"train": mat["trainNdxs"].ravel().astype(np.int64) - 1,
               "test": mat["testNdxs"].ravel().astype(np.int64) - 1}
     for name, idx in splits.items():
+        if not idx.size:
+            raise NyudError(f"{path}: the {name} split lists no images; the file is truncated or not the published "
+                            "splits.mat: download it again (or rewrite the synthetic twin)")
         bad = idx[(idx < 0) | (idx >= num_images)]
         if bad.size:
             raise NyudError(f"{path}: {name} lists image {int(bad[0]) + 1} (1-based) but the labeled .mat "

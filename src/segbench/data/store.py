@@ -60,10 +60,13 @@ def write_store(
 
     ``fields`` maps a field name to one array per id, in id order (any iterable, consumed once, all fields
     in step: sample i of every field is written before sample i + 1 is requested). Within a field every
-    sample has the same dtype and rank; shapes may differ. Raises ValueError, leaving no file, when a
-    field has more or fewer samples than ``ids`` or mixes dtypes or ranks.
+    sample has the same dtype and rank; shapes may differ. Raises ValueError, leaving no file, when
+    ``ids`` is empty, or a field has more or fewer samples than ``ids`` or mixes dtypes or ranks.
     """
     n = len(ids)
+    if n == 0:
+        raise ValueError(f"no ids for the {dataset} {split} split: a store holds at least one sample; {path} was "
+                         "not written (is the split list empty?)")
     with replacing(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["dataset"] = dataset
