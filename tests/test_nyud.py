@@ -15,7 +15,7 @@ from PIL import Image
 
 from segbench import hha
 from segbench.data import MANIFEST, nyud, stats, synth_nyud, tensors
-from segbench.data.store import Store, write_store
+from segbench.data.store import Store, StoreError, write_store
 
 
 @pytest.fixture(scope="module")
@@ -405,5 +405,5 @@ def test_modality_input_errors_say_what_was_expected(small, tmp_path):
                        attrs={"mean_bgr": [1, 2, 3]})
     with pytest.raises(ValueError, match=r"sizes \[\(4, 6\), \(5, 6\)\]; a batch needs one size"):
         tensors.modality_input(Store(path), [0, 1], "rgb")
-    with pytest.raises(KeyError, match="no 'mean_logdepth' attribute: rerun its preprocessing step"):
+    with pytest.raises(StoreError, match="no 'mean_logdepth' attribute, which the step preprocess_nyud computes"):
         tensors.modality_input(Store(path), [0], "rgbd")

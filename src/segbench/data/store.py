@@ -44,6 +44,9 @@ from segbench.errors import StoreError
 FORMAT_VERSION = 1
 CHUNK = 1 << 16  # elements per HDF5 chunk: a 500x375 RGB image spans 9 chunks (measured best for reads)
 COMPRESS_BELOW = 0.5  # compress a field when gzip shrinks its first sample below this fraction
+# Input means in the attributes: (number of values, the step that writes them).
+INPUT_MEANS = {"mean_bgr": (3, "preprocess_{dataset}"), "mean_logdepth": (1, "preprocess_nyud"),
+               "mean_hha": (3, "hha_nyud")}
 
 
 def write_store(
@@ -180,6 +183,23 @@ class Store:
             raise StoreError(f"{self.path}: cannot read sample {i} of {field!r} ({err}); the file is damaged: "
                              "delete it and rerun the preprocess step") from err
         return flat.reshape(tuple(int(s) for s in shape))
+
+    def input_mean(self, key: str) -> list[float]:
+        """The input mean ``key`` (``mean_bgr``, ``mean_hha`` or ``mean_logdepth``) that preprocessing computed on
+        the training split and stored in every split; raises StoreError, naming the step to rerun, if absent."""
+        if key not in INPUT_MEANS:
+            raise ValueError(f"unknown input mean {key!r}; expected one of {sorted(INPUT_MEANS)}")
+        length, step = INPUT_MEANS[key]
+        step = "the step " + step.format(dataset=self.attrs.get("dataset"))
+        if key not in self.attrs:
+            raise StoreError(f"{self.path} has no {key!r} attribute, which {step} computes on the training split "
+                             f"and writes into every split's store: delete {self.path} and rerun {step}")
+        value = self.attrs[key]
+        value = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(value) != length:
+            raise StoreError(f"{self.path}: {key} has {len(value)} values, expected {length}; delete it and "
+                             f"rerun {step}")
+        return [float(v) for v in value]
 
     def image(self, i: int) -> np.ndarray:
         """uint8 H x W x 3 RGB."""
