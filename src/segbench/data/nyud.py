@@ -1,6 +1,6 @@
 """NYUDv2 (40-class task of Gupta et al.): read the labeled .mat, splits.mat and classMapping40.mat.
 
-Real files (``shared/docs/HHA-REFERENCE.md`` 4):
+The real files:
 
 - ``nyu_depth_v2_labeled.mat``: MATLAB v7.3 = HDF5. h5py sees MATLAB's column-major arrays with the
   axes reversed: ``images`` (N, 3, 640, 480) uint8, ``depths`` / ``rawDepths`` (N, 640, 480) float32

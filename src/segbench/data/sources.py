@@ -1,6 +1,6 @@
 """Where the real datasets come from: URL, size and md5 per file, and the download step that uses them.
 
-Provenance of the checksums (see also ``shared/docs/FCN-REFERENCE.md`` c and ``HHA-REFERENCE.md`` 4):
+Provenance of the checksums:
 
 - VOC2011 / VOC2012 tars: md5 from torchvision's VOC table (VOC2012 also in wkentaro/fcn).
 - SBD ``benchmark.tgz``: two md5s circulate for the same URL (torchvision ``82b4d8...``, wkentaro/fcn
