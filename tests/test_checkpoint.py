@@ -175,7 +175,7 @@ def test_kill_between_write_and_rename_leaves_the_previous_checkpoint_as_latest(
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGKILL
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name != CHECKPOINT_NAME)
-    assert len(leftovers) == 1 and leftovers[0].startswith(f".{CHECKPOINT_NAME}.")
+    assert leftovers == [f"{CHECKPOINT_NAME}.tmp"]
     model = torch.nn.Linear(2, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     assert latest_checkpoint(tmp_path) == tmp_path / CHECKPOINT_NAME

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from segbench.data import extract, fetch, sources, verify
-from segbench.data.download import ChecksumError, ExtractError, sidecar_path
+from segbench.data.download import ChecksumError, DownloadError, ExtractError, sidecar_path
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
@@ -140,7 +140,7 @@ def test_fetch_without_published_md5_records_the_first_and_checks_it_later(tmp_p
 
 
 def test_fetch_http_404_names_the_url(tmp_path, server):
-    with pytest.raises(RuntimeError, match="HTTP 404.*data_root"):
+    with pytest.raises(DownloadError, match="HTTP 404.*data_root"):
         fetch(f"{server.url}/missing.bin", tmp_path / "m.bin", MD5, progress=False)
 
 

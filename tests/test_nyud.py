@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from segbench import hha
-from segbench.data import nyud, stats, synth_nyud, tensors
-from segbench.data.store import Store, write_store
+from segbench.data import MANIFEST, nyud, stats, synth_nyud, tensors
+from segbench.data.store import Store, StoreError, write_store
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_twin_is_in_the_real_formats(twin):
     assert mapping["mapClass"].shape == (1, 894) and mapping["mapClass"].dtype == np.uint8
     assert mapping["mapClass"].min() >= 1 and mapping["mapClass"].max() <= 40
     assert mapping["className"].shape == (1, 40)
-    assert json.loads((twin / "twin.json").read_text())["frame_scale"] == 1.0
+    assert json.loads((twin / MANIFEST).read_text())["frame_scale"] == 1.0
     assert not list(twin.glob("*.tmp"))
 
 
@@ -106,7 +106,7 @@ def test_scales_must_keep_the_frame_whole(tmp_path):
 
 
 def test_scaled_twin_is_read_back_by_the_parser_and_preprocessing(small):
-    meta = json.loads((small["raw"] / "twin.json").read_text())
+    meta = json.loads((small["raw"] / MANIFEST).read_text())
     assert meta["frame_shape"] == [120, 160]
     with nyud.open_labeled(small["raw"] / "nyu_depth_v2_labeled.mat") as f:
         assert f["images"].shape == (24, 3, 160, 120)
@@ -124,7 +124,7 @@ def test_scaled_twin_is_read_back_by_the_parser_and_preprocessing(small):
 @pytest.mark.parametrize("which", ["stores", "small"])
 def test_twin_floor_lies_on_the_recorded_gravity_plane(which, twin, stores, small):
     raw, path = (twin, stores["train"]) if which == "stores" else (small["raw"], small["train"])
-    meta = json.loads((raw / "twin.json").read_text())
+    meta = json.loads((raw / MANIFEST).read_text())
     s = Store(path)
     cam = np.asarray(s.attrs["camera_matrix"])
     for i in range(len(s)):
@@ -154,7 +154,7 @@ def _pixels(store, i, name):
 
 
 def test_hha_on_scaled_frames_finds_gravity_floor_walls_and_heights(small):
-    meta = json.loads((small["raw"] / "twin.json").read_text())
+    meta = json.loads((small["raw"] / MANIFEST).read_text())
     s = Store(small["train"])
     cam = np.asarray(s.attrs["camera_matrix"])
     tables = 0
@@ -199,7 +199,7 @@ def test_same_colour_different_height(small, a, b, channel, gap):
 def test_same_colour_different_normal_or_depth(small):
     """Wall and ceiling share a colour but not a normal; a cabinet front and the wall share both, not depth."""
     s = Store(small["train"])
-    meta = json.loads((small["raw"] / "twin.json").read_text())
+    meta = json.loads((small["raw"] / MANIFEST).read_text())
     checked = {"ceiling": 0, "cabinet": 0}
     for i in range(len(s)):
         image, out, depth = s.image(i).astype(float), s.get("hha", i).astype(float), s.get("depth", i)
@@ -405,5 +405,5 @@ def test_modality_input_errors_say_what_was_expected(small, tmp_path):
                        attrs={"mean_bgr": [1, 2, 3]})
     with pytest.raises(ValueError, match=r"sizes \[\(4, 6\), \(5, 6\)\]; a batch needs one size"):
         tensors.modality_input(Store(path), [0, 1], "rgb")
-    with pytest.raises(KeyError, match="no 'mean_logdepth' attribute: rerun its preprocessing step"):
+    with pytest.raises(StoreError, match="no 'mean_logdepth' attribute, which the step preprocess_nyud computes"):
         tensors.modality_input(Store(path), [0], "rgbd")

@@ -12,7 +12,7 @@ from segbench.curves import plot_curves, training_curves
 from segbench.data.store import Store, write_store
 from segbench.data.tensors import to_input
 from segbench.data.voc import CLASS_NAMES, MEAN_BGR
-from segbench.fig5 import read_log
+from segbench.trainlog import read_log
 from segbench.predict import load_for_store, predict_labels
 from segbench.qualitative import VOID_RGB, colorize, palette_for, plot_rows, qualitative, select_indices
 from segbench.weights import save_model

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import ROOT
 
-from segbench import runtime
+from segbench import resources, runtime
+from segbench.errors import SegbenchError
 from segbench.resources import (CPU_RULES, GPU_RULES, asks_for_gpu, rule_resources, sinfo_gpu_partitions,
                                 slurm_gpu_problem)
 
@@ -54,9 +55,9 @@ def test_gpu_override_is_refused_with_device_cpu_and_on_cpu_rules():
 
 
 def test_unknown_names_are_refused_listing_the_valid_ones():
-    with pytest.raises(KeyError, match="no resources for rule 'trian'; valid rules: benchmark, dataset_stats"):
+    with pytest.raises(ValueError, match="no resources for rule 'trian'; valid rules: benchmark, dataset_stats"):
         rule_resources("trian", device="auto")
-    with pytest.raises(KeyError, match=r"unknown rules \['trian'\]"):
+    with pytest.raises(ValueError, match=r"unknown rules \['trian'\]"):
         rule_resources("train", device="auto", overrides={"trian": {"mem_mb": 1}})
     with pytest.raises(ValueError, match="device must be one of .* got 'gpu'"):
         rule_resources("train", device="gpu")
@@ -205,9 +206,13 @@ def test_auto_uses_a_visible_gpu_only_where_slurm_allocated_it(monkeypatch, env,
     assert runtime.resolve_device("cpu").type == "cpu"
 
 
+def test_resources_and_runtime_accept_the_same_devices():
+    assert resources.DEVICES is runtime.DEVICES
+
+
 def test_auto_without_a_visible_gpu_is_the_cpu_and_cuda_is_an_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     assert runtime.resolve_device("auto").type == "cpu"
-    with pytest.raises(RuntimeError, match="'cuda' was asked for but no CUDA GPU is visible"):
+    with pytest.raises(SegbenchError, match="'cuda' was asked for but no CUDA GPU is visible"):
         runtime.resolve_device("cuda")

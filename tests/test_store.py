@@ -137,7 +137,7 @@ def test_mixed_dtypes_and_ranks_are_refused(tmp_path):
 
 def test_bad_field_and_index_name_what_exists(tmp_path):
     store = Store(_write(tmp_path / "s.h5", _samples(n=3)))
-    with pytest.raises(KeyError, match=r"has no field 'hha'; it has \['depth', 'image', 'label'\]"):
+    with pytest.raises(StoreError, match=r"has no field 'hha'; it has \['depth', 'image', 'label'\]"):
         store.get("hha", 0)
     with pytest.raises(IndexError, match="sample 3 out of range .* with 3 samples"):
         store.image(3)

@@ -12,6 +12,7 @@ import torch
 from segbench.checkpoint import Preempted
 from segbench.data.synth_voc import write_twin
 from segbench.data.voc import preprocess_voc
+from segbench.errors import DivergenceError
 from segbench.evaluate import evaluate
 from segbench.pretrain import pretrain_classifier
 from segbench.train import initialise, train
@@ -121,7 +122,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_with_tempfail(stores, tmp_path):
 
 
 def test_diverging_learning_rate_fails_with_a_clear_error(stores, tmp_path):
-    with pytest.raises(FloatingPointError, match="too high"):
+    with pytest.raises(DivergenceError, match="too high"):
         _train(stores, tmp_path / "nan", lr=1e3, iterations=20)
 
 

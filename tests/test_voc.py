@@ -167,7 +167,7 @@ def test_store_round_trip_and_errors(tmp_path):
     assert s.ids == ["a", "b"] and s.attrs["mean_bgr"] == [1, 2, 3] and s.num_classes == 2
     np.testing.assert_array_equal(s.image(1), images[1])
     np.testing.assert_array_equal(s.label(0), labels[0])
-    with pytest.raises(KeyError, match="has no field 'depth'"):
+    with pytest.raises(StoreError, match="has no field 'depth'"):
         s.get("depth", 0)
     (tmp_path / "bad.h5").write_bytes(path.read_bytes()[:200])
     with pytest.raises(StoreError, match="not a readable segbench store"):

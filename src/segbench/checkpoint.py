@@ -16,18 +16,20 @@ from __future__ import annotations
 import os
 import random
 import signal
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from segbench.atomic import replacing
+from segbench.errors import SegbenchError
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "segbench-checkpoint-1"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
-class Preempted(RuntimeError):
+class Preempted(SegbenchError):
     """Training stopped on a signal after writing its checkpoint; rerun the same command to resume."""
 
     exit_code = 75  # EX_TEMPFAIL (sysexits.h)
@@ -59,14 +61,14 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
                     iteration: int, extra: dict | None = None, run_key: str | None = None) -> Path:
     """Write model and optimizer state, the global RNG states and ``iteration`` (iterations done) to ``path``.
 
-    The file is written beside ``path``, fsynced, then renamed over it: a crash at any moment leaves either
-    the previous checkpoint or the new one, never a truncated file. ``extra`` holds the loop's own state
-    (private generators, log rows); it must be plain Python values and tensors (``torch.load`` reads it back
-    with ``weights_only=True``). ``run_key`` names the settings of the run, so that a rerun with other
-    settings does not resume it (see :func:`load_checkpoint`). Returns ``path``.
+    The file is written beside ``path``, fsynced, then renamed over it (``segbench.atomic.replacing`` with
+    ``durable=True``): a crash at any moment leaves either the previous checkpoint or the new one, never a
+    truncated file. ``extra`` holds the loop's own state (private generators, log rows); it must be plain
+    Python values and tensors (``torch.load`` reads it back with ``weights_only=True``). ``run_key`` names the
+    settings of the run, so that a rerun with other settings does not resume it (see :func:`load_checkpoint`).
+    Returns ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "format": FORMAT,
         "iteration": int(iteration),
@@ -76,19 +78,8 @@ def save_checkpoint(path: str | os.PathLike, *, model: torch.nn.Module, optimize
         "extra": extra or {},
         "run_key": run_key,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)  # the rename itself survives a power cut only once the directory is synced
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-save
-        stale.unlink(missing_ok=True)
+    with replacing(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save(record, f)
     return path
 
 
@@ -151,11 +142,3 @@ class PreemptionGuard:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

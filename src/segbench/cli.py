@@ -12,6 +12,9 @@ import logging
 import sys
 from pathlib import Path
 
+from segbench.checkpoint import Preempted
+from segbench.errors import SegbenchError
+
 log = logging.getLogger("segbench")
 
 
@@ -437,16 +440,17 @@ def _common(s, seed: bool = True, seed_default: int | None = None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. An error the user can fix (``SegbenchError``, ``ValueError``) becomes one log line
+    and exit code 1, a stop on a signal (``Preempted``) exit code 75; anything else is a bug and propagates
+    with its traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from segbench.checkpoint import Preempted
-
     try:
         args.func(args)
     except Preempted as err:
         log.error("%s", err)
         return Preempted.exit_code
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError, OSError) as err:
+    except (SegbenchError, ValueError) as err:
         log.error("%s: %s", type(err).__name__, err)
         return 1
     return 0

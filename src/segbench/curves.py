@@ -1,4 +1,4 @@
-"""Training curves of one run from its log (``results/train/<run>/log.csv``, columns ``train.LOG_COLUMNS``):
+"""Training curves of one run from its log (``results/train/<run>/log.csv``, columns ``trainlog.LOG_COLUMNS``):
 training loss against iteration (raw and a trailing running mean) and, where the log has validation rows,
 validation mean IU against iteration."""
 
@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from segbench.fig5 import read_log
+from segbench.trainlog import read_log
 from segbench.figures import save_figure
 
 

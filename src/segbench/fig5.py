@@ -1,7 +1,6 @@
 """Figure 5 of the paper: whole-image training against loss ("patch") sampling, and its table.
 
-Built only from the training logs (``results/train/<run>/log.csv``; columns iteration, images_seen,
-train_loss, wall_s, val_loss, val_mean_iu). Per-iteration losses are noisy, so the curves and the
+Built only from the training logs (``segbench.trainlog``). Per-iteration losses are noisy, so the curves and the
 time-to-target use a trailing running mean over ``window`` iterations (the first ``window - 1`` points
 average the iterations that exist so far).
 """
@@ -19,7 +18,7 @@ from matplotlib.figure import Figure
 from segbench.atomic import replacing
 from segbench.report import mean_std, pm
 from segbench.tables import write_table
-from segbench.train import LOG_COLUMNS
+from segbench.trainlog import read_log
 
 TABLE_COLUMNS = (
     ("p", "p"), ("curve", "run"), ("n", "n"), ("images_per_iteration", "images / iter."), ("iterations", "iterations"),
@@ -32,19 +31,6 @@ TABLE_COLUMNS = (
 def curve_label(p: float) -> str:
     """The paper's legend: "full images" for p = 1, else "50% sampling" etc."""
     return "full images" if p == 1.0 else f"{100 * p:g}% sampling"
-
-
-def read_log(path: str | os.PathLike) -> pd.DataFrame:
-    """One training log as a DataFrame sorted by iteration (val_* NaN on rows without validation)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"training log {path} does not exist: run its train step first")
-    log = pd.read_csv(path)
-    missing = [c for c in LOG_COLUMNS if c not in log.columns]
-    if missing or log.empty:
-        raise ValueError(f"{path} is not a training log with rows: missing columns {missing} of {list(LOG_COLUMNS)}"
-                         f" ({len(log)} rows)")
-    return log.sort_values("iteration", ignore_index=True)
 
 
 def _one_seed(logs: dict[float, pd.DataFrame], smoothed: dict[float, pd.Series], target_loss: float) -> dict:

@@ -3,7 +3,7 @@
 Rows of the confusion matrix are ground truth, columns predictions. Pixels whose ground truth is outside
 0..n-1 (255 = void) are ignored. Per-class ratios are averaged with ``nanmean``: a class absent from the
 ground truth and never predicted gives 0/0 = NaN and is skipped; a class absent from the ground truth but
-predicted somewhere gives IU = 0 and counts (FCN-REFERENCE section d).
+predicted somewhere gives IU = 0 and counts, as in ``score.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The paper's published numbers (CVPR 2015), for the tables that stand beside ours.
 
 Metrics are percentages; forward times are milliseconds on a Tesla K40c (Table 1: mean of 20 trials at
-500 x 500). Source: the paper's Tables 1 and 2, as collected in FCN-REFERENCE section f.
+500 x 500). Source: the paper's Tables 1 and 2.
 """
 
 TABLE1 = {  # backbone -> row

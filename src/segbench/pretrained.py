@@ -19,6 +19,7 @@ import torchvision
 
 from segbench.atomic import torch_save
 from segbench.data import fetch
+from segbench.errors import ChecksumError
 
 WEIGHTS = {
     "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
@@ -28,7 +29,8 @@ WEIGHTS = {
 
 
 def check_sha256_prefix(path: Path) -> None:
-    """Raise unless the file's sha256 starts with the hex digits in its torchvision name."""
+    """Raise ChecksumError unless the file's sha256 starts with the hex digits in its torchvision name
+    (ValueError if the name carries none)."""
     match = re.search(r"-([0-9a-f]{8,})\.pth$", path.name)
     if not match:
         raise ValueError(f"{path.name} does not carry a sha256 prefix (<arch>-<hex>.pth)")
@@ -37,8 +39,8 @@ def check_sha256_prefix(path: Path) -> None:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     if not h.hexdigest().startswith(match.group(1)):
-        raise ValueError(f"{path} has sha256 {h.hexdigest()[:16]}..., expected a prefix {match.group(1)}: "
-                         "delete it and rerun to download it again")
+        raise ChecksumError(f"{path} has sha256 {h.hexdigest()[:16]}..., expected a prefix {match.group(1)}: "
+                            "delete it and rerun to download it again")
 
 
 def fetch_torchvision(backbone: str, out: str | os.PathLike, *, cache: str | os.PathLike) -> Path:

@@ -1,7 +1,7 @@
 """The authors' released FCN-32s / 16s / 8s / 8s-at-once VOC models, as segbench weights.
 
 The Caffe models (``*-heavy-pascal.caffemodel``) were converted to PyTorch state dicts by pytorch-fcn and
-are distributed on Google Drive (``<name>_from_caffe.pth``, FCN-REFERENCE section e). They take Caffe's
+are distributed on Google Drive (``<name>_from_caffe.pth``). They take Caffe's
 input convention (BGR, 0-255, minus the VOC mean), so the records say ``input_norm: caffe``, and
 ``segbench evaluate`` scores them with our protocol. ``released_table`` puts our scores beside the ones
 published for these very models.

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segbench import models, paper
+from segbench.errors import MissingInputError
 from segbench.tables import write_table
 
 METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."), ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
@@ -23,7 +24,7 @@ RANDOM_ROW = "FCN-32s-fixed, random trunk"  # Table 2's control row: no paper va
 def _read_json(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: run the step that writes it (snakemake --cores all {path})")
+        raise MissingInputError(f"{path} does not exist: run the step that writes it (snakemake --cores all {path})")
     return json.loads(path.read_text())
 
 

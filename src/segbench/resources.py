@@ -21,6 +21,8 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 
+from segbench.runtime import DEVICES
+
 # Rules that run a network: with device "cuda" they ask SLURM for one GPU each.
 GPU_RULES = {
     "pretrain": {"gpu": 1, "mem_mb": 16000, "runtime": 720},
@@ -43,7 +45,6 @@ CPU_RULES = {
     "table2": {"mem_mb": 2000, "runtime": 15},
     "fig5": {"mem_mb": 2000, "runtime": 15},
 }
-DEVICES = ("auto", "cuda", "cpu")
 # Keys that ask SLURM for a GPU one way or another; none of them may appear when device is "cpu".
 GPU_KEYS = ("gpu", "gpu_model", "cpus_per_gpu", "tasks_per_gpu", "gres")
 
@@ -55,18 +56,18 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
     no rule a GPU key, so the pipeline fits a CPU-only partition (with "auto" an override may still ask
     for a GPU, which the job then uses; with "cpu" that is refused). ``overrides`` is the config's
     ``resources:`` section, rule name -> {resource: value}; a value of None removes that key, and a
-    string of digits becomes an int. Raises KeyError for an unknown rule (here or in ``overrides``) and
-    ValueError for an unknown device or a GPU override on a CPU rule or with device "cpu".
+    string of digits becomes an int. Raises ValueError for an unknown rule (here or in ``overrides``), an
+    unknown device, or a GPU override on a CPU rule or with device "cpu".
     """
     valid = sorted({*GPU_RULES, *CPU_RULES})
     if rule not in GPU_RULES and rule not in CPU_RULES:
-        raise KeyError(f"no resources for rule {rule!r}; valid rules: {', '.join(valid)}")
+        raise ValueError(f"no resources for rule {rule!r}; valid rules: {', '.join(valid)}")
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
-        raise KeyError(f"resources overrides name unknown rules {unknown}; valid rules: {', '.join(valid)}")
+        raise ValueError(f"resources overrides name unknown rules {unknown}; valid rules: {', '.join(valid)}")
     resources = dict(GPU_RULES.get(rule) or CPU_RULES[rule])
     if device != "cuda":
         for key in GPU_KEYS:

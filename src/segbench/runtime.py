@@ -8,7 +8,9 @@ import random
 import numpy as np
 import torch
 
-DEVICES = ("auto", "cpu", "cuda")
+from segbench.errors import SegbenchError
+
+DEVICES = ("auto", "cpu", "cuda")  # a config's device; runtime also takes cuda:N, SLURM resources do not
 
 
 def resolve_device(device: str) -> torch.device:
@@ -21,7 +23,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() and _slurm_allows_gpu() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but no CUDA GPU is visible; use device: auto or cpu")
+        raise SegbenchError(f"device {device!r} was asked for but no CUDA GPU is visible; use device: auto or cpu")
     return torch.device(device)
 
 

@@ -23,13 +23,14 @@ from segbench import runtime
 from segbench.atomic import replacing
 from segbench.data.store import Store
 from segbench.data.voc import read_ids, voc_palette
+from segbench.errors import SegbenchError
 from segbench.predict import load_for_store, predict_labels
 
 YEARS = ("2011", "2012")
 COMPETITION = "comp6"
 
 
-class SubmissionError(RuntimeError):
+class SubmissionError(SegbenchError):
     """A submission folder does not hold exactly one correct PNG per test id."""
 
 

@@ -14,27 +14,24 @@ says so in its log and in the saved metadata (``learned``), which the tables sho
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from segbench import checkpoint, losses, models, objective, precision, recipes, runtime
-from segbench.atomic import write_json, write_text
+from segbench import checkpoint, errors, losses, models, objective, precision, recipes, runtime
+from segbench.atomic import write_json
 from segbench.data.store import Store
 from segbench.data.tensors import MODALITIES, modality_input
 from segbench.evaluate import evaluate_model
+from segbench.trainlog import write_log
 from segbench.weights import model_from_record, save_model
 
 log = logging.getLogger(__name__)
-LOG_COLUMNS = ("iteration", "images_seen", "train_loss", "wall_s", "val_loss", "val_mean_iu")
 MODES = ("full", "fixed")
 
 
@@ -60,14 +57,15 @@ def initialise(model_name: str, num_classes: int, *, width: float,
                              f"files for {model_name}")
         missing = [str(p) for p in init if not Path(p).exists()]
         if missing:
-            raise FileNotFoundError(f"initial weights {missing} do not exist: run the single-stream train steps")
+            raise errors.MissingInputError(f"initial weights {missing} do not exist: run the single-stream train steps")
         from segbench.models.fusion import init_from_streams
 
         init_from_streams(model, color=init[0], hha=init[1])
     elif init is not None:
         path = Path(init)
         if not path.exists():
-            raise FileNotFoundError(f"initial weights {path} do not exist: run the pretrain or coarser train step")
+            raise errors.MissingInputError(f"initial weights {path} do not exist: run the pretrain or coarser train "
+                                           "step")
         record = torch.load(path, map_location="cpu", weights_only=True)
         if "backbone" in record:  # a classifier: the pretrain step's stand-in or torchvision weights
             models.transplant(record["state_dict"], model)
@@ -141,7 +139,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
         checkpoint.save_checkpoint(ckpt_path, model=model, optimizer=optimizer, iteration=iteration, run_key=run_key,
                                    extra={"data_rng": rng.bit_generator.state, "mask_rng": mask_gen.get_state(),
                                           "rows": rows, "wall_s": wall})
-        _write_log(out_dir / "log.csv", rows)
+        write_log(out_dir / "log.csv", rows)
 
     with checkpoint.PreemptionGuard() as guard:
         bar = tqdm(range(start, iterations), desc=f"train {out_dir.name}", disable=not progress,
@@ -156,8 +154,9 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                          gamma=gamma, prec=prec, channels_last=channels_last)
             wall += time.perf_counter() - t0
             if not np.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss} at iteration {it + 1}: the learning rate "
-                                         f"{rec.lr:g} is too high for the {rec.reduction} loss of recipe {recipe!r}")
+                raise errors.DivergenceError(f"training loss became {loss} at iteration {it + 1}: the learning "
+                                             f"rate {rec.lr:g} is too high for the {rec.reduction} loss of recipe "
+                                             f"{recipe!r}; lower the run's lr or lr_scale")
             row = {"iteration": it + 1, "images_seen": (it + 1) * images_per_iter, "train_loss": loss, "wall_s": wall}
             if val is not None and ((it + 1) % val_every == 0 or it + 1 == iterations):
                 result = evaluate_model(model, val, device=dev, norm=norm, reduction=rec.reduction,
@@ -171,7 +170,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                 raise checkpoint.Preempted(f"stopped by a signal at iteration {it + 1}; checkpoint {ckpt_path}")
             if checkpoint_every and (it + 1) % checkpoint_every == 0:
                 save(it + 1)
-    _write_log(out_dir / "log.csv", rows)
+    write_log(out_dir / "log.csv", rows)
     floor = sum(losses.constant_prediction_loss(_class_pixels(data, field, n), reduction=rec.reduction,
                                                 images=len(data)) for field, n in heads.items())
     tail = [r["train_loss"] for r in rows[-max(1, len(rows) // 10):]]
@@ -221,12 +220,3 @@ def _step(model, optimizer, data, indices, *, heads, modality, norm, dev, reduct
         total += float(loss.detach())
     optimizer.step()
     return total
-
-
-def _write_log(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: f"{row[k]:.6g}" if isinstance(row.get(k), float) else row.get(k, "") for k in LOG_COLUMNS})
-    write_text(path, buf.getvalue())

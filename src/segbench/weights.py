@@ -9,6 +9,7 @@ import torch
 
 from segbench import models
 from segbench.atomic import torch_save
+from segbench.errors import MissingInputError
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, *, name: str, num_classes: int, width: float,
@@ -23,7 +24,7 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, *, name: str, nu
 def load_record(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: train it first (snakemake --cores all {path})")
+        raise MissingInputError(f"{path} does not exist: train it first (snakemake --cores all {path})")
     record = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("name", "num_classes", "width", "state_dict"):
         if key not in record:

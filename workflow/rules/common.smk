@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from segbench import models, runs
+from segbench.data import MANIFEST
 from segbench.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
 
 
@@ -29,12 +30,11 @@ def seeds_of(run, paths):
 
 
 SPLITS = {"voc": ("train", "val"), "nyud": ("train", "test"), "siftflow": ("trainval", "test")}
-TWIN_MARKERS = {"voc": "manifest.json", "nyud": "twin.json", "siftflow": "TestSet1.txt"}  # each written last
 
 
 def raw_ready(dataset):
     """The file whose existence means the raw tree of ``dataset`` is complete (twin or verified download)."""
-    return f"{RESULTS}/raw/{dataset}/" + (TWIN_MARKERS[dataset] if SYNTHETIC else "manifest.json")
+    return f"{RESULTS}/raw/{dataset}/{MANIFEST}"
 
 
 def raw_dir(part):

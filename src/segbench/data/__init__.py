@@ -2,6 +2,10 @@
 
 __all__ = ["fetch", "extract", "verify"]
 
+# Written last into a raw dataset folder, by a synthetic twin and by the download step alike: a folder that
+# has it is complete. The workflow's rules name it as the output of the data steps.
+MANIFEST = "manifest.json"
+
 
 def __getattr__(name):
     # Imported on first use, so that readers and twins do not pull in the download machinery.

@@ -3,7 +3,9 @@
 Nothing reads a downloaded file before :func:`verify` has accepted it: :func:`fetch` downloads into
 ``<dest>.part`` and renames it to ``dest`` only after the size and md5 checks pass, so a file at
 ``dest`` is always complete. Which md5 matched (SBD has two published values for one URL) is kept
-in the sidecar ``<dest>.md5.json``.
+in the sidecar ``<dest>.md5.json``, written through :mod:`segbench.atomic` like every other file.
+The ``.part`` file is the exception, by design: it is appended to in place and kept when a download
+fails, so that the next run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -24,18 +26,17 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from segbench.atomic import write_json
+from segbench.errors import ChecksumError, MissingInputError, SegbenchError
+
 CHUNK = 1 << 20
 
 
-class ChecksumError(RuntimeError):
-    """A file's md5 (or size) is not one of the expected values."""
-
-
-class DownloadError(RuntimeError):
+class DownloadError(SegbenchError):
     """A download could not be completed."""
 
 
-class ExtractError(RuntimeError):
+class ExtractError(SegbenchError):
     """An archive is truncated, corrupt, or has a member that would leave the destination."""
 
 
@@ -70,7 +71,7 @@ def verify(path: str | os.PathLike, md5: str | Sequence[str] | None, *, size: in
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: download it first (snakemake --cores all {path})")
+        raise MissingInputError(f"{path} does not exist: download it first (snakemake --cores all {path})")
     if size is not None and path.stat().st_size != size:
         raise ChecksumError(f"{path} has {path.stat().st_size} bytes, expected {size}: the file is truncated "
                             "or not the published one; delete it and download it again")
@@ -86,10 +87,7 @@ def verify(path: str | os.PathLike, md5: str | Sequence[str] | None, *, size: in
 def _write_sidecar(dest: Path, *, url: str, md5: str, accepted: tuple[str, ...]) -> None:
     record = {"file": dest.name, "url": url, "md5": md5, "size": dest.stat().st_size if dest.exists() else None,
               "accepted": list(accepted), "published": bool(accepted)}
-    side = sidecar_path(dest)
-    tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, side)
+    write_json(sidecar_path(dest), record)
 
 
 def _recorded_md5(dest: Path) -> str | None:
@@ -120,7 +118,7 @@ def fetch(url: str, dest: str | os.PathLike, md5: str | Sequence[str] | None, si
         if not sidecar_path(dest).exists():
             _write_sidecar(dest, url=url, md5=matched, accepted=_accepted(md5))
         return dest
-    part = dest.with_name(dest.name + ".part")
+    part = dest.with_name(dest.name + ".part")  # appended to in place and kept on failure: the next run resumes it
     for attempt in range(retries):
         try:
             _download(url, part, size=size, timeout=timeout, progress=progress)
@@ -182,7 +180,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
-        raise FileNotFoundError(f"{archive} does not exist: download it first")
+        raise MissingInputError(f"{archive} does not exist: download it first")
     partial = dest.with_name(dest.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -1,6 +1,6 @@
 """NYUDv2 (40-class task of Gupta et al.): read the labeled .mat, splits.mat and classMapping40.mat.
 
-Real files (``shared/docs/HHA-REFERENCE.md`` 4):
+The real files:
 
 - ``nyu_depth_v2_labeled.mat``: MATLAB v7.3 = HDF5. h5py sees MATLAB's column-major arrays with the
   axes reversed: ``images`` (N, 3, 640, 480) uint8, ``depths`` / ``rawDepths`` (N, 640, 480) float32
@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from segbench.data import stats
 from segbench.data.store import Store, write_store
+from segbench.errors import SegbenchError
 from segbench.hha.camera import NYU_COLOR_CAMERA, crop_camera
 
 CROP_ROWS = slice(45, 470)  # 1-based rows 46..470 -> 425 rows
@@ -41,7 +42,7 @@ FRAME_SHAPE = (480, 640)
 ID_OFFSET = 5000
 
 
-class NyudError(RuntimeError):
+class NyudError(SegbenchError):
     """An NYUDv2 input file is missing, truncated or not in the expected format."""
 
 
@@ -142,6 +143,9 @@ def read_splits(path: str | os.PathLike, num_images: int) -> dict[str, np.ndarra
     splits = {"train": mat["trainNdxs"].ravel().astype(np.int64) - 1,
               "test": mat["testNdxs"].ravel().astype(np.int64) - 1}
     for name, idx in splits.items():
+        if not idx.size:
+            raise NyudError(f"{path}: the {name} split lists no images; the file is truncated or not the published "
+                            "splits.mat: download it again (or rewrite the synthetic twin)")
         bad = idx[(idx < 0) | (idx >= num_images)]
         if bad.size:
             raise NyudError(f"{path}: {name} lists image {int(bad[0]) + 1} (1-based) but the labeled .mat "

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from segbench.data import stats
 from segbench.data.store import write_store
+from segbench.errors import SegbenchError
 
 SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
 CLASSES = ("awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",
@@ -37,7 +38,7 @@ REAL_COUNTS = {"trainval": 2486, "test": 200}
 REAL_ABSENT_FROM_TEST = ("cow", "desert", "moon")
 
 
-class SiftFlowError(RuntimeError):
+class SiftFlowError(SegbenchError):
     """A SIFT Flow input file is missing, unreadable or has values outside the label range."""
 
 
@@ -64,7 +65,9 @@ def read_list(path: Path) -> list[str]:
 def derive_splits(root: Path) -> tuple[dict[str, list[str]], list[str]]:
     """{"trainval": ids, "test": ids} and the ids left out of trainval for lack of annotations."""
     if (root / "trainval.txt").is_file() and (root / "test.txt").is_file():
-        splits = {"trainval": read_list(root / "trainval.txt"), "test": read_list(root / "test.txt")}
+        lists = {"trainval": root / "trainval.txt", "test": root / "test.txt"}
+        splits = {name: read_list(path) for name, path in lists.items()}
+        remedy = "copy FCN's lists again, or delete trainval.txt and test.txt to derive the splits from TestSet1.txt"
         unannotated = []
     else:
         if not (root / "TestSet1.txt").is_file():
@@ -76,6 +79,11 @@ def derive_splits(root: Path) -> tuple[dict[str, list[str]], list[str]]:
         rest = [i for i in everything if i not in test_set]
         unannotated = [i for i in rest if not (root / "SemanticLabels" / SUBDIR / f"{i}.mat").is_file()]
         splits = {"trainval": [i for i in rest if i not in unannotated], "test": test}
+        lists = {"trainval": root / "Images" / SUBDIR, "test": root / "TestSet1.txt"}  # annotated images not in test
+        remedy = "extract SiftFlowDataset.zip again (or rewrite the synthetic twin)"
+    for name, ids in splits.items():
+        if not ids:
+            raise SiftFlowError(f"the {name} split is empty: no ids from {lists[name]}; {remedy}")
     overlap = set(splits["trainval"]) & set(splits["test"])
     if overlap:
         raise SiftFlowError(f"{root}: ids {sorted(overlap)[:5]} are in both trainval and test")

@@ -1,6 +1,6 @@
 """Where the real datasets come from: URL, size and md5 per file, and the download step that uses them.
 
-Provenance of the checksums (see also ``shared/docs/FCN-REFERENCE.md`` c and ``HHA-REFERENCE.md`` 4):
+Provenance of the checksums:
 
 - VOC2011 / VOC2012 tars: md5 from torchvision's VOC table (VOC2012 also in wkentaro/fcn).
 - SBD ``benchmark.tgz``: two md5s circulate for the same URL (torchvision ``82b4d8...``, wkentaro/fcn
@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segbench.atomic import write_json
+from segbench.data import MANIFEST
 from segbench.data.download import extract, fetch, sidecar_path, verify
+from segbench.errors import MissingInputError
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,8 @@ def download_dataset(name: str, dest_dir: str | os.PathLike, data_root: str | os
     Files land in ``dest_dir``; archives are unpacked into ``dest_dir/<extract_to>/``. With
     ``data_root`` (a folder already holding the files under their published names, or under
     ``data_root/<name>/``) nothing is downloaded: each file is verified there and linked into
-    ``dest_dir``. ``dest_dir/manifest.json`` is written last and lists every file with the md5 that
-    matched, so its existence means the dataset is complete.
+    ``dest_dir``. ``dest_dir/manifest.json`` (``segbench.data.MANIFEST``) is written last and lists every
+    file with the md5 that matched, so its existence means the dataset is complete.
     """
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {sorted(SOURCES)}")
@@ -92,14 +94,14 @@ def download_dataset(name: str, dest_dir: str | os.PathLike, data_root: str | os
         if src.extract_to:
             entry["extracted"] = str(extract(path, dest_dir / src.extract_to))
         entries.append(entry)
-    return write_json(dest_dir / "manifest.json", {"dataset": name, "files": entries})
+    return write_json(dest_dir / MANIFEST, {"dataset": name, "files": entries})
 
 
 def _link_verified(src: Source, data_root: Path, name: str, path: Path) -> tuple[Path, str]:
     candidates = [data_root / src.filename, data_root / name / src.filename]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
-        raise FileNotFoundError(f"{src.filename} is not in data_root (looked at {[str(c) for c in candidates]}); "
+        raise MissingInputError(f"{src.filename} is not in data_root (looked at {[str(c) for c in candidates]}); "
                                 f"download it from {src.url} or unset data_root")
     matched = verify(found, src.md5, size=src.size)
     if path.is_symlink() or path.exists():

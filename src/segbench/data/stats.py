@@ -12,9 +12,10 @@ import numpy as np
 
 from segbench.atomic import write_json
 from segbench.data.store import Store
+from segbench.errors import SegbenchError
 
 
-class StatsError(RuntimeError):
+class StatsError(SegbenchError):
     """Image counts differ from the published ones, or the stores do not belong together."""
 
 

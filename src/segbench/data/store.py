@@ -39,14 +39,14 @@ import h5py
 import numpy as np
 
 from segbench.atomic import replacing
+from segbench.errors import StoreError
 
 FORMAT_VERSION = 1
 CHUNK = 1 << 16  # elements per HDF5 chunk: a 500x375 RGB image spans 9 chunks (measured best for reads)
 COMPRESS_BELOW = 0.5  # compress a field when gzip shrinks its first sample below this fraction
-
-
-class StoreError(RuntimeError):
-    """A store is missing, truncated or not in the expected layout."""
+# Input means in the attributes: (number of values, the step that writes them).
+INPUT_MEANS = {"mean_bgr": (3, "preprocess_{dataset}"), "mean_logdepth": (1, "preprocess_nyud"),
+               "mean_hha": (3, "hha_nyud")}
 
 
 def write_store(
@@ -63,10 +63,13 @@ def write_store(
 
     ``fields`` maps a field name to one array per id, in id order (any iterable, consumed once, all fields
     in step: sample i of every field is written before sample i + 1 is requested). Within a field every
-    sample has the same dtype and rank; shapes may differ. Raises ValueError, leaving no file, when a
-    field has more or fewer samples than ``ids`` or mixes dtypes or ranks.
+    sample has the same dtype and rank; shapes may differ. Raises ValueError, leaving no file, when
+    ``ids`` is empty, or a field has more or fewer samples than ``ids`` or mixes dtypes or ranks.
     """
     n = len(ids)
+    if n == 0:
+        raise ValueError(f"no ids for the {dataset} {split} split: a store holds at least one sample; {path} was "
+                         "not written (is the split list empty?)")
     with replacing(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["dataset"] = dataset
@@ -181,6 +184,23 @@ class Store:
                              "delete it and rerun the preprocess step") from err
         return flat.reshape(tuple(int(s) for s in shape))
 
+    def input_mean(self, key: str) -> list[float]:
+        """The input mean ``key`` (``mean_bgr``, ``mean_hha`` or ``mean_logdepth``) that preprocessing computed on
+        the training split and stored in every split; raises StoreError, naming the step to rerun, if absent."""
+        if key not in INPUT_MEANS:
+            raise ValueError(f"unknown input mean {key!r}; expected one of {sorted(INPUT_MEANS)}")
+        length, step = INPUT_MEANS[key]
+        step = "the step " + step.format(dataset=self.attrs.get("dataset"))
+        if key not in self.attrs:
+            raise StoreError(f"{self.path} has no {key!r} attribute, which {step} computes on the training split "
+                             f"and writes into every split's store: delete {self.path} and rerun {step}")
+        value = self.attrs[key]
+        value = list(value) if isinstance(value, (list, tuple)) else [value]
+        if len(value) != length:
+            raise StoreError(f"{self.path}: {key} has {len(value)} values, expected {length}; delete it and "
+                             f"rerun {step}")
+        return [float(v) for v in value]
+
     def image(self, i: int) -> np.ndarray:
         """uint8 H x W x 3 RGB."""
         return self.get("image", i)
@@ -206,7 +226,8 @@ class Store:
 
     def _lookup(self, field: str, i: int) -> tuple[int, np.ndarray]:
         if field not in self._index:
-            raise KeyError(f"{self.path} has no field {field!r}; it has {self.fields}")
+            raise StoreError(f"{self.path} has no field {field!r}; it has {self.fields}: pass a store that has it "
+                             "(depth and HHA are NYUD's, written by preprocess_nyud and hha_nyud)")
         if not -len(self) <= i < len(self):
             raise IndexError(f"sample {i} out of range for {self.path} with {len(self)} samples")
         offset, shape = self._index[field]

@@ -30,8 +30,9 @@ size: normals are smoother and thin parts (table legs) lose theirs, while gravit
 angles of large surfaces stay as at full size.
 
 Files written to ``out_dir``: ``nyu_depth_v2_labeled.mat`` (HDF5 behind a 512-byte MATLAB 7.3
-header), ``splits.mat`` and ``classMapping40.mat`` (MATLAB v5), and last ``twin.json`` (the completion
-marker) with the camera, frame scale, classes and, per frame, the tilt, gravity direction and objects.
+header), ``splits.mat`` and ``classMapping40.mat`` (MATLAB v5), and last ``manifest.json``
+(``segbench.data.MANIFEST``, the completion marker of every raw dataset folder) with the camera, frame scale,
+classes and, per frame, the tilt, gravity direction and objects.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import numpy as np
 import scipy.io
 
 from segbench.atomic import replacing, write_json
+from segbench.data import MANIFEST
 from segbench.data.nyud import (
     FRAME_SHAPE,
     NUM_CLASSES,
@@ -107,14 +109,15 @@ def write_twin(out_dir: str | os.PathLike, *, n_images: int = 24, seed: int = 0,
         all_names[nyu_id - 1] = name
     _savemat(out_dir / "classMapping40.mat", {"mapClass": map_class[None, :],
                                               "className": _cell(CLASS_NAMES_40), "allClassName": _cell(all_names)})
-    meta = {"seed": seed, "n_images": n_images, "frame_scale": frame_scale, "frame_shape": list(shape),
+    meta = {"dataset": "nyud", "synthetic": True, "seed": seed, "n_images": n_images, "n_train": n_train,
+            "frame_scale": frame_scale, "frame_shape": list(shape),
             "camera_matrix": camera.tolist(), "classes": {k: {"nyu_id": v[0], "material": v[1]}
                                                           for k, v in TWIN_CLASSES.items()},
             "frames": [fr["meta"] for fr in frames],
             "note": "gravity_down_camera: unit vector of gravity in camera coordinates (x right, y down, z "
                     "forward); boxes: [min, max] corners in metres, world x right, y down, z forward, camera "
                     "at the origin"}
-    write_json(out_dir / "twin.json", meta)  # written last: its presence means the twin is complete
+    write_json(out_dir / MANIFEST, meta)  # written last: its presence means the twin is complete
     return out_dir
 
 

@@ -19,7 +19,8 @@ river are blue; grass, field, tree and plant green; road, sidewalk, building and
 and shape matter. Like the real release it has two images without annotation files, void seams between
 regions, and ``cow``, ``desert`` and ``moon`` only in training images, so the test ground truth lacks them.
 Written: ``Images/<sub>/<id>.jpg``, ``SemanticLabels/<sub>/<id>.mat`` and ``GeoLabels/<sub>/<id>.mat`` (key
-``S``), and last ``TestSet1.txt`` (the completion marker) with Windows-style paths and CRLF line ends.
+``S``), ``TestSet1.txt`` with Windows-style paths and CRLF line ends, and last ``manifest.json``
+(``segbench.data.MANIFEST``, the completion marker of every raw dataset folder) with the seed and counts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from segbench.atomic import replacing
+from segbench.atomic import replacing, write_json
+from segbench.data import MANIFEST
 from segbench.data.siftflow import CLASSES, REAL_ABSENT_FROM_TEST, SUBDIR
 
 SIZE = 256
@@ -94,8 +96,10 @@ def write_twin(out_dir: str | os.PathLike, *, n_train: int = 24, n_test: int = 8
         _save_mat(out_dir / "SemanticLabels" / SUBDIR / f"{sample_id}.mat", sem.astype(np.float64))
         _save_mat(out_dir / "GeoLabels" / SUBDIR / f"{sample_id}.mat", GEO_LUT[sem].astype(np.float64))
     listing = "\r\n".join(f"{SUBDIR}\\{i}.jpg" for i in test_ids) + "\r\n"
-    with replacing(out_dir / "TestSet1.txt") as tmp:  # written last: its presence means the twin is complete
+    with replacing(out_dir / "TestSet1.txt") as tmp:
         tmp.write_bytes(listing.encode("ascii"))
+    write_json(out_dir / MANIFEST, {"dataset": "siftflow", "synthetic": True, "seed": seed,  # last: complete
+                                    "counts": {"trainval": n_train, "test": n_test, "unannotated": len(unannotated)}})
     return out_dir
 
 

@@ -22,7 +22,8 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-from segbench.atomic import write_json
+from segbench.atomic import replacing, write_json, write_text
+from segbench.data import MANIFEST
 from segbench.data.synth_objects import render_scene, void_borders
 from segbench.data.voc import voc_palette
 
@@ -30,7 +31,8 @@ from segbench.data.voc import voc_palette
 def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n_sbd_val: int = 40,
                n_voc_train: int = 40, n_voc_val: int = 100, n_overlap: int = 20, seed: int = 0,
                progress: bool = True) -> Path:
-    """Write the twin and return ``out_dir/manifest.json`` (written last: its presence means complete).
+    """Write the twin and return ``out_dir/manifest.json`` (``segbench.data.MANIFEST``, written last: its
+    presence means the twin is complete).
 
     SBD train has ``n_sbd_train`` images, SBD val ``n_sbd_val``; VOC2011 seg train ``n_voc_train``
     and seg val ``n_voc_val``, of which ``n_overlap`` are also in SBD train (so seg11valid has
@@ -41,8 +43,6 @@ def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n
     out_dir = Path(out_dir)
     voc = out_dir / "VOCdevkit" / "VOC2011"
     sbd = out_dir / "benchmark_RELEASE" / "dataset"
-    for d in (voc / "JPEGImages", voc / "SegmentationClass", voc / "ImageSets" / "Segmentation", sbd / "img", sbd / "cls"):
-        d.mkdir(parents=True, exist_ok=True)
 
     n_unique = n_sbd_train + n_sbd_val + n_voc_train + n_voc_val - n_overlap
     ids = [f"{2007 + k % 5}_{k:06d}" for k in range(n_unique)]
@@ -58,20 +58,24 @@ def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n
     for i in tqdm(ids, desc="synthetic VOC", disable=not progress):
         image, label = render_scene(rng, image_size)
         if i in in_voc:
-            Image.fromarray(image).save(voc / "JPEGImages" / f"{i}.jpg", quality=95)
+            with replacing(voc / "JPEGImages" / f"{i}.jpg") as tmp:
+                Image.fromarray(image).save(tmp, format="JPEG", quality=95)
             png = Image.fromarray(void_borders(label), mode="P")
             png.putpalette(palette.tolist())
-            png.save(voc / "SegmentationClass" / f"{i}.png")
+            with replacing(voc / "SegmentationClass" / f"{i}.png") as tmp:
+                png.save(tmp, format="PNG")
         if i in in_sbd:
-            Image.fromarray(image).save(sbd / "img" / f"{i}.jpg", quality=95)
+            with replacing(sbd / "img" / f"{i}.jpg") as tmp:
+                Image.fromarray(image).save(tmp, format="JPEG", quality=95)
             gt = {"Segmentation": label, "CategoriesPresent": np.unique(label[label > 0]).astype(np.uint8)}
-            scipy.io.savemat(sbd / "cls" / f"{i}.mat", {"GTcls": gt}, do_compression=True)
+            with replacing(sbd / "cls" / f"{i}.mat") as tmp, open(tmp, "wb") as fh:
+                scipy.io.savemat(fh, {"GTcls": gt}, do_compression=True)
 
     lists = {voc / "ImageSets/Segmentation/train.txt": voc_train, voc / "ImageSets/Segmentation/val.txt": voc_val,
              sbd / "train.txt": sbd_train, sbd / "val.txt": sbd_val}
     for path, members in lists.items():
-        path.write_text("".join(f"{m}\n" for m in members))
-    return write_json(out_dir / "manifest.json", {
+        write_text(path, "".join(f"{m}\n" for m in members))
+    return write_json(out_dir / MANIFEST, {
         "dataset": "voc", "synthetic": True, "seed": seed, "image_size": image_size,
         "counts": {"sbd_train": n_sbd_train, "sbd_val": n_sbd_val, "voc2011_seg_train": n_voc_train,
                    "voc2011_seg_val": n_voc_val, "seg11valid": n_voc_val - n_overlap},

@@ -70,28 +70,17 @@ def modality_input(store: Store, indices: Sequence[int], modality: str = "rgb", 
         raise ValueError(f"samples {idx} have sizes {sizes}; a batch needs one size (group the indices by size)")
     parts = []
     if modality in ("rgb", "rgbd", "rgb_hha"):
-        mean_bgr = _means(store, "mean_bgr", 3) if norm == "caffe" else (0.0, 0.0, 0.0)
+        mean_bgr = store.input_mean("mean_bgr") if norm == "caffe" else (0.0, 0.0, 0.0)
         parts.append(to_input([store.image(i) for i in idx], mean_bgr, norm))
     if modality in ("hha", "rgb_hha"):
         hha = np.stack([store.get("hha", i) for i in idx]).astype(np.float32)
         if norm == "caffe":
-            hha = hha - np.asarray(_means(store, "mean_hha", 3), dtype=np.float32)
+            hha = hha - np.asarray(store.input_mean("mean_hha"), dtype=np.float32)
         else:
             hha = (hha / 255.0 - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
         parts.append(torch.from_numpy(np.ascontiguousarray(hha.transpose(0, 3, 1, 2))))
     if modality == "rgbd":
-        mean = _means(store, "mean_logdepth", 1)[0]
+        mean = store.input_mean("mean_logdepth")[0]
         logd = np.stack([log_depth(store.get("depth", i)) - mean for i in idx]).astype(np.float32)
         parts.append(torch.from_numpy(logd[:, None]))
     return torch.cat(parts, dim=1)
-
-
-def _means(store: Store, key: str, n: int) -> list[float]:
-    if key not in store.attrs:
-        raise KeyError(f"{store.path} has no {key!r} attribute: rerun its preprocessing step ({key} is computed "
-                       "there on the train split; mean_hha by the hha step)")
-    value = store.attrs[key]
-    value = list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(value) != n:
-        raise ValueError(f"{store.path}: {key} has {len(value)} values, expected {n}")
-    return [float(v) for v in value]

@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segbench.data.store import write_store
+from segbench.errors import SegbenchError
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -27,16 +28,20 @@ SEG11VALID_MD5 = "7984b6ce736bd3666d8b7ee70b5401da"  # md5 of FCN's data/pascal/
 PUBLISHED_COUNTS = {"train": 8498, "val": 736}
 
 
-class DatasetError(RuntimeError):
+class DatasetError(SegbenchError):
     """Input data is missing or not what the format promises."""
 
 
 def read_ids(path: Path) -> list[str]:
-    """One id per line; tolerates a missing trailing newline and blank lines."""
+    """One id per line; tolerates a missing trailing newline and blank lines. A list without ids is an error."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"split list {path} does not exist; check data paths in the config")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise DatasetError(f"split list {path} lists no ids (expected one image id per line): it is empty or "
+                           "truncated; extract the dataset again (or rewrite the synthetic twin)")
+    return ids
 
 
 def split_list_md5(ids: list[str]) -> str:
@@ -47,7 +52,12 @@ def split_list_md5(ids: list[str]) -> str:
 def seg11valid_ids(voc2011: Path, sbd: Path) -> list[str]:
     """VOC2011 seg val minus SBD train, in VOC's order (paper footnote 7)."""
     sbd_train = set(read_ids(Path(sbd) / "train.txt"))
-    return [i for i in read_ids(Path(voc2011) / "ImageSets/Segmentation/val.txt") if i not in sbd_train]
+    val = Path(voc2011) / "ImageSets/Segmentation/val.txt"
+    ids = [i for i in read_ids(val) if i not in sbd_train]
+    if not ids:
+        raise DatasetError(f"seg11valid is empty: every id of {val} is also in {Path(sbd) / 'train.txt'}; "
+                           f"is {voc2011} the VOC2011 devkit and {sbd} SBD's dataset folder?")
+    return ids
 
 
 def voc_palette() -> np.ndarray:

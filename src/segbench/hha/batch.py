@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +12,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from segbench.atomic import replacing
 from segbench.hha.encoding import encode
 
 
@@ -58,14 +58,6 @@ def write_png(path: str | os.PathLike, hha: np.ndarray) -> Path:
     hha = np.asarray(hha)
     if hha.dtype != np.uint8 or hha.ndim != 3 or hha.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 uint8 HHA image, got dtype {hha.dtype} and shape {hha.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(hha, mode="RGB").save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    with replacing(path) as tmp:
+        Image.fromarray(hha, mode="RGB").save(tmp, format="PNG")
+    return Path(path)

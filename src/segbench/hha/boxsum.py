@@ -1,6 +1,6 @@
 """Zero-padded (2R+1) x (2R+1) box sums, MATLAB ``filter2(ones(2R+1), f)`` with 'same' size.
 
-Two flavours (``shared/docs/HHA-REFERENCE.md`` 3):
+Two flavours, because the reference's sums must be reproduced exactly only where a plane fit is singular:
 
 - ``box_sums``: differences of a summed-area table, shared by all radii. Exact for integer-valued channels
   (the count of valid pixels); elsewhere off by rounding residue, which is harmless wherever the plane

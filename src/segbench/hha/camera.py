@@ -1,7 +1,7 @@
 """Camera matrices and input checks for HHA encoding.
 
-Conventions of the reference (``shared/docs/HHA-REFERENCE.md`` 1): K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]
-and pixel coordinates are 1-based (u = column index + 1, v = row index + 1), as in MATLAB.
+Conventions of the reference (Gupta's MATLAB code): K = [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] and pixel
+coordinates are 1-based (u = column index + 1, v = row index + 1), as in MATLAB.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ its ResNet-101 results use regular convs, as does jfzhang95/pytorch-deeplab-xcep
 the same rate + BN + ReLU, then a pointwise 1x1 + BN + ReLU (TF's ``_split_separable_conv2d``).
 
 The image-pooling branch normalises one value per image and channel: training it with BN in train mode
-needs at least 2 images per batch (SUCCESSORS-REFERENCE pitfall 3).
+needs at least 2 images per batch (PyTorch raises "Expected more than 1 value per channel" otherwise).
 """
 
 from __future__ import annotations

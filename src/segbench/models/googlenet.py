@@ -14,7 +14,7 @@ drops the final average pooling, and scores the last inception output (stride 32
   ``score_fr`` on inception5b (1024 channels).
 - **conv1 padded by 100 instead of 3**, as Caffe's FCNs pad their first layer, so every input size
   (1x1 upward) is covered by the upsampled output after the top-left crop.
-- **64/32 bilinear upsampling** as the issue asks, with a half-pixel misalignment: every trunk layer has
+- **64/32 bilinear upsampling**, FCN-32s VGG16's upsampler, with a half-pixel misalignment: every trunk layer has
   an odd kernel, so the trunk's coordinate map is whole-pixel and an even 64-wide kernel puts the final
   crop offset at 106.5 (with the padding of 100). Caffe's ``coord_map.crop`` would refuse that
   ("cannot crop noninteger offset"); here it is rounded down to 106 (``allow_half_crop``). A 63/32

@@ -11,7 +11,7 @@ key into every segmentation net here (their trunk modules carry the same names a
   ``downsample`` conv of the stage loses its stride too, so weights keep their shapes.
 - **Every** block of a dilated stage uses the stage's rate, the first one included, as semseg's PSPNet and
   jfzhang95's DeepLab do; torchvision gives the first block the previous stage's rate instead (same
-  parameters, slightly different outputs; see SUCCESSORS-REFERENCE pitfall 5).
+  parameters, slightly different outputs).
 - ``multi_grid`` (DeepLabv3's unit rates) multiplies the rates of ``layer4``'s three blocks: (1, 2, 4) gives
   (2, 4, 8) at OS16 and (4, 8, 16) at OS8.
 - The stem is torchvision's single 7x7/2 conv, not the three-3x3 "deep stem" of PSPNet/ICNet's Caffe nets,
