@@ -36,7 +36,7 @@ def test_staged_nets_divide_the_base_lr_and_overrides_apply(name):
 def test_short_recipe_divides_by_width_not_by_stage(model_name):
     rec = recipe("short", model_name=model_name, width=0.125)
     assert rec.lr == pytest.approx(2.5e-5 / 0.125)
-    assert (rec.batch_size, rec.momentum, rec.reduction, rec.optimizer, rec.schedule) == (8, 0.9, "mean", "adam",
+    assert (rec.batch_size, rec.momentum, rec.reduction, rec.optimizer, rec.schedule) == (4, 0.9, "mean", "adam",
                                                                                          "poly")
     assert recipe("short", model_name=model_name, width=0.25, base_lr=1e-4, lr_scale=2.0).lr == pytest.approx(8e-4)
 

@@ -93,11 +93,12 @@ def _fetch_weights(a):
 def _train(a):
     from segbench.train import train
 
-    train(train_store=a.train_store, out_dir=a.out_dir, model_name=a.model, width=a.width, init=a.init, mode=a.mode,
+    init = a.init[0] if a.init and len(a.init) == 1 else a.init
+    train(train_store=a.train_store, out_dir=a.out_dir, model_name=a.model, width=a.width, init=init, mode=a.mode,
           recipe=a.recipe, lr=a.lr, lr_scale=a.lr_scale, batch_size=a.batch_size, momentum=a.momentum,
           iterations=a.iterations, sample_p=a.sample_p, criterion=a.criterion, gamma=a.gamma, val_store=a.val_store,
           val_every=a.val_every, checkpoint_every=a.checkpoint_every, dropout=a.dropout, precision_mode=a.precision,
-          channels_last=a.channels_last, seed=a.seed, device=a.device, threads=a.threads)
+          channels_last=a.channels_last, modality=a.modality, seed=a.seed, device=a.device, threads=a.threads)
 
 
 def _evaluate(a):
@@ -148,6 +149,18 @@ def _fig5(a):
 
 def _floor(run_json):
     return float(json.loads(Path(run_json).read_text())["constant_prediction_loss"])
+
+
+def _table4(a):
+    from segbench.report import table4
+
+    table4({net: paths.split(",") for net, paths in _pairs(a.run)}, a.out_prefix, dataset_note=a.note)
+
+
+def _table5(a):
+    from segbench.report import table5
+
+    table5({net: paths.split(",") for net, paths in _pairs(a.run)}, a.out_prefix, dataset_note=a.note)
 
 
 def _table_pretrain(a):
@@ -276,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     from segbench import models, precision, recipes
     from segbench.losses import CRITERIA
     from segbench.pretrain import INPUT_SIZE, pretrain_classifier
+    from segbench.data.tensors import MODALITIES
     from segbench.train import MODES, train
 
     d = _defaults(pretrain_classifier)
@@ -306,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", type=Path, required=True)
     s.add_argument("--model", required=True, choices=sorted(models.MODELS), metavar="MODEL")
     s.add_argument("--width", type=float, default=d["width"])
-    s.add_argument("--init", type=Path, help="pretrained classifier or coarser FCN weights")
+    s.add_argument("--init", type=Path, nargs="+",
+                   help="pretrained classifier or coarser FCN weights; a late fusion takes its colour and HHA runs")
+    s.add_argument("--modality", default=d["modality"], choices=sorted(MODALITIES))
     s.add_argument("--mode", default=d["mode"], choices=MODES)
     s.add_argument("--recipe", default=d["recipe"], choices=recipes.RECIPES)
     s.add_argument("--lr", type=float, help="the recipe's base lr (default: the recipe's)")
@@ -368,6 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
     s.set_defaults(func=_table1)
+
+    for name, func, what in (("table4", _table4, "Table 4 (NYUDv2 RGB-D) beside the paper"),
+                             ("table5", _table5, "Table 5 (SIFT Flow, two-headed) beside the paper")):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--run", action="append", default=[], metavar="ROW=METRICS_JSON[,METRICS_JSON...]",
+                       help="one evaluation per seed, comma-separated")
+        s.add_argument("--out-prefix", type=Path, required=True)
+        s.add_argument("--note", default="")
+        s.set_defaults(func=func)
 
     s = sub.add_parser("table-pretrain", help="the pretraining stand-ins' held-out accuracies")
     s.add_argument("--run", action="append", default=[], metavar="BACKBONE=PRETRAIN_JSON")

@@ -14,7 +14,7 @@ for AlexNet or GoogLeNet (its AlexNet solver is the ``paper`` recipe); ``heavy``
 
 ``short`` is this project's replacement for schedules thousands of times shorter than the paper's (the
 embedded default trains each net on about a thousand images instead of 100,000 iterations): Adam
-(decoupled weight decay 5e-4 on weights, none on biases, biases at twice the lr) on the mean loss, batch 8,
+(decoupled weight decay 5e-4 on weights, none on biases, biases at twice the lr) on the mean loss, batch 4,
 the learning rate decayed to zero over each run as (1 - t)^0.9 ("poly"), and no stage divisor: each stage
 (32s-fixed -> 32s -> 16s -> 8s) is a short run of its own that starts from the previous stage and decays
 its own rate, which is what the paper's /100 per stage did for runs that had converged. Its lr is one
@@ -56,7 +56,7 @@ BIAS_LR_MULT = 2.0  # Caffe lr_mult 2 / decay_mult 0 on every bias
 _SETTINGS = {
     "heavy": {"batch_size": 1, "momentum": 0.99, "reduction": "sum", "optimizer": "sgd", "schedule": "fixed"},
     "paper": {"batch_size": 20, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed"},
-    "short": {"batch_size": 8, "momentum": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly",
+    "short": {"batch_size": 4, "momentum": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly",
               "head_lr_mult": 10.0},
 }
 SHORT_LR_AT_FULL_WIDTH = 2.5e-5

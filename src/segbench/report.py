@@ -19,6 +19,8 @@ from segbench.tables import write_table
 
 METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."), ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
 RANDOM_ROW = "FCN-32s-fixed, random trunk"  # Table 2's control row: no paper value
+TABLE4_OURS = ("FCN-32s RGB", "FCN-32s RGBD", "FCN-32s HHA", "FCN-32s RGB-HHA", "FCN-16s RGB-HHA")
+TABLE5_OURS = ("FCN-32s (two-headed)", "FCN-16s (two-headed)")
 
 
 def _read_json(path: str | os.PathLike) -> dict:
@@ -152,14 +154,81 @@ def table_pretrain(summaries: dict[str, str | os.PathLike], out_prefix: str | os
         s = _read_json(path)
         settings = s.get("settings", {})
         rows.append({"backbone": backbone, "width": f"{s['width']:g}", "image_size": s["image_size"],
-                     "accuracy": 100.0 * s["accuracy"], "chance": 100.0 * s["chance"],
+                     "accuracy": 100.0 * s["accuracy"], "accuracy_clutter": 100.0 * s.get("accuracy_clutter", math.nan),
+                     "chance": 100.0 * s["chance"],
                      "steps": f"{settings.get('crop_iterations', 0)} + {settings.get('iterations', '?')}",
                      "images": settings.get("batch_size", 0) * (settings.get("crop_iterations", 0)
                                                                 + settings.get("iterations", 0)),
                      "precision": settings.get("precision", "?"), "wall_s": settings.get("wall_s", math.nan)})
-    columns = [("backbone", "backbone"), ("width", "width"), ("image_size", "input px"), ("accuracy", "accuracy %"),
+    columns = [("backbone", "backbone"), ("width", "width"), ("image_size", "input px"),
+               ("accuracy", "accuracy % (single objects)"), ("accuracy_clutter", "accuracy % (with clutter)"),
                ("chance", "chance %"), ("steps", "steps (crops + full)"), ("images", "images"),
                ("precision", "precision"), ("wall_s", "wall s")]
     caption = ("Pretraining stand-ins for the ImageNet classifiers: held-out accuracy on fresh synthetic objects "
-               "(20 classes) at the classifier's input size" + (f"; {dataset_note}" if dataset_note else ""))
+               "(20 classes) at the classifier's input size, on single objects and on the phase-2 images (the "
+               "labelled object centred over up to `clutter` others)" + (f"; {dataset_note}" if dataset_note else ""))
     return write_table(out_prefix, columns, rows, caption=caption)
+
+
+def _baseline_row(name: str, ref: dict, keys: Sequence[str], first: str) -> dict:
+    row = {first: f"{name} (paper)", "n": "--", "learned": "--"}
+    for key in keys:
+        value = ref.get(key)
+        row[f"{key}_pm"] = "--"
+        row[key] = row[f"{key}_std"] = math.nan
+        row[f"{key}_paper"] = math.nan if value is None else value
+        row[f"{key}_diff"] = math.nan
+    return row
+
+
+def table4(metrics: dict[str, str | os.PathLike | Sequence], out_prefix: str | os.PathLike, *,
+           dataset_note: str = "") -> list[Path]:
+    """Table 4 (NYUDv2): RGB, RGB-D, HHA and RGB-HHA FCNs (mean ± std over seeds) beside the paper's rows;
+    the paper's baseline (Gupta et al.) printed as the paper gives it.
+
+    ``metrics`` maps a row of ``paper.TABLE4`` ("FCN-32s RGB", ...) to the evaluation JSON of that run, or
+    a list of them (one per seed).
+    """
+    return _dataset_table(metrics, out_prefix, TABLE4_OURS, paper.TABLE4, paper.TABLE4_BASELINES, METRICS,
+                          "Table 4: NYUDv2 test (percent), ours (mean ± std over n seeds) beside the paper's, "
+                          "whose baseline row (Gupta et al.) is printed as published", dataset_note)
+
+
+def table5(metrics: dict[str, str | os.PathLike | Sequence], out_prefix: str | os.PathLike, *,
+           dataset_note: str = "") -> list[Path]:
+    """Table 5 (SIFT Flow): the two-headed FCNs' semantic metrics (over the classes present in the test
+    ground truth) and geometric pixel accuracy, beside the paper's FCN-16s and its baselines."""
+    metrics_geo = METRICS + (("geo_acc", "geom. acc."),)
+    return _dataset_table(metrics, out_prefix, TABLE5_OURS, paper.TABLE5, paper.TABLE5_BASELINES, metrics_geo,
+                          "Table 5: SIFT Flow test (percent), ours (mean ± std over n seeds) beside the paper's "
+                          "FCN-16s (the paper reports no FCN-32s row) and the baselines it prints; semantic means over "
+                          "the classes present in the test ground truth, geometric accuracy = pixel accuracy of the "
+                          "sky / horizontal / vertical head", dataset_note)
+
+
+def _dataset_table(metrics, out_prefix, ours: Sequence[str], reference: dict, baselines: Sequence[str], keys,
+                   caption: str, dataset_note: str) -> list[Path]:
+    unknown = sorted(set(metrics) - set(ours))
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; expected names from {ours}")
+    rows = [_baseline_row(name, reference[name], [k for k, _ in keys], "net") for name in baselines]
+    for net, paths in metrics.items():
+        results = [_read_json(p) for p in _paths(paths)]
+        for r in results:  # the geometric head's accuracy (SIFT Flow) under the table's name
+            if "label_geo_pixel_acc" in r:
+                r["geo_acc"] = r["label_geo_pixel_acc"]
+        row = {"net": net, "learned": _learned(results)}
+        ref = reference.get(net)
+        for key, _ in keys:
+            values = [100.0 * r[key] for r in results if r.get(key) is not None]
+            mean, std, n = mean_std(values)
+            row[key], row[f"{key}_std"], row["n"], row[f"{key}_pm"] = mean, std, n, pm(mean, std)
+            published = ref.get(key) if ref else None
+            row[f"{key}_paper"] = math.nan if published is None else published
+            row[f"{key}_diff"] = mean - row[f"{key}_paper"]
+        rows.append(row)
+    shown, csv = _columns(("net", "net"), keys)
+    shown.append(("learned", "loss < floor"))
+    csv.append(("learned", "loss < floor"))
+    caption += "; Δ = our mean minus the paper's" + (f"; {dataset_note}" if dataset_note else "")
+    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv)

@@ -4,12 +4,13 @@
     table["fcn8s"].init                           # Init("run", "fcn16s"): staged from FCN-16s, same seed
     paths = RunPaths(results="results")
     paths.model("fcn8s", seed=1)                  # results/train/fcn8s/seed1/model.pt
-    paths.init(table["fcn8s"], seed=1)            # results/train/fcn16s/seed1/model.pt
+    paths.init(table["fcn8s"], seed=1)            # [results/train/fcn16s/seed1/model.pt]
 
 A run is defined once here; the Snakefile only turns runs into jobs (one per run and seed) and the CLI
 flags of ``segbench train``. Runs of Table 2 (``fcn32s-fixed``, the random-trunk control
 ``fcn32s-fixed-random``, ``fcn32s``, ``fcn16s``, ``fcn8s``), Table 1 (``fcn32s-<backbone>`` and their
-fixed runs for the other backbones) and Figure 5 (``fig5-p<p>``).
+fixed runs for the other backbones), Figure 5 (``fig5-p<p>``), Table 4 (``nyud-*``: NYUDv2 RGB, RGB-D, HHA and
+the late fusions) and Table 5 (``siftflow-32s`` and ``siftflow-16s``, the two-headed nets).
 
 The paper starts FCN-32s from the classifier with a zero score layer and stages 32s -> 16s -> 8s. With
 ``train.from_fixed`` (the embedded default's short schedules) every FCN-32s instead starts from its
@@ -33,8 +34,9 @@ TABLE1_BACKBONES = ("alexnet", "vgg16", "googlenet")
 class Init:
     """Where a run's starting weights come from: a pretrained classifier, another run, or nothing."""
 
-    kind: str            # "pretrained" (a BACKBONES key), "run" (a run name, same seed) or "random"
+    kind: str            # "pretrained" (a BACKBONES key), "run" (run names, same seed) or "random"
     name: str | None = None
+    streams: tuple[str, ...] = ()  # kind "run" of a late-fusion net: its colour and HHA runs
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,18 @@ class Run:
     lr: float | None = None          # None = the recipe's
     momentum: float | None = None
     val_every: int = 0
-    dataset: str = "voc"
-    tags: tuple[str, ...] = field(default=())  # which tables use it: "table1", "table2", "fig5"
+    dataset: str = "voc"             # "voc", "nyud" or "siftflow" (see DATASETS)
+    modality: str = "rgb"            # the input (data.tensors.MODALITIES)
+    seeds: tuple[int, ...] | None = None  # None = every seed of the config
+    tags: tuple[str, ...] = field(default=())  # which tables use it: "table1", "table2", "fig5", "table4", "table5"
+
+
+# The training and evaluation stores of each dataset, under <results>/preprocessed/<dataset>/
+DATASETS = {"voc": ("train.h5", "val.h5"), "nyud": ("train-hha.h5", "test-hha.h5"),
+            "siftflow": ("trainval.h5", "test.h5")}
+TABLE4_ROWS = {"FCN-32s RGB": "nyud-rgb", "FCN-32s RGBD": "nyud-rgbd", "FCN-32s HHA": "nyud-hha",
+               "FCN-32s RGB-HHA": "nyud-rgb-hha", "FCN-16s RGB-HHA": "nyud-rgb-hha-16s"}  # Table 4 row -> run
+TABLE5_ROWS = {"FCN-32s (two-headed)": "siftflow-32s", "FCN-16s (two-headed)": "siftflow-16s"}  # Table 5 row -> run
 
 
 def table1_model(backbone: str, *, torchvision: bool) -> str:
@@ -125,15 +137,52 @@ def run_table(config: Mapping) -> dict[str, Run]:
                         init=Init("pretrained", models.backbone_of(f5["model"])), iterations=f5["iterations"],
                         sample_p=float(p), batch_size=f5["batch_size"], val_every=f5["val_every"],
                         recipe=f5["recipe"], lr=f5["lr"], momentum=f5["momentum"], tags=("fig5",)))
+    runs += _table4_runs(config) + _table5_runs(config)
     table = {}
     for run in runs:
         if run.name in table:
             raise ValueError(f"two runs are named {run.name!r}: check table1.backbones and fig5.p for duplicates")
         table[run.name] = run
     for run in table.values():
-        if run.init.kind == "run" and run.init.name not in table:
-            raise ValueError(f"run {run.name!r} starts from run {run.init.name!r}, which the config does not define")
+        for name in (run.init.streams or (run.init.name,)) if run.init.kind == "run" else ():
+            if name not in table:
+                raise ValueError(f"run {run.name!r} starts from run {name!r}, which the config does not define")
     return table
+
+
+def _table4_runs(config: Mapping) -> list[Run]:
+    """NYUDv2 (Table 4): FCN-32s on RGB, RGB-D (early fusion), HHA; the RGB-HHA late fusion from the RGB
+    and HHA runs, and FCN-16s RGB-HHA staged from it."""
+    c = config["nyud"]
+    vgg = Init("pretrained", "vgg16")
+    width = _width(config, "fcn32s_vgg16")
+    common = dict(dataset="nyud", width=width, recipe=config["train"]["recipe"], lr=config["train"]["lr"],
+                  momentum=config["train"]["momentum"], batch_size=config["train"]["batch_size"],
+                  seeds=tuple(c["seeds"]), tags=("table4",))
+    single = c["iterations"]["single"]
+    return [
+        Run(name="nyud-rgb", model="fcn32s_vgg16", init=vgg, iterations=single, modality="rgb", **common),
+        Run(name="nyud-rgbd", model="fcn32s_vgg16", init=vgg, iterations=single, modality="rgbd", **common),
+        Run(name="nyud-hha", model="fcn32s_vgg16", init=vgg, iterations=single, modality="hha", **common),
+        Run(name="nyud-rgb-hha", model="fcn32s_rgbhha_vgg16", init=Init("run", streams=("nyud-rgb", "nyud-hha")),
+            iterations=c["iterations"]["fusion"], modality="rgb_hha", **common),
+        Run(name="nyud-rgb-hha-16s", model="fcn16s_rgbhha_vgg16", init=Init("run", "nyud-rgb-hha"),
+            iterations=c["iterations"]["fusion"], modality="rgb_hha", **common),
+    ]
+
+
+def _table5_runs(config: Mapping) -> list[Run]:
+    """SIFT Flow (Table 5): the two-headed (semantic + geometric) FCN-32s, and FCN-16s staged from it."""
+    c = config["siftflow"]
+    common = dict(dataset="siftflow", width=_width(config, "fcn32s_vgg16"), recipe=config["train"]["recipe"],
+                  lr=config["train"]["lr"], momentum=config["train"]["momentum"],
+                  batch_size=config["train"]["batch_size"], seeds=tuple(c["seeds"]), tags=("table5",))
+    return [
+        Run(name="siftflow-32s", model="fcn32s_siftflow_vgg16", init=Init("pretrained", "vgg16"),
+            iterations=c["iterations"]["fcn32s"], **common),
+        Run(name="siftflow-16s", model="fcn16s_siftflow_vgg16", init=Init("run", "siftflow-32s"),
+            iterations=c["iterations"]["fcn16s"], **common),
+    ]
 
 
 def fig5_run(p: float) -> str:
@@ -164,13 +213,17 @@ class RunPaths:
     def metrics(self, run: str, seed: int | str) -> str:
         return f"{self.results}/evaluate/{run}/seed{seed}/val.json"
 
+    def stores(self, run: Run) -> tuple[str, str]:
+        """The training and evaluation stores of ``run``'s dataset."""
+        return tuple(f"{self.results}/preprocessed/{run.dataset}/{name}" for name in DATASETS[run.dataset])
+
     def pretrained(self, backbone: str) -> str:
         return f"{self.results}/pretrain/{backbone}.pt"
 
-    def init(self, run: Run, seed: int | str) -> str | None:
-        """The starting weights file of ``run`` for ``seed`` (None for a random trunk)."""
+    def init(self, run: Run, seed: int | str) -> list[str]:
+        """The starting weights files of ``run`` for ``seed``: one, two for a late fusion, none for a random trunk."""
         if run.init.kind == "pretrained":
-            return self.pretrained(run.init.name)
+            return [self.pretrained(run.init.name)]
         if run.init.kind == "run":
-            return self.model(run.init.name, seed)
-        return None
+            return [self.model(name, seed) for name in (run.init.streams or (run.init.name,))]
+        return []

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -24,9 +25,14 @@ PATHS = runs.RunPaths(RESULTS)
 BACKBONES = runs.pretrained_backbones(RUNS)  # classifiers the runs start from
 
 
+def run_seeds(run):
+    """The seeds ``run`` is trained with: its own (Tables 4 and 5) or the config's."""
+    return list(RUNS[run].seeds or SEEDS)
+
+
 def seeds_of(run, paths):
     """One path per seed of ``run``: ``paths(run, seed)``, in seed order."""
-    return [paths(run, seed) for seed in SEEDS]
+    return [paths(run, seed) for seed in run_seeds(run)]
 
 
 SPLITS = {"voc": ("train", "val"), "nyud": ("train", "test"), "siftflow": ("trainval", "test")}
@@ -65,6 +71,27 @@ DATA_NOTE = ("synthetic twin data, CPU-sized models: compare trends, not values"
 TABLE2_ROWS = {**runs.TABLE2_NETS, "FCN-32s-fixed, random trunk": runs.RANDOM_CONTROL}
 
 
+def _seeds_note(section):
+    n = len(config[section]["seeds"])
+    return f"{n} seed{'s' if n > 1 else ''}" + ("" if n >= len(SEEDS) else f" (Tables 1 and 2: {len(SEEDS)})")
+
+
+_nyud = config["data"]["synthetic"]["nyud"]
+DATASET_NOTES = {
+    "table4": "; ".join(filter(None, [
+        f"NYUDv2 twin: {_nyud['n_images']} frames at {_nyud['frame_scale']:g} of 480x640, HHA computed from "
+        "the twin depth" if SYNTHETIC else "real data", _seeds_note("nyud"),
+        f"recipe {config['train']['recipe']}, {config['nyud']['iterations']['single']} / "
+        f"{config['nyud']['iterations']['fusion']} iterations (single / fusion runs)",
+        f"VGG16 at width {config['models']['width']['vgg16']:g}" if SYNTHETIC else ""])),
+    "table5": "; ".join(filter(None, [
+        "SIFT Flow twin" if SYNTHETIC else "real data", _seeds_note("siftflow"),
+        f"recipe {config['train']['recipe']}, {config['siftflow']['iterations']['fcn32s']} + "
+        f"{config['siftflow']['iterations']['fcn16s']} iterations (32s, 16s)",
+        f"VGG16 at width {config['models']['width']['vgg16']:g}" if SYNTHETIC else ""])),
+}
+
+
 def opt(flag, value):
     """A CLI flag with its value, or nothing when the value is unset."""
     return "" if value is None else f"{flag} {value}"
@@ -75,20 +102,16 @@ def train_flags(wildcards):
     run, cfg = RUNS[wildcards.run], config["train"]
     init = PATHS.init(run, wildcards.seed)
     return " ".join(filter(None, [
-        f"--model {run.model} --width {run.width} --mode {run.mode}", opt("--init", init),
+        f"--model {run.model} --width {run.width} --mode {run.mode} --modality {run.modality}",
+        f"--init {' '.join(init)}" if init else "",
         f"--iterations {run.iterations} --sample-p {run.sample_p}",
         f"--recipe {run.recipe} --criterion {cfg['criterion']} --gamma {cfg['gamma']}",
         opt("--lr", run.lr), opt("--lr-scale", cfg["lr_scale"]), opt("--momentum", run.momentum),
         opt("--batch-size", run.batch_size), opt("--dropout", config["models"]["dropout"]),
         f"--precision {config['precision']}", "--channels-last" if config["channels_last"] else "",
         f"--checkpoint-every {cfg['checkpoint_every']} --seed {wildcards.seed} --device {config['device']}",
-        f"--val-store {RESULTS}/preprocessed/voc/val.h5 --val-every {run.val_every}" if run.val_every else "",
+        f"--val-store {PATHS.stores(run)[1]} --val-every {run.val_every}" if run.val_every else "",
     ]))
-
-
-def train_init(wildcards):
-    init = PATHS.init(RUNS[wildcards.run], wildcards.seed)
-    return [] if init is None else [init]
 
 
 def resources_for(rule):
@@ -111,6 +134,8 @@ def final_outputs():
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/fig5.md",
         *([] if TORCHVISION else [f"{RESULTS}/tables/pretrain.md"]),
+        f"{RESULTS}/tables/table4.md",
+        f"{RESULTS}/tables/table5.md",
         f"{RESULTS}/figures/fig5.png",
         *[f"{RESULTS}/stats/{dataset}.json" for dataset in SPLITS],
         *[f"{RESULTS}/preprocessed/nyud/{split}-hha.h5" for split in SPLITS["nyud"]],

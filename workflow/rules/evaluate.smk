@@ -1,9 +1,9 @@
-# Evaluation: every trained run and seed on the validation split (seg11valid).
+# Evaluation: every trained run and seed on its dataset's evaluation split (VOC: seg11valid).
 
 
 rule evaluate:
     input:
-        store=f"{RESULTS}/preprocessed/voc/val.h5",
+        store=lambda wc: PATHS.stores(RUNS[wc.run])[1],
         weights=f"{RESULTS}/train/{{run}}/seed{{seed}}/model.pt",
     output:
         f"{RESULTS}/evaluate/{{run}}/seed{{seed}}/val.json",

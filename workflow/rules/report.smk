@@ -80,3 +80,27 @@ rule table_pretrain:
         f"{LOGS}/report/table_pretrain.log",
     shell:
         "segbench table-pretrain {params.runs} --out-prefix {params.prefix} --note '{params.note}' > {log} 2>&1"
+
+
+for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)):
+
+    rule:
+        name:
+            _table
+        input:
+            **{row: seeds_of(run, PATHS.metrics) for row, run in _rows.items()},
+        output:
+            multiext(f"{RESULTS}/tables/{_table}", ".csv", ".tex", ".md"),
+        params:
+            runs=lambda wc, input: " ".join(f"--run '{row}={','.join(paths)}'" for row, paths in input.items()),
+            note=shlex.quote(DATASET_NOTES[_table]),
+            prefix=lambda wc, output: output[0][: -len(".csv")],
+            table=_table,
+        resources:
+            **resources_for("table2"),
+        conda:
+            "../envs/segbench.yaml"
+        log:
+            f"{LOGS}/report/{_table}.log",
+        shell:
+            "segbench {params.table} {params.runs} --out-prefix {params.prefix} --note {params.note} > {log} 2>&1"

@@ -46,9 +46,9 @@ else:
 
 rule train:
     input:
-        store=f"{RESULTS}/preprocessed/voc/train.h5",
-        val=f"{RESULTS}/preprocessed/voc/val.h5",
-        init=train_init,
+        store=lambda wc: PATHS.stores(RUNS[wc.run])[0],
+        val=lambda wc: PATHS.stores(RUNS[wc.run])[1],
+        init=lambda wc: PATHS.init(RUNS[wc.run], wc.seed),
     output:
         model=f"{RESULTS}/train/{{run}}/seed{{seed}}/model.pt",
         log=f"{RESULTS}/train/{{run}}/seed{{seed}}/log.csv",
