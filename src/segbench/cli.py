@@ -210,6 +210,13 @@ def _submission(a):
     log.info("wrote %d PNGs to %s", len(list(folder.iterdir())), folder)
 
 
+def _table_successors(a):
+    from segbench.report_successors import table_successors
+
+    runs = {model: json.loads(spec) for model, spec in _pairs(a.run)}
+    table_successors(runs, a.out_prefix, dataset_note=a.note)
+
+
 def _pairs(items):
     for item in items:
         if "=" not in item:
@@ -448,6 +455,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--archive", type=Path, help="also write this .tar.gz for upload")
     _common(s, seed=False)
     s.set_defaults(func=_submission)
+
+    s = sub.add_parser("table-successors", help="Beyond FCN: FCN-8s and its successors beside their papers")
+    s.add_argument("--run", action="append", default=[],
+                   metavar='MODEL={"metrics":[..one per seed..],"benchmark":..,"recipe":..,"iterations":..,"width":..}')
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="", help="the data the runs used, named in the caption")
+    s.set_defaults(func=_table_successors)
     return p
 
 
