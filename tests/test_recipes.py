@@ -223,3 +223,17 @@ def test_pspnet_recipe_puts_its_heads_at_10x_and_biases_at_1x():
     deeplab = make_optimizer(models.build("deeplabv3_resnet50", 3, width=1 / 16), recipe("deeplabv3",
                                                                                         model_name="deeplabv3_resnet50"))
     assert {g["name"]: g["lr"] for g in deeplab.param_groups} == pytest.approx({"weights": 0.007, "biases": 0.007})
+
+
+def test_config_schema_offers_the_recipes_and_successor_models():
+    import yaml
+
+    from conftest import ROOT
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    section = schema["properties"]["successors"]["properties"]
+    assert set(section["recipe"]["enum"]) == set(RECIPES) | {None}
+    assert set(section["models"]["items"]["enum"]) == set(OWN_RECIPE)
+    for config in ("config.yaml", "paper.yaml"):
+        successors = yaml.safe_load((ROOT / "config" / config).read_text())["successors"]
+        assert successors["recipe"] in set(RECIPES) | {None} and set(successors["models"]) <= set(OWN_RECIPE)
