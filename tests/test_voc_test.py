@@ -98,7 +98,9 @@ def test_workflow_chain_on_the_twin(twin, weights, tmp_path):
     raw = tmp_path / "raw" / "voc-test2012"
     assert main(["synth-voc-test", "--out-dir", str(raw), "--n-images", "3", "--image-size", "48"]) == 0
     store = tmp_path / "test2012.h5"
-    assert main(["preprocess-voc-test", "--raw-dir", str(raw), "--out", str(store), "--year", "2012"]) == 0
+    assert main(["preprocess-voc-test", "--raw-dir", str(raw), "--out", str(store), "--year", "2012",
+                 "--provenance", str(config)]) == 0
+    assert json.loads(provenance_path(store).read_text())["inputs"][0]["path"] == str(raw / "manifest.json")
     archive = tmp_path / "submission" / "VOC2012.tar.gz"
     assert main(["submission", "--store", str(store), "--weights", str(weights), "--out-dir",
                  str(tmp_path / "submission"), "--year", "2012", "--archive", str(archive), "--device", "cpu",

@@ -268,9 +268,11 @@ def _voc_test_images(a):
 
 
 def _preprocess_voc_test(a):
+    from segbench.data import MANIFEST
     from segbench.data.voc import preprocess_voc_test
 
-    preprocess_voc_test(a.raw_dir, a.out, year=a.year)
+    with _tracked(a, a.out, inputs=[a.raw_dir / MANIFEST]):
+        preprocess_voc_test(a.raw_dir, a.out, year=a.year)
 
 
 def _table3(a):
@@ -586,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--raw-dir", type=Path, required=True, help="a folder holding VOCdevkit/VOC<year> with test.txt")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--year", default="2012", choices=("2011", "2012"))
+    _provenance(s)
     s.set_defaults(func=_preprocess_voc_test)
 
     s = sub.add_parser("table3", help="Table 3: the paper's VOC test rows beside our submission archives")

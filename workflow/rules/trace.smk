@@ -140,11 +140,13 @@ rule preprocess_voc_test:
     input:
         f"{RESULTS}/raw/voc-test{{year}}/{MANIFEST}",
     output:
-        f"{RESULTS}/preprocessed/voc/test{{year}}.h5",
+        store=f"{RESULTS}/preprocessed/voc/test{{year}}.h5",
+        provenance=sidecars(f"{RESULTS}/preprocessed/voc/test{{year}}.h5"),
     wildcard_constraints:
         year="|".join(TEST_YEARS),
     params:
         raw_dir=lambda wc, input: os.path.dirname(input[0]),
+        provenance=PROVENANCE,
     resources:
         **resources_for("preprocess_voc"),
     conda:
@@ -152,7 +154,8 @@ rule preprocess_voc_test:
     log:
         f"{LOGS}/data/preprocess_voc_test{{year}}.log",
     shell:
-        "segbench preprocess-voc-test --raw-dir {params.raw_dir} --out {output} --year {wildcards.year} > {log} 2>&1"
+        "segbench preprocess-voc-test --raw-dir {params.raw_dir} --out {output.store} --year {wildcards.year}"
+        " {params.provenance} > {log} 2>&1"
 
 
 rule submission:
