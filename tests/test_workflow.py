@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,9 @@ def test_workflow_leaves_the_report_and_every_sidecar(tiny_run):
     store = Store(out / "preprocessed" / "voc" / "test2012.h5")
     check_submission(out / "submission/results/VOC2012/Segmentation/comp6_test_cls",
                      {i: store.image(k).shape[:2] for k, i in enumerate(store.ids)})
+    with tarfile.open(out / "submission" / "VOC2012.tar.gz") as tar:
+        pngs = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert pngs == [f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in sorted(store.ids)]
     assert "FCN-8s (ours)" in (out / "tables" / "table3.md").read_text()
     assert "FCN-16s" in (out / "report" / "table2.html").read_text()
 

@@ -151,7 +151,8 @@ def perclass_all(*, metrics: Sequence[str | os.PathLike], figures: Mapping[str, 
         with tracked_if(config, f"{prefix}.png", also=[f"{prefix}.pdf"], inputs=[path]):
             rows, result = _read_rows(path)
             seed = (result.get("train") or {}).get("seed")
-            title = f"Per-class IU on {result.get('split', '?')}: {name} ({result.get('model', '?')}" + (
+            split = Path(result.get("split", "?"))
+            title = f"Per-class IU on {split.parent.name}/{split.name}: {name} ({result.get('model', '?')}" + (
                 f", seed {seed})" if seed is not None else ")")
             written += save_figure(plot_perclass(rows, mean_iu=result["mean_iu"], published=published, title=title),
                                    prefix)

@@ -158,13 +158,14 @@ rule preprocess_voc_test:
         " {params.provenance} > {log} 2>&1"
 
 
+# The archive is the output; the folder it packs (submission/results/VOC<year>/Segmentation/comp6_test_cls/) is
+# not declared, so that Snakemake puts no timestamp file of its own among the PNGs.
 rule submission:
     input:
         store=f"{RESULTS}/preprocessed/voc/test{{year}}.h5",
         weights=PATHS.model(SUBMISSION_RUN, SEEDS[0]),
     output:
         archive=f"{RESULTS}/submission/VOC{{year}}.tar.gz",
-        folder=directory(f"{RESULTS}/submission/results/VOC{{year}}/Segmentation/comp6_test_cls"),
         provenance=sidecars(f"{RESULTS}/submission/VOC{{year}}.tar.gz"),
     wildcard_constraints:
         year="|".join(TEST_YEARS),
