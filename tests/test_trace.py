@@ -254,7 +254,7 @@ def test_table_subcommands_trace_rows_to_metric_files(evaluation):
     assert not provenance_path(plain).exists()  # without --provenance, no sidecar
 
 
-def test_perclass_and_curves_subcommands(evaluation, tmp_path):
+def test_perclass_and_curves_subcommands(evaluation, tmp_path, caplog):
     _, config, _, _, metrics = evaluation
     assert main(["perclass-all", "--metrics", str(metrics), "--figure", f"fcn32s={metrics}", "--figure-dir",
                  str(tmp_path / "pc"), "--provenance", str(config)]) == 0
@@ -264,5 +264,6 @@ def test_perclass_and_curves_subcommands(evaluation, tmp_path):
     assert main(["curves-all", "--run", f"fcn8s={logs[0]},{logs[1]}", "--out-dir", str(tmp_path / "c"),
                  "--provenance", str(config)]) == 0
     assert len(_sidecar(tmp_path / "c" / "fcn8s.png")["inputs"]) == 2
-    with pytest.raises(FileNotFoundError, match="run its train step"):
-        main(["curves-all", "--run", f"x={tmp_path / 'absent.csv'}", "--out-dir", str(tmp_path / "c")])
+    caplog.clear()
+    assert main(["curves-all", "--run", f"x={tmp_path / 'absent.csv'}", "--out-dir", str(tmp_path / "c")]) == 1
+    assert "absent.csv does not exist: run its train step first" in caplog.text

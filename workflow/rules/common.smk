@@ -160,6 +160,8 @@ TABLE_PAGES = {  # name -> (table prefix, title, caption in workflow/report/, re
     "table2": (f"{RESULTS}/tables/table2", "Table 2: skip architectures on seg11valid", "table2.rst", "Table 2"),
     "table3": (f"{RESULTS}/tables/table3", "Table 3: VOC test submissions", "table3.rst", "Table 3"),
     "fig5": (f"{RESULTS}/tables/fig5", "Figure 5: whole images against patch sampling", "fig5.rst", "Figure 5"),
+    "table4": (f"{RESULTS}/tables/table4", "Table 4: RGB-D on NYUDv2", "table4.rst", "Table 4"),
+    "table5": (f"{RESULTS}/tables/table5", "Table 5: SIFT Flow, semantic and geometric", "table5.rst", "Table 5"),
     **({} if TORCHVISION else {"pretrain": (f"{RESULTS}/tables/pretrain", "Pretraining stand-ins",
                                             "pretrain.rst", "Pretraining")}),
     **({} if SYNTHETIC else {"released": (f"{RESULTS}/tables/released", "The authors' released models",
