@@ -16,6 +16,8 @@ for AlexNet or GoogLeNet (its AlexNet solver is the ``paper`` recipe); ``heavy``
 ``short`` is this project's replacement for schedules thousands of times shorter than the paper's (the
 embedded default trains each net on about a thousand images instead of 100,000 iterations): Adam
 (decoupled weight decay 5e-4 on weights, none on biases, biases at twice the lr) on the mean loss, batch 4,
+the layers named by ``model.head_prefixes`` (``score*`` in FCNs: zero-initialised, and the only layers a
+fixed-trunk run learns) at 10x the lr, as the successors' recipes do for their new heads,
 the learning rate decayed to zero over each run as (1 - t)^0.9 ("poly"), and no stage divisor: each stage
 (32s-fixed -> 32s -> 16s -> 8s) is a short run of its own that starts from the previous stage and decays
 its own rate, which is what the paper's /100 per stage did for runs that had converged. Its lr is one

@@ -168,7 +168,8 @@ TABLE_PAGES = {  # name -> (table prefix, title, caption in workflow/report/, re
                                           "released.rst", "Released models")}),
 }
 # Evaluations that get a per-class CSV: every run a table reads metrics of, every seed.
-EVALUATED = sorted({*TABLE2_ROWS.values(), *(runs.table1_run(b) for b in config["table1"]["backbones"])})
+EVALUATED = sorted({*TABLE2_ROWS.values(), *(runs.table1_run(b) for b in config["table1"]["backbones"]),
+                    *runs.TABLE4_ROWS.values(), *runs.TABLE5_ROWS.values()})
 PERCLASS_FIGURES = {run: PATHS.metrics(run, SEEDS[0]) for run in runs.TABLE2_NETS.values()}  # first seed
 QUALITATIVE = {  # dataset -> validation store, {column title: weights} and report category; NYUD and SIFT Flow
     # nets add theirs here (predictions are made from a store's RGB images: an HHA or RGB-D net needs predict.py
@@ -184,7 +185,7 @@ RELEASED_VARIANTS = () if SYNTHETIC else ("fcn32s", "fcn16s", "fcn8s")  # real d
 
 def evaluations():
     """Every evaluation JSON the per-class step reads: each seed of each evaluated run, the released models."""
-    return [PATHS.metrics(run, seed) for run in EVALUATED for seed in SEEDS] + [
+    return [path for run in EVALUATED for path in seeds_of(run, PATHS.metrics)] + [
         f"{RESULTS}/evaluate/released-{v}/val.json" for v in RELEASED_VARIANTS]
 
 
@@ -201,7 +202,8 @@ def figure_files(*prefixes):
 def curve_category(run):
     """The report category of a run's training curves: the first table that uses it."""
     tags = RUNS[run].tags
-    return {"table1": "Table 1", "table2": "Table 2", "fig5": "Figure 5"}.get(tags[0] if tags else "", "Runs")
+    categories = {"table1": "Table 1", "table2": "Table 2", "fig5": "Figure 5", "table4": "Table 4", "table5": "Table 5"}
+    return categories.get(tags[0] if tags else "", "Runs")
 
 
 def report_figures():

@@ -36,7 +36,7 @@ rule perclass:
 
 rule curves:
     input:
-        [PATHS.log(run, seed) for run in RUNS for seed in SEEDS],
+        [path for run in RUNS for path in seeds_of(run, PATHS.log)],
     output:
         figures=[
             report(f"{RESULTS}/figures/curves/{run}.png", caption="../report/curves.rst",
