@@ -93,6 +93,35 @@ def test_upsampler_runs_in_fp32_under_bf16_autocast():
     torch.testing.assert_close(y, F.conv_transpose2d(x.float(), up.weight, stride=32), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernel, stride, size_in, offset, size_out", [
+    (64, 32, (11, 12), 19, (128, 131)), (63, 32, (10, 10), 18, (100, 97)), (16, 8, (42, 42), 31, (128, 128)),
+    (32, 16, (9, 7), 27, (97, 65)), (64, 32, (1, 1), 19, (1, 1))])
+def test_upsampler_window_is_the_crop_of_the_whole_output_forward_and_backward(kernel, stride, size_in, offset,
+                                                                               size_out):
+    """The separable window (what the FCNs' final layer computes) equals crop(upscore(x)) and its gradient."""
+    torch.manual_seed(0)
+    up = BilinearUpsample(5, kernel_size=kernel, stride=stride)
+    x = torch.randn(2, 5, *size_in, requires_grad=True)
+    whole = up(x)[..., offset:offset + size_out[0], offset:offset + size_out[1]]
+    window = up.window(x, offset, size_out)
+    torch.testing.assert_close(window, whole, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(whole)
+    torch.testing.assert_close(torch.autograd.grad(window, x, g)[0], torch.autograd.grad(whole, x, g)[0],
+                               rtol=1e-5, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert up.window(x.bfloat16(), offset, size_out).dtype == torch.float32
+    with pytest.raises(ValueError, match="padding is too small"):
+        up.window(x, (size_in[0] - 1) * stride + kernel - size_out[0] + 1, size_out)  # one row past the blob
+
+
+def test_upsampler_window_of_a_loaded_non_bilinear_kernel_falls_back_to_the_deconvolution():
+    up = BilinearUpsample(2, kernel_size=4, stride=2)
+    with torch.no_grad():
+        up.weight[1, 1, 0, 0] = 3.0  # still per-class, no longer separable
+    x = torch.randn(1, 2, 5, 5)
+    torch.testing.assert_close(up.window(x, 1, (6, 7)), up(x)[..., 1:7, 1:8])
+
+
 def test_upsampler_refuses_cross_class_weights():
     up = BilinearUpsample(3, kernel_size=4, stride=2)
     state = up.state_dict()

@@ -84,5 +84,4 @@ class FCN(nn.Module):
             h = getattr(self, up_name)(h)
             tap = taps[skip] * self.skip_scales[skip] if skip in self.skip_scales else taps[skip]
             h = h + crop(getattr(self, score_name)(tap), self.crops[score_name], like=h)  # fuse_<skip>
-        h = getattr(self, self.final_name)(h)
-        return crop(h, self.crops[self.final_name], like=x)
+        return getattr(self, self.final_name).window(h, self.crops[self.final_name], x.shape[-2:])  # upscore + crop

@@ -82,8 +82,7 @@ class LateFusionFCN(nn.Module):
             up_name, score_name = _SKIP_NAMES[skip]
             h = getattr(self, up_name)(h)
             h = h + crop(fused[score_name], self.crops[score_name], like=h)  # fuse_pool4
-        h = getattr(self, self.final_name)(h)
-        return crop(h, self.crops[self.final_name], like=x)
+        return getattr(self, self.final_name).window(h, self.crops[self.final_name], x.shape[-2:])  # upscore + crop
 
     def _stream(self, x: torch.Tensor, suffix: str) -> dict[str, torch.Tensor]:
         taps, h = {}, x

@@ -18,9 +18,7 @@ def bilinear_kernel(size: int) -> torch.Tensor:
     ``factor = (size + 1) // 2``; the centre is ``factor - 1`` for odd sizes and ``factor - 0.5`` for even
     ones; the kernel sums to ``stride ** 2`` when ``size`` is ``2 * stride`` (or ``2 * stride - 1``).
     """
-    factor = (size + 1) // 2
-    center = factor - 1 if size % 2 == 1 else factor - 0.5
-    line = 1.0 - (torch.arange(size, dtype=torch.float64) - center).abs() / factor
+    line = bilinear_line(size)
     return torch.outer(line, line)
 
 
@@ -61,10 +59,58 @@ class BilinearUpsample(nn.ConvTranspose2d):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        idx = torch.arange(self.in_channels, device=self.weight.device)
-        per_class = self.weight[idx, idx].unsqueeze(1).float()  # C x 1 x k x k
         with torch.autocast(x.device.type, enabled=False):
-            return F.conv_transpose2d(x.float(), per_class, stride=self.stride, groups=self.in_channels)
+            return F.conv_transpose2d(x.float(), self._per_class(), stride=self.stride, groups=self.in_channels)
+
+    def _per_class(self) -> torch.Tensor:
+        idx = torch.arange(self.in_channels, device=self.weight.device)
+        return self.weight[idx, idx].unsqueeze(1).float()  # C x 1 x k x k
+
+    def window(self, x: torch.Tensor, offset: int, size: tuple[int, int]) -> torch.Tensor:
+        """``crop(self(x), offset, like)`` for an output of ``size`` (H, W), computing only that window.
+
+        The bilinear kernel is the outer product of one line, so the transposed convolution is separable:
+        output = A x B^T per class, with A[y, i] = line[offset + y - stride * i] (zero outside the
+        kernel). The final upsampler of an FCN produces about 3 x 3 times the pixels its crop keeps (the
+        padding of 100); this skips them, forward and backward. Equal to the crop of ``forward`` up to
+        float32 rounding; falls back to it if a loaded kernel is not the bilinear one.
+        """
+        h, w = size
+        k, s = self.kernel_size[0], self.stride[0]
+        if x.shape[-2] * s + k - s < offset + h or x.shape[-1] * s + k - s < offset + w:
+            raise ValueError(f"cannot crop {h}x{w} at offset {offset} from the {(x.shape[-2] - 1) * s + k}x"
+                             f"{(x.shape[-1] - 1) * s + k} upsampled blob: the network's padding is too small "
+                             "for this input size")
+        kernel = bilinear_kernel(k).to(device=x.device, dtype=torch.float32)
+        if not torch.equal(self._per_class(), kernel.expand(self.in_channels, 1, k, k)):
+            return crop(self(x), offset, _Size(h, w))
+        line = bilinear_line(k).to(device=x.device, dtype=torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            rows = _interpolation(line, s, x.shape[-2], offset, h)  # h x h_in
+            cols = _interpolation(line, s, x.shape[-1], offset, w)  # w x w_in
+            return rows @ x.float() @ cols.T
+
+
+class _Size:
+    """Something with ``shape[-2:] == (h, w)``, for ``crop``'s ``like``."""
+
+    def __init__(self, h: int, w: int):
+        self.shape = (h, w)
+
+
+def bilinear_line(size: int) -> torch.Tensor:
+    """The 1-D factor of ``bilinear_kernel(size)`` (float64): ``bilinear_kernel = outer(line, line)``."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    return 1.0 - (torch.arange(size, dtype=torch.float64) - center).abs() / factor
+
+
+def _interpolation(line: torch.Tensor, stride: int, n_in: int, offset: int, n_out: int) -> torch.Tensor:
+    """The n_out x n_in matrix of a 1-D transposed convolution with kernel ``line`` and ``stride``, rows
+    ``offset ... offset + n_out - 1`` of its output: M[y, i] = line[offset + y - stride * i] inside the kernel."""
+    t = torch.arange(offset, offset + n_out, device=line.device)[:, None] - stride * torch.arange(n_in, device=line.device)
+    inside = (t >= 0) & (t < line.numel())
+    return torch.where(inside, line[t.clamp(0, line.numel() - 1)], torch.zeros((), dtype=line.dtype, device=line.device))
 
 
 def crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:

@@ -67,8 +67,7 @@ class TwoHeadFCN(nn.Module):
             up_name, score_name = _SKIP_NAMES[skip]
             h = getattr(self, up_name + suffix)(h)
             h = h + crop(getattr(self, score_name + suffix)(taps[skip]), self.crops[score_name], like=h)
-        h = getattr(self, self.final_name + suffix)(h)
-        return crop(h, self.crops[self.final_name], like=like)
+        return getattr(self, self.final_name + suffix).window(h, self.crops[self.final_name], like.shape[-2:])
 
 
 def factory(skips: tuple[str, ...]) -> Callable[..., TwoHeadFCN]:
