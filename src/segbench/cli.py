@@ -98,7 +98,8 @@ def _train(a):
           recipe=a.recipe, lr=a.lr, lr_scale=a.lr_scale, batch_size=a.batch_size, momentum=a.momentum,
           iterations=a.iterations, sample_p=a.sample_p, criterion=a.criterion, gamma=a.gamma, val_store=a.val_store,
           val_every=a.val_every, checkpoint_every=a.checkpoint_every, dropout=a.dropout, precision_mode=a.precision,
-          channels_last=a.channels_last, modality=a.modality, seed=a.seed, device=a.device, threads=a.threads)
+          channels_last=a.channels_last, modality=a.modality, seed=a.seed, device=a.device, threads=a.threads,
+          num_workers=a.num_workers, pin_memory=a.pin_memory, compile=a.compile, deterministic=a.deterministic)
 
 
 def _evaluate(a):
@@ -337,8 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-every", type=int, default=d["val_every"])
     s.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
     s.add_argument("--dropout", type=float, help="rate of the dropout layers (default: the architecture's 0.5)")
-    s.add_argument("--precision", default=d["precision_mode"], choices=precision.PRECISIONS)
+    s.add_argument("--precision", default=d["precision_mode"], choices=precision.TRAINING_PRECISIONS)
     s.add_argument("--channels-last", action="store_true", default=d["channels_last"])
+    s.add_argument("--compile", action="store_true", default=d["compile"], help="train through torch.compile")
+    s.add_argument("--deterministic", action="store_true", default=d["deterministic"],
+                   help="cuDNN's deterministic algorithms, no benchmark mode (GPU; CPU runs are deterministic anyway)")
+    s.add_argument("--num-workers", type=int, default=d["num_workers"],
+                   help="processes loading the batches (0: the training process)")
+    s.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=d["pin_memory"],
+                   help="load batches into page-locked memory (GPU only)")
     _common(s, seed_default=d["seed"])
     s.set_defaults(func=_train)
 

@@ -1,4 +1,4 @@
-"""Process-wide settings every entry point applies the same way: device, threads, seeds."""
+"""Process-wide settings every entry point applies the same way: device, threads, seeds, deterministic algorithms."""
 
 from __future__ import annotations
 
@@ -44,3 +44,21 @@ def setup(*, threads: int | None = None, seed: int | None = None) -> None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+
+def set_deterministic(deterministic: bool) -> None:
+    """Choose between reproducible and fastest GPU arithmetic, for this process.
+
+    True: cuDNN's deterministic convolution algorithms without its benchmark mode, and
+    ``torch.use_deterministic_algorithms`` (cuBLAS with a fixed workspace, ``CUBLAS_WORKSPACE_CONFIG``, set
+    here unless already set; it must be set before the first matrix product on the GPU). An operation without
+    a deterministic GPU kernel then logs a warning naming it instead of stopping the run. False: cuDNN's
+    benchmark mode, which times the algorithms of each new input shape and keeps the fastest, some of them
+    non-deterministic (atomic adds in the backward pass). CPU arithmetic is deterministic either way: the
+    same settings on the same machine give the same bits.
+    """
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)

@@ -109,6 +109,8 @@ def train_flags(wildcards):
         opt("--lr", run.lr), opt("--lr-scale", cfg["lr_scale"]), opt("--momentum", run.momentum),
         opt("--batch-size", run.batch_size), opt("--dropout", config["models"]["dropout"]),
         f"--precision {config['precision']}", "--channels-last" if config["channels_last"] else "",
+        f"--num-workers {cfg['num_workers']}", "" if cfg["pin_memory"] else "--no-pin-memory",
+        "--compile" if cfg["compile"] else "", "--deterministic" if cfg["deterministic"] else "",
         f"--checkpoint-every {cfg['checkpoint_every']} --seed {wildcards.seed} --device {config['device']}",
         f"--val-store {PATHS.stores(run)[1]} --val-every {run.val_every}" if run.val_every else "",
     ]))

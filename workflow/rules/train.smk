@@ -1,5 +1,7 @@
 # Training: the classifier stand-in for ImageNet weights, then every run of the run table, once per seed.
 
+from segbench.distributed import launch_command
+
 
 if not TORCHVISION:
 
@@ -54,15 +56,18 @@ rule train:
         log=f"{RESULTS}/train/{{run}}/seed{{seed}}/log.csv",
         summary=f"{RESULTS}/train/{{run}}/seed{{seed}}/run.json",
     params:
+        # `segbench train`, or torchrun starting train.processes of it (docs/cluster.md)
+        launch=launch_command(config["train"]["processes"]),
         flags=train_flags,
         out_dir=lambda wc, output: os.path.dirname(output.model),
-    threads: 1
+    threads: 1  # per training process; its data-loading workers and further processes are in cpus_per_task
     resources:
-        **resources_for("train"),
+        **rule_resources("train", device=config["device"], overrides=config.get("resources"),
+                         processes=config["train"]["processes"], workers=config["train"]["num_workers"]),
     conda:
         "../envs/segbench.yaml"
     log:
         f"{LOGS}/train/{{run}}/seed{{seed}}.log",
     shell:
-        "segbench train --train-store {input.store} --out-dir {params.out_dir} {params.flags}"
+        "{params.launch} --train-store {input.store} --out-dir {params.out_dir} {params.flags}"
         " --threads {threads} > {log} 2>&1"
