@@ -47,14 +47,17 @@ def _train(tiny, out_dir, **kw):
     return train_module.train(**args)
 
 
-def _spy_norms(monkeypatch, module):
+def _spy_norms(monkeypatch):
+    """Records the norm of every batch converted to a network input (training and evaluation both go through
+    ``tensors.modality_input``, which calls ``tensors.to_input``)."""
     norms = []
+    original = tensors.to_input
 
     def to_input(images, mean_bgr, norm="caffe"):
         norms.append(norm)
-        return tensors.to_input(images, mean_bgr, norm)
+        return original(images, mean_bgr, norm)
 
-    monkeypatch.setattr(module, "to_input", to_input)
+    monkeypatch.setattr(tensors, "to_input", to_input)
     return norms
 
 
@@ -86,12 +89,12 @@ def test_weights_from_torchvision_train_and_evaluate_in_torchvision_norm(tiny, t
     _, norm = train_module.initialise("fcn32s_vgg16", 21, width=WIDTH, init=tiny["torchvision"])
     assert norm == "torchvision"
     assert train_module.initialise("fcn32s_vgg16", 21, width=WIDTH, init=tiny["caffe"])[1] == "caffe"
-    fed = _spy_norms(monkeypatch, train_module)
+    fed = _spy_norms(monkeypatch)
     weights = _train(tiny, tmp_path / "32s", init=tiny["torchvision"])
     assert fed and set(fed) == {"torchvision"}
     assert load_model(weights)[1]["meta"]["input_norm"] == "torchvision"
     assert train_module.initialise("fcn16s_vgg16", 21, width=WIDTH, init=weights)[1] == "torchvision"  # staged
-    fed = _spy_norms(monkeypatch, evaluate_module)
+    fed.clear()
     evaluate_module.evaluate(store_path=tiny["val"], model_path=weights, out_json=tmp_path / "val.json",
                              device="cpu", threads=1, progress=False)
     assert fed and set(fed) == {"torchvision"}

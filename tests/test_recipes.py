@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from segbench import models
-from segbench.recipes import RECIPES, apply_schedule, make_optimizer, recipe
+from segbench import models, recipes
+from segbench.recipes import (
+    FCN_RECIPES,
+    OWN_RECIPE,
+    RECIPES,
+    SUCCESSOR_RECIPES,
+    apply_schedule,
+    make_optimizer,
+    own_recipe,
+    recipe,
+)
 
 
 @pytest.mark.parametrize("name, model_name, lr", [
@@ -51,11 +60,14 @@ def test_poly_schedule_decays_to_zero_and_fixed_stays():
     assert isinstance(opt, torch.optim.AdamW)
     apply_schedule(opt, short, 50, 100)
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-    assert lrs == pytest.approx({"weights": short.lr * 0.5 ** 0.9, "biases": 2 * short.lr * 0.5 ** 0.9})
+    assert lrs == pytest.approx({"weights": short.lr * 0.5 ** 0.9, "biases": 2 * short.lr * 0.5 ** 0.9,
+                                 "head weights": 10 * short.lr * 0.5 ** 0.9,
+                                 "head biases": 20 * short.lr * 0.5 ** 0.9})
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown recipe 'adam'; expected one of \['heavy', 'paper', 'short'\]"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'adam'; expected one of \[.*'heavy', 'icnet', 'paper', 'pspnet', "
+                                         r"'short', 'unet'\]"):
         recipe("adam", model_name="fcn32s_vgg16")
     with pytest.raises(ValueError, match=r"unknown model 'fcn4s_vgg16'; expected one of \[.*'fcn32s_vgg16'"):
         recipe("heavy", model_name="fcn4s_vgg16")
@@ -67,26 +79,32 @@ def _groups(optimizer):
     return {g["name"]: g for g in optimizer.param_groups}
 
 
-@pytest.mark.parametrize("name", RECIPES)
+@pytest.mark.parametrize("name", FCN_RECIPES)
 @pytest.mark.parametrize("model_name", ["fcn8s_vgg16", "fcn32s_alexnet"])
 def test_parameter_groups(name, model_name):
     torch.manual_seed(0)
     model = models.build(model_name, 3, width=0.0625)
     rec = recipe(name, model_name=model_name)
     groups = _groups(make_optimizer(model, rec))
+    head = rec.head_lr_mult  # short: the score layers at 10x, in groups of their own
     assert groups["weights"]["lr"] == rec.lr and groups["weights"]["weight_decay"] == 5e-4
     assert groups["biases"]["lr"] == 2 * rec.lr and groups["biases"]["weight_decay"] == 0.0
     momentum = [g["betas"][0] if rec.optimizer == "adam" else g["momentum"] for g in groups.values()]
-    assert momentum == [rec.momentum, rec.momentum]
+    assert momentum == [rec.momentum] * (2 if head == 1 else 4)
     named = dict(model.named_parameters())
     ids = {k: {id(p) for p in g["params"]} for k, g in groups.items()}
+    weights, biases = ids["weights"] | ids.get("head weights", set()), ids["biases"] | ids.get("head biases", set())
     trainable = {n for n, p in named.items() if p.requires_grad}
     frozen = set(named) - trainable
     assert any("upscore" in n for n in frozen)  # the bilinear upsamplers exist and are frozen
-    assert ids["biases"] == {id(named[n]) for n in trainable if n.endswith(".bias")}
-    assert ids["weights"] == {id(named[n]) for n in trainable if not n.endswith(".bias")}
-    assert not {id(named[n]) for n in frozen} & (ids["weights"] | ids["biases"])
-    assert {id(named["score_fr.weight"])} <= ids["weights"] and {id(named["score_fr.bias"])} <= ids["biases"]
+    assert biases == {id(named[n]) for n in trainable if n.endswith(".bias")}
+    assert weights == {id(named[n]) for n in trainable if not n.endswith(".bias")}
+    assert not {id(named[n]) for n in frozen} & (weights | biases)
+    score = "head " if head != 1 else ""
+    assert {id(named["score_fr.weight"])} <= ids[score + "weights"]
+    assert {id(named["score_fr.bias"])} <= ids[score + "biases"]
+    if head != 1:
+        assert groups["head weights"]["lr"] == head * rec.lr and groups["head biases"]["lr"] == 2 * head * rec.lr
 
 
 def test_frozen_trunk_leaves_only_score_fr():
@@ -114,3 +132,108 @@ def test_no_trainable_parameter_raises():
     conv = torch.nn.Conv2d(1, 1, 1).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         make_optimizer(conv, recipe("heavy", model_name="fcn32s_vgg16"))
+
+
+# The successors' published recipes (SUCCESSOR-REFERENCE 1.1): lr, schedule, momentum, weight decay, batch, crop,
+# iterations, head and bias multipliers, and the augmentation (scale range, flip, rotation, blur, elastic)
+PUBLISHED = {
+    "unet": (1e-3, "fixed", 0.99, 5e-4, 1, 388, 30_000, 1.0, 2.0, None, False, 10.0, 0.0, True),
+    "dilation": (1e-3, "fixed", 0.9, 5e-4, 14, 500, 60_000, 1.0, 2.0, None, True, 0.0, 0.0, False),
+    "pspnet": (0.01, "poly", 0.9, 1e-4, 16, 473, 30_000, 10.0, 1.0, (0.5, 2.0), True, 10.0, 0.5, False),
+    "deeplabv3": (0.007, "poly", 0.9, 1e-4, 16, 513, 30_000, 1.0, 1.0, (0.5, 2.0), True, 0.0, 0.0, False),
+    "deeplabv3plus": (0.007, "poly", 0.9, 1e-4, 16, 513, 30_000, 1.0, 1.0, (0.5, 2.0), True, 0.0, 0.0, False),
+    "icnet": (0.01, "poly", 0.9, 1e-4, 16, 473, 30_000, 1.0, 1.0, (0.5, 2.0), True, 0.0, 0.0, False),
+}
+
+
+def _values(rec):
+    return (rec.lr, rec.schedule, rec.momentum, rec.weight_decay, rec.batch_size, rec.crop, rec.iterations,
+            rec.head_lr_mult, rec.bias_lr_mult, rec.scale_range, rec.flip, rec.rotate, rec.blur, rec.elastic)
+
+
+@pytest.mark.parametrize("model_name", sorted(OWN_RECIPE))
+def test_each_successor_has_its_papers_recipe(model_name):
+    name = own_recipe(model_name)
+    rec = recipe(name, model_name=model_name, width=0.25)  # the width leaves a published recipe alone
+    assert set(PUBLISHED) == set(SUCCESSOR_RECIPES) and RECIPES == FCN_RECIPES + SUCCESSOR_RECIPES
+    assert _values(rec) == PUBLISHED[name]
+    assert (rec.optimizer, rec.reduction) == ("sgd", "mean")
+    prefixes = {"deeplabv3plus_": "deeplabv3plus", "deeplabv3_": "deeplabv3", "pspnet_": "pspnet", "icnet_": "icnet",
+                "dilation8_": "dilation", "unet": "unet"}
+    assert [name] == [r for p, r in prefixes.items() if model_name.startswith(p)]
+
+
+def test_successor_recipes_take_overrides_and_poly():
+    rec = recipe("pspnet", model_name="pspnet_resnet50", base_lr=0.02, lr_scale=0.5, batch_size=2, momentum=0.8)
+    assert (rec.lr, rec.batch_size, rec.momentum, rec.crop) == (pytest.approx(0.01), 2, 0.8, 473)
+    assert rec.lr_factor(15_000, 30_000) == pytest.approx(0.5 ** 0.9)
+    # a successor recipe applies to any model (an FCN trained the PSPNet way is a fair control)
+    assert recipe("deeplabv3", model_name="fcn8s_vgg16").lr == 0.007
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        recipe("icnet", model_name="icnet_resnet50", batch_size=0)
+
+
+def test_fcn_recipes_keep_whole_unchanged_images():
+    for name in FCN_RECIPES:
+        rec = recipe(name, model_name="fcn8s_vgg16")
+        assert (rec.crop, rec.scale_range, rec.flip, rec.rotate, rec.blur, rec.elastic, rec.iterations) == (
+            None, None, False, 0.0, 0.0, False, None)
+        assert rec.bias_lr_mult == 2.0 and rec.weight_decay == 5e-4
+
+
+@pytest.mark.parametrize("model_name", sorted(OWN_RECIPE))
+def test_short_recipe_works_for_successors(model_name):
+    width = {"unet": 0.125}.get(models.family_of(model_name), 0.25)
+    assert recipe("short", model_name=model_name, width=width).lr == pytest.approx(2.5e-5 / width)
+
+
+def test_own_recipe_is_for_successors_only():
+    with pytest.raises(ValueError, match=r"'fcn8s_vgg16' is not a successor.*expected one of \['deeplabv3_resnet101'"):
+        own_recipe("fcn8s_vgg16")
+    fcns = {n for n in models.MODELS if n.startswith("fcn")}
+    assert set(OWN_RECIPE) == set(models.MODELS) - fcns  # every successor model has one
+
+
+def _trunk_parameter(model, name):
+    return name.split(".", 1)[0] in set(model.trunk_names)
+
+
+@pytest.mark.parametrize("model_name", sorted(OWN_RECIPE))
+def test_head_prefixes_name_every_layer_outside_the_transplanted_trunk(model_name):
+    with torch.device("meta"):
+        model = models.build(model_name, 5, width=1 / 16)
+    names = [n for n, _ in model.named_parameters()]
+    heads = {n for n in names if recipes.head_parameter(model, n)}
+    if models.backbone_of(model_name) is None:  # U-Net: nothing pretrained, nothing at the head multiplier
+        assert model.head_prefixes == () and heads == set()
+    else:
+        assert heads == {n for n in names if not _trunk_parameter(model, n)} and heads
+
+
+def test_pspnet_recipe_puts_its_heads_at_10x_and_biases_at_1x():
+    torch.manual_seed(0)
+    model = models.build("pspnet_resnet50", 3, width=1 / 16)
+    rec = recipe("pspnet", model_name="pspnet_resnet50")
+    groups = _groups(make_optimizer(model, rec))
+    assert {k: g["lr"] for k, g in groups.items()} == pytest.approx(
+        {"weights": 0.01, "biases": 0.01, "head weights": 0.1, "head biases": 0.1})
+    assert groups["weights"]["weight_decay"] == 1e-4 and groups["head biases"]["weight_decay"] == 0.0
+    assert {id(p) for p in model.ppm.parameters()} <= {id(p) for p in groups["head weights"]["params"]} | {
+        id(p) for p in groups["head biases"]["params"]}
+    deeplab = make_optimizer(models.build("deeplabv3_resnet50", 3, width=1 / 16), recipe("deeplabv3",
+                                                                                        model_name="deeplabv3_resnet50"))
+    assert {g["name"]: g["lr"] for g in deeplab.param_groups} == pytest.approx({"weights": 0.007, "biases": 0.007})
+
+
+def test_config_schema_offers_the_recipes_and_successor_models():
+    import yaml
+
+    from conftest import ROOT
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    section = schema["properties"]["successors"]["properties"]
+    assert set(section["recipe"]["enum"]) == set(RECIPES) | {None}
+    assert set(section["models"]["items"]["enum"]) == set(OWN_RECIPE)
+    for config in ("config.yaml", "paper.yaml"):
+        successors = yaml.safe_load((ROOT / "config" / config).read_text())["successors"]
+        assert successors["recipe"] in set(RECIPES) | {None} and set(successors["models"]) <= set(OWN_RECIPE)

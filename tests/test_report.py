@@ -82,7 +82,7 @@ def test_pretrain_table_reads_the_sidecars(tmp_path):
     csv_path, _, md = table_pretrain({"vgg16": summary}, tmp_path / "p")
     row = next(csv.DictReader(csv_path.open()))
     assert (row["accuracy"], row["images"], row["steps"], row["width"]) == ("93.0000", "17600", "400 + 150", "0.125")
-    assert "| vgg16 | 0.125 | 224 | 93.0 | 5.0 |" in md.read_text()
+    assert "| vgg16 | 0.125 | 224 | 93.0 | -- | 5.0 |" in md.read_text()  # no clutter accuracy recorded
 
 
 def test_write_table_escapes_latex_and_marks_missing_values(tmp_path):

@@ -112,7 +112,8 @@ def test_the_pipeline_requests_gpus_only_for_network_rules(tmp_path, device, gpu
     res = _dry_run_resources("--configfile", "config/config.yaml", "tests/tiny-config.yaml",
                              "--config", f"results={tmp_path}", f"device={device}", cwd=ROOT)
     with_gpu = {rule for rule, line in res.items() if "gpu=1" in line.split(", ")}
-    assert with_gpu == ({"pretrain", "train", "evaluate", "benchmark"} if gpu else set())
+    nets = {"pretrain", "train", "evaluate", "benchmark", "qualitative", "submission"}  # the rules that run a net
+    assert with_gpu == (nets if gpu else set())
     assert {"train", "preprocess_voc", "table2"} <= set(res)
 
 
@@ -125,7 +126,8 @@ def _dry_run_outputs(*args) -> list[str]:
 
 def test_the_paper_config_asks_for_gpus_and_writes_only_under_its_own_results_root():
     res = _dry_run_resources("--forceall", "--configfile", "config/config.yaml", "config/paper.yaml", cwd=ROOT)
-    assert {rule for rule, line in res.items() if "gpu=1" in line.split(", ")} == {"train", "evaluate", "benchmark"}
+    nets = {"train", "evaluate", "benchmark", "qualitative", "submission", "evaluate_released"}  # torchvision weights
+    assert {rule for rule, line in res.items() if "gpu=1" in line.split(", ")} == nets
     outputs = _dry_run_outputs("--configfile", "config/config.yaml", "config/paper.yaml")
     assert len(outputs) > 50
     assert [path for path in outputs if not path.startswith("results/paper/")] == []

@@ -1,12 +1,19 @@
 """The whole workflow at a tiny size, as a user runs it: `snakemake --cores N` from the repository root."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+from segbench.data.store import Store
+from segbench.provenance import config_sha256, provenance_path
+from segbench.submission import check_submission
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -35,9 +42,45 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
         for ext in ("csv", "tex", "md"):
             assert (out / "tables" / f"{name}.{ext}").stat().st_size > 0
     assert (out / "figures" / "fig5.png").read_bytes()[:4] == b"\x89PNG"
-    rows = (out / "tables" / "table2.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["FCN-32s-fixed", "FCN-32s", "FCN-16s", "FCN-8s"]
-    assert (out / "logs" / "train" / "fcn8s.log").exists()
+    with open(out / "tables" / "table2.csv", newline="") as f:
+        nets = [row["net"] for row in csv.DictReader(f)]
+    assert nets == ["FCN-32s-fixed", "FCN-32s", "FCN-16s", "FCN-8s", "FCN-32s-fixed, random trunk"]
+    assert (out / "logs" / "train" / "fcn8s" / "seed1.log").exists()
+
+
+@pytest.mark.slow
+def test_workflow_leaves_the_report_and_every_sidecar(tiny_run):
+    out, _ = tiny_run
+    report = (out / "report.html").read_text()
+    for category in ("Table 1", "Table 2", "Table 3", "Figure 5", "Pretraining", "Provenance"):
+        assert f'"{category}"' in report
+    config = json.loads((out / "provenance" / "config.json").read_text())
+    assert config["results"] == str(out) and config["seeds"] == [1, 2]
+    traced = [out / "evaluate" / "fcn8s" / "seed2" / "val.json", out / "train" / "fcn8s" / "seed1" / "model.pt",
+              out / "train" / "fcn8s" / "seed1" / "log.csv", out / "pretrain" / "vgg16.pt",
+              out / "benchmark" / "fcn32s_vgg16.json", out / "figures" / "fig5.png", out / "tables" / "table2",
+              out / "figures" / "qualitative" / "voc.png", out / "figures" / "curves" / "fig5-p0.5.png"]
+    for path in traced:
+        record = json.loads(provenance_path(path).read_text())
+        job = record.get("table_job", record)
+        assert job["config_sha256"] == config_sha256(config) and set(job["git"]) == {"commit", "dirty"}
+    train = json.loads(provenance_path(traced[1]).read_text())
+    assert train["seeds"] == [1] and train["batch_size"] == 2 and train["precision"] in ("fp32", "bf16")
+    assert [i["path"] for i in train["inputs"]] == [str(out / "preprocessed/voc/train.h5"),
+                                                    str(out / "train/fcn16s/seed1/model.pt")]
+    rows = json.loads(provenance_path(out / "tables" / "table2").read_text())["rows"]
+    assert [e["path"] for e in rows["FCN-8s"]["metrics"]] == [str(out / f"evaluate/fcn8s/seed{s}/val.json")
+                                                               for s in (1, 2)]
+    for metrics in out.glob("evaluate/*/seed*/val.json"):
+        assert metrics.with_name("val.perclass.csv").read_text().startswith("index,class,iu_percent")
+    store = Store(out / "preprocessed" / "voc" / "test2012.h5")
+    check_submission(out / "submission/results/VOC2012/Segmentation/comp6_test_cls",
+                     {i: store.image(k).shape[:2] for k, i in enumerate(store.ids)})
+    with tarfile.open(out / "submission" / "VOC2012.tar.gz") as tar:
+        pngs = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert pngs == [f"results/VOC2012/Segmentation/comp6_test_cls/{i}.png" for i in sorted(store.ids)]
+    assert "FCN-8s (ours)" in (out / "tables" / "table3.md").read_text()
+    assert "FCN-16s" in (out / "report" / "table2.html").read_text()
 
 
 @pytest.mark.slow
@@ -45,6 +88,15 @@ def test_second_run_has_nothing_to_do(tiny_run):
     _, args = tiny_run
     result = _snakemake("--cores", "2", "--dry-run", *args)
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_paper_dry_run_lists_released_models_and_the_test_submissions():
+    result = _snakemake("--dry-run", "--configfile", "config/paper.yaml", "--config", "results=/nonexistent/paper",
+                        "--quiet", "rules")
+    counts = dict(line.split() for line in (result.stdout + result.stderr).splitlines() if len(line.split()) == 2)
+    for rule, n in (("released_model", "3"), ("evaluate_released", "3"), ("table_released", "1"),
+                    ("voc_test_images", "2"), ("submission", "2"), ("table3", "1"), ("report", "1")):
+        assert counts.get(rule) == n, result.stdout
 
 
 def test_lint_is_clean():

@@ -1,6 +1,8 @@
 """``segbench <subcommand>``: one subcommand per Snakemake rule, each calling one function.
 
-This is the only layer that turns flags into keyword arguments; nothing below it reads the config.
+This is the only layer that turns flags into keyword arguments; nothing below it reads the config. With
+``--provenance CONFIG_JSON`` (the resolved configuration the workflow writes when it starts) a subcommand
+also writes the provenance sidecar of each output (``segbench.provenance``).
 """
 
 from __future__ import annotations
@@ -78,10 +80,14 @@ def _dataset_stats(a):
 def _pretrain(a):
     from segbench.pretrain import pretrain_classifier
 
-    pretrain_classifier(a.out, backbone=a.backbone, width=a.width, crop_size=a.crop_size,
-                        crop_iterations=a.crop_iterations, iterations=a.iterations, batch_size=a.batch_size, lr=a.lr,
-                        clutter=a.clutter, dropout=a.dropout, seed=a.seed, device=a.device, threads=a.threads,
-                        precision_mode=a.precision)
+    summary = a.out.with_suffix(".json")
+    with _tracked(a, a.out, also=[summary], device=a.device, threads=a.threads, batch_size=a.batch_size,
+                  seeds=a.seed) as late:
+        pretrain_classifier(a.out, backbone=a.backbone, width=a.width, crop_size=a.crop_size,
+                            crop_iterations=a.crop_iterations, iterations=a.iterations, batch_size=a.batch_size,
+                            lr=a.lr, clutter=a.clutter, dropout=a.dropout, seed=a.seed, device=a.device,
+                            threads=a.threads, precision_mode=a.precision)
+        late["precision"] = json.loads(summary.read_text())["settings"]["precision"]
 
 
 def _fetch_weights(a):
@@ -91,21 +97,36 @@ def _fetch_weights(a):
 
 
 def _train(a):
+    from segbench.distributed import from_env
     from segbench.train import train
 
     init = a.init[0] if a.init and len(a.init) == 1 else a.init
-    train(train_store=a.train_store, out_dir=a.out_dir, model_name=a.model, width=a.width, init=init, mode=a.mode,
-          recipe=a.recipe, lr=a.lr, lr_scale=a.lr_scale, batch_size=a.batch_size, momentum=a.momentum,
-          iterations=a.iterations, sample_p=a.sample_p, criterion=a.criterion, gamma=a.gamma, val_store=a.val_store,
-          val_every=a.val_every, checkpoint_every=a.checkpoint_every, dropout=a.dropout, precision_mode=a.precision,
-          channels_last=a.channels_last, modality=a.modality, seed=a.seed, device=a.device, threads=a.threads,
-          num_workers=a.num_workers, pin_memory=a.pin_memory, compile=a.compile, deterministic=a.deterministic)
+    main = from_env().main  # under torchrun, process 0 records the run; the others write nothing
+    run = a.out_dir / "run.json"
+    tracked = _tracked(a if main else None, a.out_dir / "model.pt", also=[a.out_dir / "log.csv", run],
+                       device=a.device, threads=a.threads,
+                       inputs=[a.train_store, *(a.init or []), a.val_store if a.val_every else None], seeds=a.seed)
+    with tracked as late:
+        train(train_store=a.train_store, out_dir=a.out_dir, model_name=a.model, width=a.width, init=init,
+              mode=a.mode, recipe=a.recipe, lr=a.lr, lr_scale=a.lr_scale, batch_size=a.batch_size,
+              momentum=a.momentum, iterations=a.iterations, sample_p=a.sample_p, criterion=a.criterion,
+              gamma=a.gamma, val_store=a.val_store, val_every=a.val_every, checkpoint_every=a.checkpoint_every,
+              dropout=a.dropout, precision_mode=a.precision, channels_last=a.channels_last, modality=a.modality,
+              seed=a.seed, device=a.device, threads=a.threads, num_workers=a.num_workers,
+              pin_memory=a.pin_memory, compile=a.compile, deterministic=a.deterministic)
+        if main:
+            meta = json.loads(run.read_text())  # what the recipe and "auto" resolved to
+            late.update(batch_size=meta["images_per_iter"], precision=meta["precision"])
 
 
 def _evaluate(a):
     from segbench.evaluate import evaluate
 
-    result = evaluate(store_path=a.store, model_path=a.weights, out_json=a.out, device=a.device, threads=a.threads)
+    with _tracked(a, a.out, inputs=[a.store, a.weights], device=a.device, threads=a.threads,
+                  precision="fp32") as late:
+        result = evaluate(store_path=a.store, model_path=a.weights, out_json=a.out, device=a.device,
+                          threads=a.threads)
+        late["seeds"] = result["train"].get("seed")  # the training run's
     log.info("%s: pixel acc %.4f, mean acc %.4f, mean IU %.4f, f.w. IU %.4f", a.weights, result["pixel_acc"],
              result["mean_acc"], result["mean_iu"], result["fw_iu"])
 
@@ -113,7 +134,9 @@ def _evaluate(a):
 def _table2(a):
     from segbench.report import table2
 
-    table2({net: paths.split(",") for net, paths in _pairs(a.run)}, a.out_prefix, dataset_note=a.note)
+    runs = {net: paths.split(",") for net, paths in _pairs(a.run)}
+    table2(runs, a.out_prefix, dataset_note=a.note)
+    _table_provenance(a, {net: {"metrics": paths} for net, paths in runs.items()})
 
 
 def _table1(a):
@@ -121,6 +144,7 @@ def _table1(a):
 
     runs = {backbone: json.loads(spec) for backbone, spec in _pairs(a.run)}
     table1(runs, a.out_prefix, dataset_note=a.note)
+    _table_provenance(a, {b: {"metrics": run["metrics"], "benchmark": run["benchmark"]} for b, run in runs.items()})
 
 
 def _benchmark(a):
@@ -128,9 +152,10 @@ def _benchmark(a):
     from segbench.benchmark import run_benchmark, write_benchmark_json
 
     runtime.setup(threads=a.threads)
-    result = run_benchmark(a.model, width=a.width, size=a.size, trials=a.trials, warmup=a.warmup,
-                           modes=tuple(a.modes.split(",")), device=a.device)
-    write_benchmark_json(result, a.out)
+    with _tracked(a, a.out, device=a.device, threads=a.threads, batch_size=1, precision=a.modes):
+        result = run_benchmark(a.model, width=a.width, size=a.size, trials=a.trials, warmup=a.warmup,
+                               modes=tuple(a.modes.split(",")), device=a.device)
+        write_benchmark_json(result, a.out)
     log.info("%s: %.1f GFLOP per forward on %s (%s); practical peak %s", a.model, result["gflop"], result["device"],
              " ".join(result["instruction_sets"]) or "no listed instruction sets",
              ", ".join(f"{p} {v['gflops_per_s']:.0f} GFLOP/s" for p, v in result["peak"].items()))
@@ -144,8 +169,15 @@ def _fig5(a):
     from segbench.fig5 import make_fig5
 
     runs = {float(p): paths.split(",") for p, paths in _pairs(a.run)}
-    make_fig5(runs, out_table=a.out_table, out_figure=a.out_figure, model_name=a.model, target_loss=a.target_loss,
-              floor_loss=_floor(a.floor_from) if a.floor_from else None)
+    figures = [f"{a.out_figure}.png", f"{a.out_figure}.pdf"]
+    with _tracked(a, figures[0], also=figures[1:], inputs=[*(p for paths in runs.values() for p in paths),
+                                                            a.floor_from]):
+        make_fig5(runs, out_table=a.out_table, out_figure=a.out_figure, model_name=a.model,
+                  target_loss=a.target_loss, floor_loss=_floor(a.floor_from) if a.floor_from else None)
+    rows = {f"p={p:g}": {"logs": paths} for p, paths in runs.items()}
+    if a.floor_from:
+        rows["constant-prediction floor"] = {"run": a.floor_from}
+    _table_provenance(a, rows, table=a.out_table)
 
 
 def _floor(run_json):
@@ -155,60 +187,162 @@ def _floor(run_json):
 def _table4(a):
     from segbench.report import table4
 
-    table4({net: paths.split(",") for net, paths in _pairs(a.run)}, a.out_prefix, dataset_note=a.note)
+    runs = {net: paths.split(",") for net, paths in _pairs(a.run)}
+    table4(runs, a.out_prefix, dataset_note=a.note)
+    _table_provenance(a, {net: {"metrics": paths} for net, paths in runs.items()})
 
 
 def _table5(a):
     from segbench.report import table5
 
-    table5({net: paths.split(",") for net, paths in _pairs(a.run)}, a.out_prefix, dataset_note=a.note)
+    runs = {net: paths.split(",") for net, paths in _pairs(a.run)}
+    table5(runs, a.out_prefix, dataset_note=a.note)
+    _table_provenance(a, {net: {"metrics": paths} for net, paths in runs.items()})
 
 
 def _table_pretrain(a):
     from segbench.report import table_pretrain
 
-    table_pretrain(dict(_pairs(a.run)), a.out_prefix, dataset_note=a.note)
+    runs = dict(_pairs(a.run))
+    table_pretrain(runs, a.out_prefix, dataset_note=a.note)
+    _table_provenance(a, {backbone: {"summary": path} for backbone, path in runs.items()})
 
 
 def _perclass(a):
     from segbench.perclass import perclass
 
     published = json.loads(a.published.read_text()) if a.published else None
-    perclass(metrics_json=a.metrics, out_csv=a.out_csv, out_figure=a.out_figure, published=published, label=a.label,
-             published_label=a.published_label, title=a.title)
+    with _tracked(a, a.out_csv, also=[f"{a.out_figure}.png", f"{a.out_figure}.pdf"], inputs=[a.metrics]):
+        perclass(metrics_json=a.metrics, out_csv=a.out_csv, out_figure=a.out_figure, published=published,
+                 label=a.label, published_label=a.published_label, title=a.title)
+
+
+def _perclass_all(a):
+    from segbench.perclass import perclass_all
+
+    published = json.loads(a.published.read_text()) if a.published else None
+    perclass_all(metrics=a.metrics, figures=dict(_pairs(a.figure)), figure_dir=a.figure_dir, published=published,
+                 config=_config(a))
 
 
 def _qualitative(a):
     from segbench.qualitative import qualitative
 
-    qualitative(store_path=a.store, models=dict(_pairs(a.model)), out_figure=a.out_figure, ids=a.id, count=a.count,
-                device=a.device, threads=a.threads, title=a.title)
+    models = dict(_pairs(a.model))
+    with _tracked(a, f"{a.out_figure}.png", also=[f"{a.out_figure}.pdf"], inputs=[a.store, *models.values()],
+                  device=a.device, threads=a.threads, precision="fp32"):
+        qualitative(store_path=a.store, models=models, out_figure=a.out_figure, ids=a.id, count=a.count,
+                    device=a.device, threads=a.threads, title=a.title)
 
 
 def _curves(a):
     from segbench.curves import training_curves
 
-    training_curves(log_csv=a.log, out_figure=a.out_figure, run=a.run, window=a.window)
+    with _tracked(a, f"{a.out_figure}.png", also=[f"{a.out_figure}.pdf"], inputs=[a.log]):
+        training_curves(log_csv=a.log, out_figure=a.out_figure, run=a.run, window=a.window)
+
+
+def _curves_all(a):
+    from segbench.curves import curves_all
+
+    curves_all(runs={run: logs.split(",") for run, logs in _pairs(a.run)}, out_dir=a.out_dir, window=a.window,
+               config=_config(a))
 
 
 def _released_model(a):
     from segbench.released import released_model
 
-    released_model(a.variant, a.out, cache=a.cache)
+    from segbench.released import RELEASED
+
+    with _tracked(a, a.out, inputs=[a.cache / RELEASED[a.variant].file]):
+        released_model(a.variant, a.out, cache=a.cache)
 
 
 def _table_released(a):
     from segbench.released import released_table
 
-    released_table(dict(_pairs(a.run)), a.out_prefix, dataset_note=a.note)
+    runs = dict(_pairs(a.run))
+    released_table(runs, a.out_prefix, dataset_note=a.note)
+    _table_provenance(a, {variant: {"metrics": path} for variant, path in runs.items()})
 
 
 def _submission(a):
     from segbench.submission import write_submission
 
-    folder = write_submission(store_path=a.store, model_path=a.weights, out_dir=a.out_dir, year=a.year,
-                              ids_list=a.ids_list, archive=a.archive, device=a.device, threads=a.threads)
+    from segbench.submission import results_folder
+
+    with _tracked(a, a.archive or results_folder(a.out_dir, a.year), inputs=[a.store, a.weights, a.ids_list],
+                  device=a.device, threads=a.threads, batch_size=1, precision="fp32"):
+        folder = write_submission(store_path=a.store, model_path=a.weights, out_dir=a.out_dir, year=a.year,
+                                  ids_list=a.ids_list, archive=a.archive, device=a.device, threads=a.threads)
     log.info("wrote %d PNGs to %s", len(list(folder.iterdir())), folder)
+
+
+def _table_successors(a):
+    from segbench.report_successors import table_successors
+
+    runs = {model: json.loads(spec) for model, spec in _pairs(a.run)}
+    table_successors(runs, a.out_prefix, dataset_note=a.note)
+    _table_provenance(a, {model: {"metrics": run["metrics"]} for model, run in runs.items()})
+
+
+def _synth_voc_test(a):
+    from segbench.data.synth_voc import write_test_split
+
+    write_test_split(a.out_dir, year=a.year, n_images=a.n_images, image_size=a.image_size, seed=a.seed)
+
+
+def _voc_test_images(a):
+    from segbench.submission import extract_test_images
+
+    extract_test_images(a.year, a.dest_dir, data_root=a.data_root)
+
+
+def _preprocess_voc_test(a):
+    from segbench.data import MANIFEST
+    from segbench.data.voc import preprocess_voc_test
+
+    with _tracked(a, a.out, inputs=[a.raw_dir / MANIFEST]):
+        preprocess_voc_test(a.raw_dir, a.out, year=a.year)
+
+
+def _table3(a):
+    from segbench.submission import table3
+
+    archives = dict(_pairs(a.submission))
+    table3(archives, a.out_prefix, net=a.net, dataset_note=a.note)
+    _table_provenance(a, {f"{a.net} VOC{year} test": {"archive": path} for year, path in archives.items()})
+
+
+def _report_pages(a):
+    from segbench.pages import report_pages
+
+    tables = dict(_pairs(a.table))
+    report_pages(tables=tables, titles=dict(_pairs(a.title)), figures=a.figure, out_dir=a.out_dir)
+
+
+def _config(a) -> dict | None:
+    """The resolved configuration named by ``--provenance``, or None without it."""
+    from segbench.provenance import read_config
+
+    return read_config(a.provenance) if getattr(a, "provenance", None) else None
+
+
+def _tracked(a, output, **fields):
+    """``provenance.tracked(output, **fields)`` with the ``--provenance`` configuration; nothing without it
+    (or with ``a`` None)."""
+    from segbench.provenance import tracked_if
+
+    return tracked_if(None if a is None else _config(a), output, **fields)
+
+
+def _table_provenance(a, rows, table=None):
+    """The sidecar of the table at ``--out-prefix`` (or ``table``): its rows traced to their files."""
+    config = _config(a)
+    if config is not None:
+        from segbench.provenance import write_table_provenance
+
+        write_table_provenance(table or a.out_prefix, rows, config=config)
 
 
 def _pairs(items):
@@ -307,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dropout", type=float, help="rate of the classifier's dropout layers (default: 0.5)")
     s.add_argument("--precision", default=d["precision_mode"], choices=precision.PRECISIONS)
     _common(s, seed_default=d["seed"])
+    _provenance(s)
     s.set_defaults(func=_pretrain)
 
     s = sub.add_parser("fetch-weights", help="download torchvision's ImageNet weights for a backbone (checksummed)")
@@ -348,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=d["pin_memory"],
                    help="load batches into page-locked memory (GPU only)")
     _common(s, seed_default=d["seed"])
+    _provenance(s)
     s.set_defaults(func=_train)
 
     s = sub.add_parser("evaluate", help="metrics of saved weights on a split")
@@ -355,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weights", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
     _common(s, seed=False)
+    _provenance(s)
     s.set_defaults(func=_evaluate)
 
     s = sub.add_parser("benchmark", help="forward time of a model (Table 1), in several execution modes")
@@ -366,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--warmup", type=int, default=2)
     s.add_argument("--modes", default="fp32,channels_last,bf16,compile", help="comma-separated")
     _common(s, seed=False)
+    _provenance(s)
     s.set_defaults(func=_benchmark)
 
     s = sub.add_parser("fig5", help="Figure 5: whole images vs patch sampling, figure and table")
@@ -377,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target-loss", type=float, help="common target loss (default: the highest final smoothed loss)")
     s.add_argument("--out-table", type=Path, required=True)
     s.add_argument("--out-figure", type=Path, required=True)
+    _provenance(s)
     s.set_defaults(func=_fig5)
 
     s = sub.add_parser("table2", help="Table 2 beside the paper")
@@ -384,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one evaluation per seed, comma-separated")
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
+    _provenance(s)
     s.set_defaults(func=_table2)
 
     s = sub.add_parser("table1", help="Table 1 beside the paper")
@@ -391,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar='BACKBONE={"model":..,"metrics":[..one per seed..],"benchmark":..}')
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
+    _provenance(s)
     s.set_defaults(func=_table1)
 
     for name, func, what in (("table4", _table4, "Table 4 (NYUDv2 RGB-D) beside the paper"),
@@ -400,12 +541,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one evaluation per seed, comma-separated")
         s.add_argument("--out-prefix", type=Path, required=True)
         s.add_argument("--note", default="")
+        _provenance(s)
         s.set_defaults(func=func)
 
     s = sub.add_parser("table-pretrain", help="the pretraining stand-ins' held-out accuracies")
     s.add_argument("--run", action="append", default=[], metavar="BACKBONE=PRETRAIN_JSON")
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
+    _provenance(s)
     s.set_defaults(func=_table_pretrain)
 
     s = sub.add_parser("perclass", help="per-class IU and accuracy of one evaluation: CSV and bar figure")
@@ -416,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--label", default="ours", help="legend label of our bars")
     s.add_argument("--published-label", default="published", help="legend label of the published bars")
     s.add_argument("--title", default="")
+    _provenance(s)
     s.set_defaults(func=_perclass)
 
     s = sub.add_parser("qualitative", help="Figure 4-like grid: image, ground truth and each model's prediction")
@@ -426,6 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-figure", type=Path, required=True, help="prefix: writes .png and .pdf")
     s.add_argument("--title", default="")
     _common(s, seed=False)
+    _provenance(s)
     s.set_defaults(func=_qualitative)
 
     s = sub.add_parser("curves", help="training curves of one run: loss and validation mean IU against iteration")
@@ -433,18 +578,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", required=True, help="run name, for the title")
     s.add_argument("--out-figure", type=Path, required=True, help="prefix: writes .png and .pdf")
     s.add_argument("--window", type=int, default=20, help="running-mean window in iterations")
+    _provenance(s)
     s.set_defaults(func=_curves)
 
     s = sub.add_parser("released-model", help="download (md5-checked) and convert an authors' released VOC model")
     s.add_argument("variant", choices=("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"))
     s.add_argument("--out", type=Path, required=True, help="segbench weights file to write")
     s.add_argument("--cache", type=Path, required=True, help="download folder (a verified copy there is reused)")
+    _provenance(s)
     s.set_defaults(func=_released_model)
 
     s = sub.add_parser("table-released", help="our scores of the released models beside the published ones")
     s.add_argument("--run", action="append", default=[], metavar="VARIANT=METRICS_JSON")
     s.add_argument("--out-prefix", type=Path, required=True)
     s.add_argument("--note", default="")
+    _provenance(s)
     s.set_defaults(func=_table_released)
 
     s = sub.add_parser("submission", help="Table 3: VOC test predictions in the evaluation server's layout")
@@ -455,7 +603,70 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ids-list", type=Path, help="split list (ImageSets/Segmentation/test.txt) the store must match")
     s.add_argument("--archive", type=Path, help="also write this .tar.gz for upload")
     _common(s, seed=False)
+    _provenance(s)
     s.set_defaults(func=_submission)
+
+    s = sub.add_parser("table-successors", help="Beyond FCN: FCN-8s and its successors beside their papers")
+    s.add_argument("--run", action="append", default=[],
+                   metavar='MODEL={"metrics":[..one per seed..],"benchmark":..,"recipe":..,"iterations":..,"width":..}')
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="", help="the data the runs used, named in the caption")
+    _provenance(s)
+    s.set_defaults(func=_table_successors)
+
+
+    s = sub.add_parser("perclass-all", help="per-class CSV beside each evaluation, and per-class IU figures")
+    s.add_argument("--metrics", type=Path, nargs="+", required=True, help="evaluation JSONs; CSV beside each")
+    s.add_argument("--figure", action="append", default=[], metavar="NAME=METRICS_JSON",
+                   help="a bar figure FIGURE_DIR/NAME.{png,pdf} of that evaluation; repeat")
+    s.add_argument("--figure-dir", type=Path)
+    s.add_argument("--published", type=Path, help="JSON {class name: published IU in percent}, drawn beside ours")
+    _provenance(s)
+    s.set_defaults(func=_perclass_all)
+
+    s = sub.add_parser("curves-all", help="training curves of many runs, one figure per run with every seed")
+    s.add_argument("--run", action="append", default=[], metavar="RUN=LOG_CSV[,LOG_CSV...]", required=True)
+    s.add_argument("--out-dir", type=Path, required=True, help="writes RUN.png and RUN.pdf there")
+    s.add_argument("--window", type=int, default=20, help="running-mean window in iterations")
+    _provenance(s)
+    s.set_defaults(func=_curves_all)
+
+    s = sub.add_parser("synth-voc-test", help="the twin of a VOC test archive: unlabelled images and test.txt")
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--year", default="2012", choices=("2011", "2012"))
+    s.add_argument("--n-images", type=int, default=4)
+    s.add_argument("--image-size", type=int, default=96)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_synth_voc_test)
+
+    s = sub.add_parser("voc-test-images", help="extract the evaluation server's VOC<year>test.tar (not downloadable)")
+    s.add_argument("--year", default="2012", choices=("2011", "2012"))
+    s.add_argument("--dest-dir", type=Path, required=True, help="extracts here; the archive may also lie here")
+    s.add_argument("--data-root", type=Path, help="a folder holding VOC<year>test.tar (or its voc/ subfolder)")
+    s.set_defaults(func=_voc_test_images)
+
+    s = sub.add_parser("preprocess-voc-test", help="VOC<year> segmentation test images -> a store without labels")
+    s.add_argument("--raw-dir", type=Path, required=True, help="a folder holding VOCdevkit/VOC<year> with test.txt")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--year", default="2012", choices=("2011", "2012"))
+    _provenance(s)
+    s.set_defaults(func=_preprocess_voc_test)
+
+    s = sub.add_parser("table3", help="Table 3: the paper's VOC test rows beside our submission archives")
+    s.add_argument("--submission", action="append", default=[], metavar="YEAR=ARCHIVE")
+    s.add_argument("--net", default="FCN-8s")
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="")
+    _provenance(s)
+    s.set_defaults(func=_table3)
+
+    s = sub.add_parser("report-pages", help="HTML pages of the tables and of the provenance, for the report")
+    s.add_argument("--table", action="append", default=[], metavar="NAME=PREFIX",
+                   help="a table written as PREFIX.md (and its sidecar); writes OUT_DIR/NAME.html")
+    s.add_argument("--title", action="append", default=[], metavar="NAME=TITLE")
+    s.add_argument("--figure", nargs="*", default=[], type=Path, help="figures whose sidecars the trace starts from")
+    s.add_argument("--out-dir", type=Path, required=True, help="also writes provenance.html there")
+    s.set_defaults(func=_report_pages)
     return p
 
 
@@ -463,6 +674,12 @@ def _defaults(func) -> dict:
     """The keyword defaults of a library function: the one source of the CLI's defaults."""
     return {name: p.default for name, p in inspect.signature(func).parameters.items()
             if p.default is not inspect.Parameter.empty}
+
+
+def _provenance(s) -> None:
+    s.add_argument("--provenance", type=Path, metavar="CONFIG_JSON",
+                   help="the run's resolved configuration (written by the workflow): also write the provenance "
+                        "sidecar <output>.provenance.json of each output")
 
 
 def _common(s, seed: bool = True, seed_default: int | None = None) -> None:

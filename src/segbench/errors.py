@@ -11,6 +11,7 @@ The hierarchy (classes defined elsewhere are named by module)::
     ├── ChecksumError              a file's md5, sha256 or size is not the published one
     ├── StoreError                 a preprocessed store is unreadable, outdated or lacks a field or attribute
     ├── DivergenceError            also FloatingPointError: the training loss stopped being finite
+    ├── WeightsError               also KeyError: a state dict's keys do not match the network's
     ├── data.download.DownloadError, data.download.ExtractError
     ├── data.voc.DatasetError, data.nyud.NyudError, data.siftflow.SiftFlowError   raw files not as published
     ├── data.stats.StatsError, submission.SubmissionError
@@ -38,3 +39,10 @@ class StoreError(SegbenchError):
 
 class DivergenceError(SegbenchError, FloatingPointError):
     """The training loss became inf or NaN: the learning rate is too high for the run's settings."""
+
+
+class WeightsError(SegbenchError, KeyError):
+    """A state dict's keys do not match the network it is loaded into (an unknown, unmapped or missing key)."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0]) if self.args else ""

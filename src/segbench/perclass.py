@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from segbench.atomic import write_text
 from segbench.figures import save_figure
 from segbench.metrics import scores
+from segbench.provenance import tracked_if
 
 CSV_COLUMNS = ("index", "class", "iu_percent", "acc_percent", "gt_pixels", "predicted_pixels", "published_iu_percent")
 
@@ -114,6 +115,51 @@ def perclass(*, metrics_json: str | os.PathLike, out_csv: str | os.PathLike, out
 
     ``published`` maps class names to published IU in percent, drawn beside ours. Returns the three paths.
     """
+    rows, result = _read_rows(metrics_json)
+    written = [write_perclass_csv(rows, out_csv, published=published)]
+    fig = plot_perclass(rows, mean_iu=result["mean_iu"], published=published, label=label,
+                        published_label=published_label,
+                        title=title or f"Per-class IU: {result.get('model', metrics_json)}")
+    return written + save_figure(fig, out_figure)
+
+
+def csv_path(metrics_json: str | os.PathLike) -> Path:
+    """Where the per-class CSV of an evaluation lives: beside it, ``val.json`` -> ``val.perclass.csv``."""
+    path = Path(metrics_json)
+    return path.with_name(f"{path.stem}.perclass.csv")
+
+
+def perclass_all(*, metrics: Sequence[str | os.PathLike], figures: Mapping[str, str | os.PathLike] | None = None,
+                 figure_dir: str | os.PathLike | None = None, published: Mapping[str, float] | None = None,
+                 config: Mapping | None = None) -> list[Path]:
+    """Per-class results of many evaluations in one process: the CSV beside each of ``metrics``
+    (:func:`csv_path`), and for each ``name -> metrics file`` of ``figures`` the bar figure
+    ``figure_dir/<name>.{png,pdf}``. With ``config`` (the workflow's resolved configuration) every CSV and
+    figure gets its provenance sidecar, with the evaluation file as input. Returns every path written.
+    """
+    figures = dict(figures or {})
+    if figures and figure_dir is None:
+        raise ValueError("figures were asked for but no figure_dir was given")
+    written = []
+    for path in metrics:
+        out = csv_path(path)
+        with tracked_if(config, out, inputs=[path]):
+            rows, _ = _read_rows(path)
+            written.append(write_perclass_csv(rows, out, published=published))
+    for name, path in figures.items():
+        prefix = Path(figure_dir) / name
+        with tracked_if(config, f"{prefix}.png", also=[f"{prefix}.pdf"], inputs=[path]):
+            rows, result = _read_rows(path)
+            seed = (result.get("train") or {}).get("seed")
+            split = Path(result.get("split", "?"))
+            title = f"Per-class IU on {split.parent.name}/{split.name}: {name} ({result.get('model', '?')}" + (
+                f", seed {seed})" if seed is not None else ")")
+            written += save_figure(plot_perclass(rows, mean_iu=result["mean_iu"], published=published, title=title),
+                                   prefix)
+    return written
+
+
+def _read_rows(metrics_json: str | os.PathLike) -> tuple[list[dict], dict]:
     path = Path(metrics_json)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the evaluate step that writes it")
@@ -121,8 +167,4 @@ def perclass(*, metrics_json: str | os.PathLike, out_csv: str | os.PathLike, out
     missing = [k for k in ("hist", "class_names", "mean_iu") if k not in result]
     if missing:
         raise ValueError(f"{path} is not an evaluation file of segbench evaluate: keys {missing} missing")
-    rows = per_class(np.asarray(result["hist"]), result["class_names"])
-    written = [write_perclass_csv(rows, out_csv, published=published)]
-    fig = plot_perclass(rows, mean_iu=result["mean_iu"], published=published, label=label,
-                        published_label=published_label, title=title or f"Per-class IU: {result.get('model', path)}")
-    return written + save_figure(fig, out_figure)
+    return per_class(np.asarray(result["hist"]), result["class_names"]), result

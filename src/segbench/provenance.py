@@ -17,13 +17,14 @@ import os
 import platform
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import torch
 
 from segbench.atomic import write_json
+from segbench.runtime import resolve_device
 
 FORMAT_VERSION = 1
 SUFFIX = ".provenance.json"
@@ -100,12 +101,14 @@ def cpu_info(path: str | os.PathLike = "/proc/cpuinfo") -> dict:
 
 
 def hardware(device: str | torch.device = "cpu") -> dict:
-    """The device a job ran on: ``{"type", "name", "count", ...}``.
+    """The device a job ran on: ``{"type", "name", "count", ...}``; ``device`` may be a config's device string
+    ("auto", "cpu", "cuda", "cuda:N"), resolved as the jobs resolve it.
 
     CUDA: the GPU's name, the number of visible GPUs and its compute capability. CPU: the model name from
     /proc/cpuinfo, the logical CPUs this process may run on, and the ``CPU_FLAGS`` present.
     """
-    device = torch.device(device)
+    if isinstance(device, str):
+        device = resolve_device(device)  # "auto" becomes the device the job really ran on
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
@@ -138,14 +141,15 @@ def file_record(path: str | os.PathLike) -> dict:
             "provenance": str(side) if side.exists() else None}
 
 
-def collect(*, config: Mapping | None = None, inputs: Sequence[str | os.PathLike] = (),
+def collect(*, config: Mapping | None = None, inputs: Sequence[str | os.PathLike | None] = (),
             device: str | torch.device = "cpu", threads: int | None = None, batch_size: int | None = None,
             seeds: int | Sequence[int] | None = None, precision: str = "fp32", wall_s: float | None = None,
             extra: Mapping | None = None) -> dict:
     """A JSON-able provenance record of one job.
 
     ``config`` is the resolved configuration the job ran under (hashed with :func:`config_sha256` and kept
-    whole); ``inputs`` the files it read (each hashed, see :func:`file_record`); ``threads`` defaults to
+    whole); ``inputs`` the files it read (each hashed, see :func:`file_record`; None entries, optional inputs
+    the job did not have, are skipped); ``threads`` defaults to
     torch's intra-op thread count; ``seeds`` one seed or several; ``precision`` a free-form mode such as
     "fp32" or "bf16 autocast"; ``wall_s`` the job's wall time in seconds; ``extra`` anything the job wants
     to add (kept under "extra").
@@ -158,7 +162,7 @@ def collect(*, config: Mapping | None = None, inputs: Sequence[str | os.PathLike
         "git": git_state(),
         "config_sha256": config_sha256(config),
         "config": config,
-        "inputs": [file_record(p) for p in inputs],
+        "inputs": [file_record(p) for p in inputs if p is not None],
         "software": software(),
         "device": hardware(device),
         "threads": int(threads) if threads else torch.get_num_threads(),
@@ -175,18 +179,52 @@ def write_provenance(output: str | os.PathLike, record: Mapping) -> Path:
     return write_json(provenance_path(output), dict(record))
 
 
+# Fields of :func:`collect` that only the job itself may know (a resolved "auto" precision, the batch a recipe
+# chose): set in the dict that :func:`tracked` yields, they replace the values given on entry.
+LATE_FIELDS = ("inputs", "device", "threads", "batch_size", "seeds", "precision")
+
+
 @contextmanager
-def tracked(output: str | os.PathLike, **collect_kwargs) -> Iterator[dict]:
-    """Time the body and, if it succeeds, write the provenance of ``output`` (``collect_kwargs`` as
-    :func:`collect`, without ``wall_s``). Yields a dict the body may fill with extra entries.
+def tracked(output: str | os.PathLike, *, also: Sequence[str | os.PathLike] = (), **collect_kwargs) -> Iterator[dict]:
+    """Time the body and, if it succeeds, write the provenance of ``output`` (and the same record beside every
+    path of ``also``); ``collect_kwargs`` as :func:`collect`, without ``wall_s``.
+
+    Yields a dict the body may fill: entries named in ``LATE_FIELDS`` replace those keyword arguments (values
+    known only once the job ran); any other entry is kept under "extra".
 
     >>> with tracked("results/evaluate/fcn8s/val.json", config=cfg, inputs=[store, weights]) as extra:
-    ...     evaluate(...)
+    ...     result = evaluate(...)
+    ...     extra["seeds"] = result["train"]["seed"]
     """
     extra: dict = dict(collect_kwargs.pop("extra", None) or {})
     start = time.perf_counter()
     yield extra
-    write_provenance(output, collect(**collect_kwargs, wall_s=time.perf_counter() - start, extra=extra))
+    late = {key: extra.pop(key) for key in LATE_FIELDS if key in extra}
+    record = collect(**{**collect_kwargs, **late}, wall_s=time.perf_counter() - start, extra=extra)
+    for path in (output, *also):
+        write_provenance(path, record)
+
+
+def tracked_if(config: Mapping | None, output: str | os.PathLike, **kwargs):
+    """:func:`tracked` with ``config`` when a configuration is given (a workflow job), else a context that
+    yields a dict and records nothing (a library call or a subcommand run by hand)."""
+    return tracked(output, config=config, **kwargs) if config is not None else nullcontext({})
+
+
+def write_config(path: str | os.PathLike, config: Mapping) -> Path:
+    """Atomically write the resolved configuration of a workflow run as JSON (what ``--provenance`` reads);
+    raises ValueError, like :func:`config_sha256`, for anything that is not plain JSON data."""
+    config_sha256(config)
+    return write_json(path, dict(config))
+
+
+def read_config(path: str | os.PathLike) -> dict:
+    """The configuration written by :func:`write_config`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"resolved configuration {path} does not exist: the workflow writes it when it "
+                                "starts (onstart); pass the file of that run, or leave out --provenance")
+    return json.loads(path.read_text())
 
 
 def _summary(record: Mapping) -> dict:
@@ -197,30 +235,35 @@ def _summary(record: Mapping) -> dict:
     return summary
 
 
-def write_table_provenance(table: str | os.PathLike, rows: Mapping[str, Mapping[str, str | os.PathLike]], *,
+def write_table_provenance(table: str | os.PathLike,
+                           rows: Mapping[str, Mapping[str, str | os.PathLike | Sequence[str | os.PathLike]]], *,
                            config: Mapping | None = None) -> Path:
     """The sidecar of a table: for each row label, the files its cells were read from.
 
     ``table`` is the table's output (e.g. the prefix ``results/tables/table2`` of its .csv/.tex/.md: the
     sidecar is ``results/tables/table2.provenance.json``). ``rows`` maps a row label ("FCN-8s") to
-    ``{role: file}`` ({"metrics": val.json, "benchmark": ...}). Each file is recorded with its sha256, its own
-    sidecar path and a summary of that sidecar (commit, config hash, seeds, device, ...), or None for a file
-    without one. Top level: the distinct commits and config hashes over all rows, so a mixed table is
-    visible at a glance, and the provenance of the table job itself.
+    ``{role: file}`` ({"metrics": val.json, "benchmark": ...}), or to ``{role: [file, ...]}`` for a role with
+    one file per seed. Each file is recorded with its sha256, its own sidecar path and a summary of that
+    sidecar (commit, config hash, seeds, device, ...), or None for a file without one. Top level: the
+    distinct commits and config hashes over all rows, so a mixed table is visible at a glance, and the
+    provenance of the table job itself.
     """
     traced, commits, configs, without = {}, set(), set(), []
+
+    def trace(path) -> dict:
+        entry = file_record(path)
+        if entry["provenance"] is None:
+            without.append(str(path))
+            entry["run"] = None
+        else:
+            entry["run"] = _summary(json.loads(Path(entry["provenance"]).read_text()))
+            commits.add(str(entry["run"]["git_commit"]))
+            configs.add(str(entry["run"]["config_sha256"]))
+        return entry
+
     for label, files in rows.items():
-        traced[label] = {}
-        for role, path in files.items():
-            entry = file_record(path)
-            if entry["provenance"] is None:
-                without.append(str(path))
-                entry["run"] = None
-            else:
-                entry["run"] = _summary(json.loads(Path(entry["provenance"]).read_text()))
-                commits.add(str(entry["run"]["git_commit"]))
-                configs.add(str(entry["run"]["config_sha256"]))
-            traced[label][role] = entry
+        traced[label] = {role: [trace(p) for p in paths] if isinstance(paths, (list, tuple)) else trace(paths)
+                         for role, paths in files.items()}
     record = {"format_version": FORMAT_VERSION, "kind": "table", "rows": traced, "git_commits": sorted(commits),
               "config_sha256s": sorted(configs), "files_without_provenance": without,
               "table_job": collect(config=config)}

@@ -4,6 +4,10 @@ The server takes, per image of the test list, a palette PNG of class indices (VO
 size) at ``results/VOC<year>/Segmentation/comp6_test_cls/<id>.png``, uploaded as a tar.gz of ``results/``.
 ``comp6`` is the segmentation competition that allows training data from outside VOC (FCN trains on SBD and
 ImageNet); VOC2011 and VOC2012 test sets are separate submissions, one store each.
+
+The test images themselves come only from the evaluation server (an account is needed), as
+``VOC<year>test.tar``; :func:`extract_test_images` takes that archive from a folder the user fills. The
+paper's Table 3 numbers are the server's scores of such archives; :func:`table3` lists ours beside them.
 """
 
 from __future__ import annotations
@@ -20,14 +24,25 @@ from PIL import Image
 from tqdm import tqdm
 
 from segbench import runtime
-from segbench.atomic import replacing
+from segbench.atomic import replacing, write_json
+from segbench.data import MANIFEST
+from segbench.data.download import extract, md5sum
 from segbench.data.store import Store
-from segbench.data.voc import read_ids, voc_palette
-from segbench.errors import SegbenchError
+from segbench.data.voc import find_test_devkit, read_ids, seg_test_list, voc_palette
+from segbench.errors import MissingInputError, SegbenchError
 from segbench.predict import load_for_store, predict_labels
+from segbench.provenance import sha256sum
+from segbench.tables import write_table
 
 YEARS = ("2011", "2012")
 COMPETITION = "comp6"
+SERVER = "http://host.robots.ox.ac.uk:8080/"  # the PASCAL VOC evaluation server (registration required)
+# The paper's Table 3: mean IU (%) on the VOC test sets as scored by the server, and inference time.
+PAPER_TABLE3 = {
+    "R-CNN": {"2011": 47.9, "2012": None, "time": None},
+    "SDS": {"2011": 52.6, "2012": 51.6, "time": "~50 s"},
+    "FCN-8s": {"2011": 62.7, "2012": 62.2, "time": "~175 ms"},
+}
 
 
 class SubmissionError(SegbenchError):
@@ -153,3 +168,53 @@ def write_submission(*, store_path: str | os.PathLike, model_path: str | os.Path
     if archive is not None:
         archive_submission(folder, archive)
     return folder
+
+
+def extract_test_images(year: str, dest_dir: str | os.PathLike, *,
+                        data_root: str | os.PathLike | None = None) -> Path:
+    """Extract the evaluation server's ``VOC<year>test.tar`` into ``dest_dir`` and write ``dest_dir/manifest.json``
+    (the archive's md5 and sha256, the devkit folder and the number of test ids); returns the manifest.
+
+    The archive is looked for in ``dest_dir`` itself, then in ``data_root`` and ``data_root/voc``. Nothing
+    is downloaded: the server hands the test images only to registered users, and publishes no checksum.
+    """
+    results_folder("", year)  # checks the year
+    dest_dir = Path(dest_dir)
+    name = f"VOC{year}test.tar"
+    roots = [dest_dir] + ([Path(data_root), Path(data_root) / "voc"] if data_root is not None else [])
+    archive = next((root / name for root in roots if (root / name).is_file()), None)
+    if archive is None:
+        raise MissingInputError(f"{name} was not found (looked in {', '.join(str(r) for r in roots)}): the VOC{year} "
+                                f"test images come only from the evaluation server ({SERVER}, registration needed); "
+                                f"download {name} there and put it in {dest_dir} or in data.data_root")
+    devkit = find_test_devkit(extract(archive, dest_dir / "extracted"), year)
+    return write_json(dest_dir / MANIFEST, {"dataset": f"voc{year}-test", "archive": str(archive),
+                                            "md5": md5sum(archive), "sha256": sha256sum(archive),
+                                            "devkit": str(devkit), "test_ids": len(read_ids(seg_test_list(devkit)))})
+
+
+def table3(submissions: Mapping[str, str | os.PathLike], out_prefix: str | os.PathLike, *, net: str = "FCN-8s",
+           dataset_note: str = "") -> list[Path]:
+    """Table 3: the paper's rows (mean IU on VOC2011 and VOC2012 test) and ours, whose scores only the
+    evaluation server gives: for each ``year -> archive`` of ``submissions``, the number of PNGs in the
+    archive and its sha256, to upload. Writes ``out_prefix.{csv,tex,md}`` (``tables.write_table``)."""
+    rows = [{"method": f"{method} (paper)", **{f"iu_{y}": values[y] for y in YEARS}, "time": values["time"]}
+            for method, values in PAPER_TABLE3.items()]
+    ours = {"method": f"{net} (ours)", "time": None}
+    for year in YEARS:
+        ours[f"iu_{year}"] = None
+        if str(year) in submissions:
+            archive = Path(submissions[str(year)])
+            if not archive.is_file():
+                raise FileNotFoundError(f"{archive} does not exist: run the submission step for VOC{year} first")
+            with tarfile.open(archive) as tar:
+                pngs = [m for m in tar.getmembers() if m.isfile() and m.name.endswith(".png")]
+            ours[f"archive_{year}"] = f"{archive.name}: {len(pngs)} PNGs (sha256 {sha256sum(archive)[:12]})"
+    rows.append(ours)
+    columns = [("method", "method"), ("iu_2011", "VOC2011 test mean IU"), ("iu_2012", "VOC2012 test mean IU"),
+               ("time", "inference time"), ("archive_2011", "VOC2011 submission"),
+               ("archive_2012", "VOC2012 submission")]
+    caption = ("Table 3: mean IU (%) on the PASCAL VOC test sets; the paper's rows beside our submission archives "
+               f"(comp6, palette PNGs), whose mean IU only the evaluation server ({SERVER}) computes: upload them "
+               "there" + (f"; {dataset_note}" if dataset_note else ""))
+    return write_table(out_prefix, columns, rows, caption=caption)

@@ -3,11 +3,13 @@
 
 rule benchmark:
     output:
-        f"{RESULTS}/benchmark/{{model}}.json",
+        result=f"{RESULTS}/benchmark/{{model}}.json",
+        provenance=sidecars(f"{RESULTS}/benchmark/{{model}}.json"),
     params:
         c=config["benchmark"],
         modes=",".join(config["benchmark"]["modes"]),
         device=config["device"],
+        provenance=PROVENANCE,
     threads: 64  # all cores (capped at --cores), so that nothing runs beside the timing
     resources:
         **resources_for("benchmark"),
@@ -16,6 +18,6 @@ rule benchmark:
     log:
         f"{LOGS}/benchmark/{{model}}.log",
     shell:
-        "segbench benchmark {wildcards.model} --out {output} --size {params.c[size]} --width {params.c[width]}"
+        "segbench benchmark {wildcards.model} --out {output.result} --size {params.c[size]} --width {params.c[width]}"
         " --trials {params.c[trials]} --warmup {params.c[warmup]} --modes {params.modes}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"

@@ -3,12 +3,15 @@
 import json
 import os
 import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from segbench import models, runs
 from segbench.data import MANIFEST
+from segbench.perclass import csv_path as perclass_csv
+from segbench.provenance import provenance_path, write_config
 from segbench.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
 
 
@@ -121,6 +124,9 @@ def resources_for(rule):
 
 
 onstart:
+    # The resolved configuration, which every job's provenance sidecar records (--provenance). Written here and
+    # not by a rule, so that no job depends on it: changing a config key reruns only the jobs it changes.
+    write_config(CONFIG_JSON, config)
     # Before the first sbatch: a GPU request that the cluster cannot satisfy stops the run with what to change
     # (sbatch would refuse each such job with "Invalid generic resource (gres) specification").
     if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
@@ -132,6 +138,7 @@ onstart:
 
 def final_outputs():
     return [
+        REPORT,
         f"{RESULTS}/tables/table1.md",
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/fig5.md",
@@ -141,4 +148,71 @@ def final_outputs():
         f"{RESULTS}/figures/fig5.png",
         *[f"{RESULTS}/stats/{dataset}.json" for dataset in SPLITS],
         *[f"{RESULTS}/preprocessed/nyud/{split}-hha.h5" for split in SPLITS["nyud"]],
+    ]
+
+
+# Traceability (workflow/rules/trace.smk): provenance sidecars, per-class results, figures, the report.
+
+CONFIG_JSON = f"{RESULTS}/provenance/config.json"  # the resolved config of the latest run (see onstart)
+PROVENANCE = f"--provenance {CONFIG_JSON}"  # the flag with which a subcommand writes its outputs' sidecars
+REPORT = f"{RESULTS}/report.html"
+PAGES = f"{RESULTS}/report"  # the tables and the provenance as HTML pages, for the report
+TABLE_PAGES = {  # name -> (table prefix, title, caption in workflow/report/, report category); one page each
+    "table1": (f"{RESULTS}/tables/table1", "Table 1: classifiers as FCNs", "table1.rst", "Table 1"),
+    "table2": (f"{RESULTS}/tables/table2", "Table 2: skip architectures on seg11valid", "table2.rst", "Table 2"),
+    "table3": (f"{RESULTS}/tables/table3", "Table 3: VOC test submissions", "table3.rst", "Table 3"),
+    "fig5": (f"{RESULTS}/tables/fig5", "Figure 5: whole images against patch sampling", "fig5.rst", "Figure 5"),
+    "table4": (f"{RESULTS}/tables/table4", "Table 4: RGB-D on NYUDv2", "table4.rst", "Table 4"),
+    "table5": (f"{RESULTS}/tables/table5", "Table 5: SIFT Flow, semantic and geometric", "table5.rst", "Table 5"),
+    **({} if TORCHVISION else {"pretrain": (f"{RESULTS}/tables/pretrain", "Pretraining stand-ins",
+                                            "pretrain.rst", "Pretraining")}),
+    **({} if SYNTHETIC else {"released": (f"{RESULTS}/tables/released", "The authors' released models",
+                                          "released.rst", "Released models")}),
+}
+# Evaluations that get a per-class CSV: every run a table reads metrics of, every seed.
+EVALUATED = sorted({*TABLE2_ROWS.values(), *(runs.table1_run(b) for b in config["table1"]["backbones"]),
+                    *runs.TABLE4_ROWS.values(), *runs.TABLE5_ROWS.values()})
+PERCLASS_FIGURES = {run: PATHS.metrics(run, SEEDS[0]) for run in runs.TABLE2_NETS.values()}  # first seed
+QUALITATIVE = {  # dataset -> validation store, {column title: weights} and report category; NYUD and SIFT Flow
+    # nets add theirs here (predictions are made from a store's RGB images: an HHA or RGB-D net needs predict.py
+    # to feed its extra channels first)
+    "voc": {"store": f"{RESULTS}/preprocessed/voc/val.h5", "category": "Table 2",
+            "models": {net: PATHS.model(runs.TABLE2_NETS[net], SEEDS[0]) for net in ("FCN-32s", "FCN-16s", "FCN-8s")}},
+}
+TEST_YEARS = ("2012",) if SYNTHETIC else ("2011", "2012")  # the twin has one test split, of VOC2012's layout
+TWIN_TEST_IMAGES = 4  # images in the twin's test split (only the submission's layout is tested on it)
+SUBMISSION_RUN = "fcn8s"  # the net of Table 3, first seed
+RELEASED_VARIANTS = () if SYNTHETIC else ("fcn32s", "fcn16s", "fcn8s")  # real data: weights from the network
+
+
+def evaluations():
+    """Every evaluation JSON the per-class step reads: each seed of each evaluated run, the released models."""
+    return [path for run in EVALUATED for path in seeds_of(run, PATHS.metrics)] + [
+        f"{RESULTS}/evaluate/released-{v}/val.json" for v in RELEASED_VARIANTS]
+
+
+def sidecars(*paths):
+    """The provenance sidecar of each path (``<path>.provenance.json``)."""
+    return [str(provenance_path(p)) for p in paths]
+
+
+def figure_files(*prefixes):
+    """The PNG and PDF of each figure prefix."""
+    return [f"{prefix}.{ext}" for prefix in prefixes for ext in ("png", "pdf")]
+
+
+def curve_category(run):
+    """The report category of a run's training curves: the first table that uses it."""
+    tags = RUNS[run].tags
+    categories = {"table1": "Table 1", "table2": "Table 2", "fig5": "Figure 5", "table4": "Table 4", "table5": "Table 5"}
+    return categories.get(tags[0] if tags else "", "Runs")
+
+
+def report_figures():
+    """Every figure the report shows: its PNG (and the start of the provenance page's trace)."""
+    return [
+        f"{RESULTS}/figures/fig5.png",
+        *[f"{RESULTS}/figures/perclass/{run}.png" for run in PERCLASS_FIGURES],
+        *[f"{RESULTS}/figures/curves/{run}.png" for run in RUNS],
+        *[f"{RESULTS}/figures/qualitative/{dataset}.png" for dataset in QUALITATIVE],
     ]

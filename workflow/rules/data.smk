@@ -50,7 +50,7 @@ else:
 
     rule download:
         output:
-            f"{RESULTS}/raw/{{dataset}}/manifest.json",
+            raw_ready("{dataset}"),
         params:
             dest_dir=lambda wc, output: os.path.dirname(output[0]),
             data_root=opt("--data-root", config["data"]["data_root"]),

@@ -6,9 +6,11 @@ rule evaluate:
         store=lambda wc: PATHS.stores(RUNS[wc.run])[1],
         weights=f"{RESULTS}/train/{{run}}/seed{{seed}}/model.pt",
     output:
-        f"{RESULTS}/evaluate/{{run}}/seed{{seed}}/val.json",
+        metrics=f"{RESULTS}/evaluate/{{run}}/seed{{seed}}/val.json",
+        provenance=sidecars(f"{RESULTS}/evaluate/{{run}}/seed{{seed}}/val.json"),
     params:
         device=config["device"],
+        provenance=PROVENANCE,
     threads: 1
     resources:
         **resources_for("evaluate"),
@@ -17,5 +19,5 @@ rule evaluate:
     log:
         f"{LOGS}/evaluate/{{run}}/seed{{seed}}.log",
     shell:
-        "segbench evaluate --store {input.store} --weights {input.weights} --out {output}"
-        " --device {params.device} --threads {threads} > {log} 2>&1"
+        "segbench evaluate --store {input.store} --weights {input.weights} --out {output.metrics}"
+        " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"

@@ -5,11 +5,12 @@ rule table2:
     input:
         **{net: seeds_of(run, PATHS.metrics) for net, run in TABLE2_ROWS.items()},
     output:
-        multiext(f"{RESULTS}/tables/table2", ".csv", ".tex", ".md"),
+        multiext(f"{RESULTS}/tables/table2", ".csv", ".tex", ".md", ".provenance.json"),
     params:
         runs=lambda wc, input: " ".join(f"--run '{net}={','.join(paths)}'" for net, paths in input.items()),
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
+        provenance=PROVENANCE,
     resources:
         **resources_for("table2"),
     conda:
@@ -17,7 +18,8 @@ rule table2:
     log:
         f"{LOGS}/report/table2.log",
     shell:
-        "segbench table2 {params.runs} --out-prefix {params.prefix} --note '{params.note}' > {log} 2>&1"
+        "segbench table2 {params.runs} --out-prefix {params.prefix} --note '{params.note}' {params.provenance}"
+        " > {log} 2>&1"
 
 
 rule table1:
@@ -25,11 +27,12 @@ rule table1:
         metrics=[p for b in config["table1"]["backbones"] for p in seeds_of(runs.table1_run(b), PATHS.metrics)],
         benchmarks=[f"{RESULTS}/benchmark/{RUNS[runs.table1_run(b)].model}.json" for b in config["table1"]["backbones"]],
     output:
-        multiext(f"{RESULTS}/tables/table1", ".csv", ".tex", ".md"),
+        multiext(f"{RESULTS}/tables/table1", ".csv", ".tex", ".md", ".provenance.json"),
     params:
         runs=table1_flags,
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
+        provenance=PROVENANCE,
     resources:
         **resources_for("table1"),
     conda:
@@ -37,7 +40,8 @@ rule table1:
     log:
         f"{LOGS}/report/table1.log",
     shell:
-        "segbench table1 {params.runs} --out-prefix {params.prefix} --note '{params.note}' > {log} 2>&1"
+        "segbench table1 {params.runs} --out-prefix {params.prefix} --note '{params.note}' {params.provenance}"
+        " > {log} 2>&1"
 
 
 rule fig5:
@@ -46,12 +50,16 @@ rule fig5:
         floor=f"{PATHS.run_dir(runs.fig5_run(config['fig5']['p'][0]), SEEDS[0])}/run.json",
     output:
         multiext(f"{RESULTS}/tables/fig5", ".csv", ".tex", ".md"),
-        multiext(f"{RESULTS}/figures/fig5", ".png", ".pdf"),
+        report(f"{RESULTS}/figures/fig5.png", caption="../report/fig5.rst", category="Figure 5", subcategory="Figure",
+               labels={"figure": "fig5"}),
+        f"{RESULTS}/figures/fig5.pdf",
+        sidecars(f"{RESULTS}/tables/fig5", *figure_files(f"{RESULTS}/figures/fig5")),
     params:
         runs=" ".join(f"--run {p}={','.join(seeds_of(runs.fig5_run(p), PATHS.log))}" for p in config["fig5"]["p"]),
         model=config["fig5"]["model"],
         table=lambda wc, output: output[0][: -len(".csv")],
         figure=lambda wc, output: output[3][: -len(".png")],
+        provenance=PROVENANCE,
     resources:
         **resources_for("fig5"),
     conda:
@@ -60,18 +68,19 @@ rule fig5:
         f"{LOGS}/report/fig5.log",
     shell:
         "segbench fig5 {params.runs} --floor-from {input.floor} --model {params.model} --out-table {params.table}"
-        " --out-figure {params.figure} > {log} 2>&1"
+        " --out-figure {params.figure} {params.provenance} > {log} 2>&1"
 
 
 rule table_pretrain:
     input:
         [f"{RESULTS}/pretrain/{b}.json" for b in BACKBONES] if not TORCHVISION else [],
     output:
-        multiext(f"{RESULTS}/tables/pretrain", ".csv", ".tex", ".md"),
+        multiext(f"{RESULTS}/tables/pretrain", ".csv", ".tex", ".md", ".provenance.json"),
     params:
         runs=lambda wc, input: " ".join(f"--run {b}={path}" for b, path in zip(BACKBONES, input)),
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
+        provenance=PROVENANCE,
     resources:
         **resources_for("table1"),
     conda:
@@ -79,7 +88,8 @@ rule table_pretrain:
     log:
         f"{LOGS}/report/table_pretrain.log",
     shell:
-        "segbench table-pretrain {params.runs} --out-prefix {params.prefix} --note '{params.note}' > {log} 2>&1"
+        "segbench table-pretrain {params.runs} --out-prefix {params.prefix} --note '{params.note}'"
+        " {params.provenance} > {log} 2>&1"
 
 
 for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)):
@@ -90,12 +100,13 @@ for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)
         input:
             **{row: seeds_of(run, PATHS.metrics) for row, run in _rows.items()},
         output:
-            multiext(f"{RESULTS}/tables/{_table}", ".csv", ".tex", ".md"),
+            multiext(f"{RESULTS}/tables/{_table}", ".csv", ".tex", ".md", ".provenance.json"),
         params:
             runs=lambda wc, input: " ".join(f"--run '{row}={','.join(paths)}'" for row, paths in input.items()),
             note=shlex.quote(DATASET_NOTES[_table]),
             prefix=lambda wc, output: output[0][: -len(".csv")],
             table=_table,
+            provenance=PROVENANCE,
         resources:
             **resources_for("table2"),
         conda:
@@ -103,4 +114,5 @@ for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)
         log:
             f"{LOGS}/report/{_table}.log",
         shell:
-            "segbench {params.table} {params.runs} --out-prefix {params.prefix} --note {params.note} > {log} 2>&1"
+            "segbench {params.table} {params.runs} --out-prefix {params.prefix} --note {params.note}"
+            " {params.provenance} > {log} 2>&1"

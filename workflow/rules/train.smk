@@ -9,12 +9,14 @@ if not TORCHVISION:
         output:
             weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
             summary=f"{RESULTS}/pretrain/{{backbone}}.json",
+            provenance=sidecars(f"{RESULTS}/pretrain/{{backbone}}.pt", f"{RESULTS}/pretrain/{{backbone}}.json"),
         params:
             c=config["pretrain"],
             width=lambda wc: backbone_width(wc.backbone),
             dropout=opt("--dropout", config["models"]["dropout"]),
             precision=config["precision"],
             device=config["device"],
+            provenance=PROVENANCE,
         threads: 1
         resources:
             **resources_for("pretrain"),
@@ -27,7 +29,7 @@ if not TORCHVISION:
             " --crop-size {params.c[crop_size]} --crop-iterations {params.c[crop_iterations]}"
             " --iterations {params.c[iterations]} --batch-size {params.c[batch_size]} --lr {params.c[lr]}"
             " --clutter {params.c[clutter]} {params.dropout} --precision {params.precision} --seed {params.c[seed]}"
-            " --device {params.device} --threads {threads} > {log} 2>&1"
+            " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
 
 else:
 
@@ -55,10 +57,12 @@ rule train:
         model=f"{RESULTS}/train/{{run}}/seed{{seed}}/model.pt",
         log=f"{RESULTS}/train/{{run}}/seed{{seed}}/log.csv",
         summary=f"{RESULTS}/train/{{run}}/seed{{seed}}/run.json",
+        provenance=sidecars(*multiext(f"{RESULTS}/train/{{run}}/seed{{seed}}/", "model.pt", "log.csv", "run.json")),
     params:
         # `segbench train`, or torchrun starting train.processes of it (docs/cluster.md)
         launch=launch_command(config["train"]["processes"]),
         flags=train_flags,
+        provenance=PROVENANCE,
         out_dir=lambda wc, output: os.path.dirname(output.model),
     threads: 1  # per training process; its data-loading workers and further processes are in cpus_per_task
     resources:
@@ -70,4 +74,4 @@ rule train:
         f"{LOGS}/train/{{run}}/seed{{seed}}.log",
     shell:
         "{params.launch} --train-store {input.store} --out-dir {params.out_dir} {params.flags}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} {params.provenance} > {log} 2>&1"

@@ -11,6 +11,10 @@ Layout under ``out_dir`` (as the real archives extract)::
 
 Ids look like VOC's (``2008_000123``). As in the real data, part of VOC2011 seg val is also in SBD train,
 so the derived seg11valid is VOC val minus that overlap.
+
+:func:`write_test_split` writes, in a folder of its own, the twin of an evaluation server test archive
+(``VOC<year>test.tar``: ``VOCdevkit/VOC<year>/JPEGImages`` and ``ImageSets/Segmentation/test.txt``, no labels),
+so that the paper's Table 3 submission runs on the twin too.
 """
 
 from __future__ import annotations
@@ -80,3 +84,26 @@ def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n
         "counts": {"sbd_train": n_sbd_train, "sbd_val": n_sbd_val, "voc2011_seg_train": n_voc_train,
                    "voc2011_seg_val": n_voc_val, "seg11valid": n_voc_val - n_overlap},
     })
+
+
+def write_test_split(out_dir: Path, *, year: str = "2012", n_images: int = 4, image_size: int = 96, seed: int = 0,
+                     progress: bool = True) -> Path:
+    """Write a test split of ``n_images`` unlabelled twin images for VOC``year`` under
+    ``out_dir/VOCdevkit/VOC<year>`` and return ``out_dir/manifest.json`` (written last).
+
+    Its own random stream (``seed`` and the year), so the twin's train and val images do not change; its ids
+    (``<year>_9xxxxx``) are not among theirs.
+    """
+    if n_images < 1:
+        raise ValueError(f"a test split needs at least one image, got n_images={n_images}")
+    out_dir = Path(out_dir)
+    devkit = out_dir / "VOCdevkit" / f"VOC{year}"
+    rng = np.random.default_rng([seed, int(year)])
+    ids = [f"{year}_{900000 + k:06d}" for k in range(n_images)]
+    for i in tqdm(ids, desc=f"synthetic VOC{year} test", disable=not progress):
+        image, _ = render_scene(rng, image_size)
+        with replacing(devkit / "JPEGImages" / f"{i}.jpg") as tmp:
+            Image.fromarray(image).save(tmp, format="JPEG", quality=95)
+    write_text(devkit / "ImageSets" / "Segmentation" / "test.txt", "".join(f"{i}\n" for i in ids))
+    return write_json(out_dir / MANIFEST, {"dataset": f"voc{year}-test", "synthetic": True, "seed": seed,
+                                           "image_size": image_size, "test_ids": n_images})

@@ -4,6 +4,9 @@ FCN trains on SBD ``train`` (8,498 images, labels from ``cls/<id>.mat`` ``GTcls.
 validates on ``seg11valid`` (736 images): VOC2011 segmentation ``val`` minus SBD ``train``, read from
 ``JPEGImages`` and the palette PNGs of ``SegmentationClass`` (255 = void border).
 The same code reads the synthetic twin written by :mod:`segbench.data.synth_voc`.
+
+The VOC2011 and VOC2012 segmentation test sets (images without labels, from the evaluation server's
+``VOC<year>test.tar``) become stores of images only, for the submission of the paper's Table 3.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segbench.data.store import write_store
-from segbench.errors import SegbenchError
+from segbench.errors import MissingInputError, SegbenchError
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -170,3 +173,29 @@ def preprocess_voc(voc2011: Path, sbd: Path, out_dir: Path, *, check_md5: bool =
         written[split] = write_store(out_dir / f"{split}.h5", dataset="voc", split=split, ids=ids,
                                      fields={"image": images, "label": labels}, class_names=CLASS_NAMES, attrs=attrs)
     return written
+
+
+def seg_test_list(devkit: Path) -> Path:
+    """``ImageSets/Segmentation/test.txt`` of a ``VOCdevkit/VOC<year>`` folder."""
+    return Path(devkit) / "ImageSets" / "Segmentation" / "test.txt"
+
+
+def find_test_devkit(raw_dir: Path, year: str) -> Path:
+    """The one ``VOC<year>`` folder under ``raw_dir`` that has a segmentation test list (an extracted test
+    archive, or the twin's test split)."""
+    found = sorted(p.parents[2] for p in Path(raw_dir).glob(f"**/VOC{year}/ImageSets/Segmentation/test.txt"))
+    if len(found) != 1:
+        raise MissingInputError(f"expected one VOC{year}/ImageSets/Segmentation/test.txt under {raw_dir}, found "
+                                f"{len(found)} {[str(p) for p in found]}: extract VOC{year}test.tar there again")
+    return found[0]
+
+
+def preprocess_voc_test(raw_dir: Path, out_path: Path, *, year: str, progress: bool = True) -> Path:
+    """Write the VOC<year> segmentation test set found under ``raw_dir`` (:func:`find_test_devkit`) as a store
+    of images only (split ``test<year>``: the test labels are the server's), in test-list order."""
+    devkit = find_test_devkit(raw_dir, year)
+    ids = read_ids(seg_test_list(devkit))
+    images = (read_image(devkit / "JPEGImages" / f"{i}.jpg") for i in tqdm(ids, desc=f"voc test{year}",
+                                                                          disable=not progress))
+    return write_store(out_path, dataset="voc", split=f"test{year}", ids=ids, fields={"image": images},
+                       class_names=CLASS_NAMES, attrs={"mean_bgr": list(MEAN_BGR), "source": f"VOC{year} seg test"})

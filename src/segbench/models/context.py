@@ -115,6 +115,8 @@ class DilatedNet(nn.Module):
     ``trunk_names`` from a VGG16 classifier (fc6 reshaped into the dilated 7x7 conv).
     """
 
+    head_prefixes = ("final", "context")  # the layers no classifier provides
+
     def __init__(self, num_classes: int, *, width: float = 1.0, in_channels: int = 3, context: str | None = None,
                  noise_std: float | None = None):
         super().__init__()

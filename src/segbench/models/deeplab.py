@@ -91,6 +91,8 @@ class DeepLab(ResNetTrunk):
     ``width`` scales the trunk and every head channel count (256, 48).
     """
 
+    head_prefixes = ("aspp", "project", "decoder", "cls")  # the layers no classifier provides
+
     def __init__(self, num_classes: int, *, depth: int = 101, width: float = 1.0, in_channels: int = 3,
                  output_stride: int = 16, decoder: bool = False, separable: bool = False,
                  multi_grid: tuple[int, ...] = MULTI_GRID):

@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from segbench.errors import WeightsError
 from segbench.models import alexnet, googlenet, resnet, vgg
 from segbench.models.fcn import FCN
 from segbench.models.layers import BilinearUpsample
@@ -30,7 +31,7 @@ def _prefix_table(table: dict[str, tuple[str, bool]], dropped: tuple[str, ...]) 
             return f"{name}.{leaf}", reshape
         if prefix in dropped:
             return None, False
-        raise KeyError(f"unexpected classifier key {key!r}: expected the torchvision layout with modules "
+        raise WeightsError(f"unexpected classifier key {key!r}: expected the torchvision layout with modules "
                        f"{sorted(table) + list(dropped)}")
     return map_key
 
@@ -43,7 +44,7 @@ def _same_names_map(net: nn.Module, dropped: tuple[str, ...], family: str) -> Ca
             return key, False
         if head in dropped:
             return None, False
-        raise KeyError(f"unexpected classifier key {key!r}: expected torchvision {family} modules "
+        raise WeightsError(f"unexpected classifier key {key!r}: expected torchvision {family} modules "
                        f"{net.trunk_names} or dropped ones {dropped}")
     return map_key
 
@@ -68,7 +69,7 @@ def transplant(classifier: nn.Module | dict, fcn: nn.Module) -> nn.Module:
     and GoogLeNet's auxiliary heads are dropped; score layers, heads and upsamplers are left as they are.
     If the net's first conv has more input channels than the classifier's (RGB-D early fusion), the extra
     channels get the mean of the RGB filters, as the NYUD ``color-d`` net does. Raises ``ValueError``
-    naming the key and both shapes on any other mismatch, and ``KeyError`` if a trunk parameter is not
+    naming the key and both shapes on any other mismatch, and ``errors.WeightsError`` (a ``KeyError``) if a trunk parameter is not
     provided. Returns ``fcn``.
     """
     state = classifier.state_dict() if isinstance(classifier, nn.Module) else classifier
@@ -81,7 +82,7 @@ def transplant(classifier: nn.Module | dict, fcn: nn.Module) -> nn.Module:
         if fcn_key is None:
             continue
         if fcn_key not in target:
-            raise KeyError(f"classifier key {key!r} maps to {fcn_key!r}, which the {fcn.backbone} FCN lacks")
+            raise WeightsError(f"classifier key {key!r} maps to {fcn_key!r}, which the {fcn.backbone} FCN lacks")
         want = target[fcn_key].shape
         if reshape and value.numel() == want.numel():
             value = value.reshape(want)
@@ -95,7 +96,7 @@ def transplant(classifier: nn.Module | dict, fcn: nn.Module) -> nn.Module:
     trunk_keys = [k for k in target if k.split(".", 1)[0] in fcn.trunk_names]
     missing = [k for k in trunk_keys if k not in new]
     if missing:
-        raise KeyError(f"the classifier provides no value for FCN parameters {missing[:5]}"
+        raise WeightsError(f"the classifier provides no value for FCN parameters {missing[:5]}"
                        f"{' ...' if len(missing) > 5 else ''}; is it a {fcn.backbone} state dict?")
     fcn.load_state_dict(new, strict=False)
     return fcn

@@ -84,6 +84,7 @@ class UNet(nn.Module):
     """
 
     backbone = None
+    head_prefixes = ()  # nothing is pretrained: no layer is a "new head" for the lr multiplier
 
     def __init__(self, num_classes: int, *, width: float = 1.0, in_channels: int = 3, padding: str = "valid"):
         super().__init__()
