@@ -81,11 +81,11 @@ def launch_command(processes: int) -> str:
     """The command that starts ``segbench train`` in ``processes`` processes on this node: itself for one,
     else torchrun with a rendezvous of its own on a free local port (``--standalone``), which sets each
     process's rank and world size and stops them all when one fails."""
-    if processes < 1:
-        raise ValueError(f"processes must be >= 1, got {processes}")
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ValueError(f"processes must be an integer >= 1, got {processes!r}")
     if processes == 1:
         return "segbench train"
-    return f"torchrun --standalone --nproc-per-node {processes} --no-python segbench train"
+    return f"torchrun --standalone --nproc-per-node {processes} -m segbench.cli train"
 
 
 def start(ctx: Context, device: torch.device) -> torch.device:

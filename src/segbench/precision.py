@@ -50,9 +50,12 @@ def cpu_flags() -> set[str]:
 
 def resolve(precision: str, device: torch.device) -> str:
     """``"fp32"``, ``"bf16"`` or ``"fp16"``: ``auto`` is bf16 on a CUDA GPU that supports it or a CPU with bf16
-    instructions (``BF16_CPU_FLAGS``), else fp32."""
+    instructions (``BF16_CPU_FLAGS``), else fp32. fp16 is refused on any device but CUDA (a ValueError)."""
     if precision not in TRAINING_PRECISIONS:
         raise ValueError(f"precision must be one of {TRAINING_PRECISIONS}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"precision fp16 (float16 autocast with loss scaling) needs a CUDA GPU, got device "
+                         f"{device.type!r}; use bf16 or fp32 on the CPU (auto picks bf16 where the CPU has it)")
     if precision != "auto":
         return precision
     if device.type == "cuda":
@@ -75,10 +78,11 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 
 def compiled(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` compiled by TorchInductor (``torch.compile``): the first training step compiles the forward and
-    backward graphs (49 s for the 1/16-width FCN-32s on this 2-core CPU; expect about a minute for a
-    full-width net), later steps run the fused kernels (the benchmark's ``compile`` mode measures the forward's
-    gain). The result shares ``module``'s parameters: save and evaluate ``module`` itself, whose
-    ``state_dict`` keys are the usual ones."""
+    backward graphs (about a minute for a small net on a 2-core CPU, a C++ compiler needed there; Triton
+    kernels on a GPU), later steps run the fused kernels. Each new image size compiles again (the graphs
+    are marked dynamic after the second one). The result shares ``module``'s parameters: save and evaluate
+    ``module`` itself, whose ``state_dict`` keys are the usual ones. Results differ from the uncompiled
+    net's in the last bits (fused kernels sum in another order)."""
     return torch.compile(module)
 
 

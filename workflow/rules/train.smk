@@ -2,7 +2,6 @@
 
 from segbench.distributed import launch_command
 
-
 if not TORCHVISION:
 
     rule pretrain:
@@ -14,7 +13,8 @@ if not TORCHVISION:
             c=config["pretrain"],
             width=lambda wc: backbone_width(wc.backbone),
             dropout=opt("--dropout", config["models"]["dropout"]),
-            precision=config["precision"],
+            # fp16's loss scaling lives in the training loop only: the stand-in classifier resolves auto instead
+            precision="auto" if config["precision"] == "fp16" else config["precision"],
             device=config["device"],
             provenance=PROVENANCE,
         threads: 1

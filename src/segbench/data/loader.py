@@ -58,6 +58,13 @@ class Batch(NamedTuple):
     sizes: list[tuple[tuple[int, int], int]]  # ((H, W), images of that size in the whole batch), first-seen order
     images: int                                # images in the whole batch, all processes together
 
+    def pin_memory(self) -> Batch:
+        """This batch with its tensors in page-locked memory (what the loader's ``pin_memory`` calls): only the
+        tensors change, the indices, sizes and generator state stay the same Python values."""
+        groups = [group._replace(x=group.x.pin_memory(), y={k: t.pin_memory() for k, t in group.y.items()})
+                  for group in self.groups]
+        return self._replace(groups=groups)
+
 
 class RandomBatches(Sampler):
     """``images`` indices in [0, ``num_samples``) drawn with replacement per iteration, for iterations
