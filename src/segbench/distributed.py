@@ -77,6 +77,15 @@ def from_env(environ: Mapping[str, str] = os.environ) -> Context:
     return Context(rank=rank, world_size=world, local_rank=local)
 
 
+def processes_for(requested: int, images_per_iter: int) -> int:
+    """The processes a run trains in: ``requested`` (the config's ``train.processes``), at most one per image of
+    its iteration, so that a batch-1 recipe (``heavy``) runs as one process whatever was asked."""
+    if requested < 1 or images_per_iter < 1:
+        raise ValueError(f"need at least one process and one image per iteration, got processes={requested}, "
+                         f"images_per_iter={images_per_iter}")
+    return min(requested, images_per_iter)
+
+
 def launch_command(processes: int) -> str:
     """The command that starts ``segbench train`` in ``processes`` processes on this node: itself for one,
     else torchrun with a rendezvous of its own on a free local port (``--standalone``), which sets each

@@ -116,7 +116,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     ctx = distributed.from_env()
     rec = recipes.recipe(recipe, model_name=model_name, width=width, base_lr=lr, lr_scale=lr_scale,
                          batch_size=batch_size, momentum=momentum)
-    images_per_iter = max(1, round(rec.batch_size / sample_p))  # expected effective batch stays fixed
+    images_per_iter = recipes.images_per_iteration(rec.batch_size, sample_p)  # expected effective batch stays fixed
     if images_per_iter < ctx.world_size:
         raise ValueError(f"{ctx.world_size} processes need at least one image each per iteration, but the batch "
                          f"has {images_per_iter} (batch {rec.batch_size}, sample_p {sample_p}): raise the batch "

@@ -1,7 +1,5 @@
 # Training: the classifier stand-in for ImageNet weights, then every run of the run table, once per seed.
 
-from segbench.distributed import launch_command
-
 if not TORCHVISION:
 
     rule pretrain:
@@ -60,14 +58,13 @@ rule train:
         provenance=sidecars(*multiext(f"{RESULTS}/train/{{run}}/seed{{seed}}/", "model.pt", "log.csv", "run.json")),
     params:
         # `segbench train`, or torchrun starting train.processes of it (docs/cluster.md)
-        launch=launch_command(config["train"]["processes"]),
+        launch=lambda wc: launch_command(train_processes(wc)),
         flags=train_flags,
         provenance=PROVENANCE,
         out_dir=lambda wc, output: os.path.dirname(output.model),
     threads: 1  # per training process; its data-loading workers and further processes are in cpus_per_task
     resources:
-        **rule_resources("train", device=config["device"], overrides=config.get("resources"),
-                         processes=config["train"]["processes"], workers=config["train"]["num_workers"]),
+        **train_resources(),
     conda:
         "../envs/segbench.yaml"
     log:
