@@ -78,7 +78,7 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 
 def compiled(module: torch.nn.Module) -> torch.nn.Module:
     """``module`` compiled by TorchInductor (``torch.compile``): the first training step compiles the forward and
-    backward graphs (about a minute for a small net on a 2-core CPU, a C++ compiler needed there; Triton
+    backward graphs (a minute or more for a small net on a 2-core CPU, with a C++ compiler; Triton
     kernels on a GPU), later steps run the fused kernels. Each new image size compiles again (the graphs
     are marked dynamic after the second one). The result shares ``module``'s parameters: save and evaluate
     ``module`` itself, whose ``state_dict`` keys are the usual ones. Results differ from the uncompiled
