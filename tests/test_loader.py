@@ -2,11 +2,15 @@
 loader, the same batches and weights with any number of workers, and resumed runs equal to uninterrupted ones."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_mixed_store
+from conftest import ROOT, write_mixed_store
 
 from segbench import checkpoint, losses, objective, precision, recipes, runtime
 from segbench.data import loader
@@ -155,3 +159,20 @@ def test_a_run_with_workers_resumed_after_a_stop_equals_an_uninterrupted_one(sto
     _assert_identical(uninterrupted, resumed)
     _assert_identical(uninterrupted, _weights(_train(store, tmp_path / "inline", num_workers=0)))
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 7
+
+
+def test_sigterm_to_every_process_of_the_job_still_stops_with_a_checkpoint(store, tmp_path):
+    # SLURM signals every process of a job step, the loading workers too: they must leave the stop to the training
+    run = tmp_path / "term"
+    cmd = [sys.executable, "-m", "segbench.cli", "train", "--train-store", str(store), "--out-dir", str(run), "--model",
+           "fcn32s_vgg16", "--width", str(WIDTH), "--recipe", "short", "--batch-size", "2", "--iterations", "100000",
+           "--checkpoint-every", "1", "--num-workers", "2", "--device", "cpu", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own process group, as a job step
+    while proc.poll() is None and not (run / "checkpoint.pt").exists():
+        os.sched_yield()
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == checkpoint.Preempted.exit_code, err
+    assert "stopped by a signal" in err and "DataLoader worker" not in err

@@ -167,8 +167,11 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                  if ctx.world_size > 1 else None)
         if not ctx.main:
             return
-        extra = {"data_rng": data_rng, "mask_rng": mask_gen.get_state(), "rows": rows, "wall_s": wall,
-                 **({"ranks": ranks} if ranks else {}), **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
+        extra = {"data_rng": data_rng, "mask_rng": mask_gen.get_state(), "rows": rows, "wall_s": wall}
+        if ranks:
+            extra["ranks"] = ranks  # every process's own random states, in rank order
+        if scaler.is_enabled():
+            extra["scaler"] = scaler.state_dict()  # fp16's loss scale
         checkpoint.save_checkpoint(ckpt_path, model=model, optimizer=optimizer, iteration=iteration, run_key=run_key,
                                    extra=extra)
         write_log(out_dir / "log.csv", rows)
@@ -208,7 +211,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             bar.set_postfix(loss=f"{loss:.4g}")
             if stop:
                 save(it + 1)
-                distributed.barrier(ctx)  # no process exits (and gets the others killed) before the checkpoint is written
+                distributed.barrier(ctx)  # no process exits (getting the others killed) before the checkpoint exists
                 distributed.stop(ctx)
                 raise checkpoint.Preempted(f"stopped by a signal at iteration {it + 1}; checkpoint {ckpt_path}")
             if checkpoint_every and (it + 1) % checkpoint_every == 0:

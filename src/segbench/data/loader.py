@@ -21,6 +21,7 @@ shard, ``indices[rank::world_size]``.
 
 from __future__ import annotations
 
+import signal
 from typing import Iterator, Mapping, NamedTuple
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segbench import objective
+from segbench.checkpoint import STOP_SIGNALS
 from segbench.data.store import Store
 from segbench.data.tensors import modality_input
 
@@ -107,7 +109,8 @@ class TrainingBatches(Dataset):
         groups = [Group(g, self._size(g), modality_input(self.store, g, self.modality, self.norm),
                         objective.targets(self.store, g, self.heads))
                   for g in objective.batches_by_shape(self.store, share, len(share))]
-        sizes = [(self._size(g), len(g)) for g in objective.batches_by_shape(self.store, draw.indices, len(draw.indices))]
+        whole = objective.batches_by_shape(self.store, draw.indices, len(draw.indices))
+        sizes = [(self._size(g), len(g)) for g in whole]
         return Batch(draw.iteration, draw.data_rng, groups, sizes, len(draw.indices))
 
     def _size(self, group: list[int]) -> tuple[int, int]:
@@ -122,11 +125,20 @@ def batch_loader(dataset: TrainingBatches, sampler: RandomBatches, *, num_worker
 
     The loader has a generator of its own: creating its iterator then draws no number from torch's global
     generator (dropout's), so training with the loader draws the same dropout masks as the loop without it.
+    Workers ignore the stop signals (``checkpoint.STOP_SIGNALS``): SLURM and Ctrl-C signal every process of
+    the job, and a worker killed by SIGTERM would crash the training process before it writes its checkpoint
+    (``PreemptionGuard``); workers end with the loader, or on their own when the training process is gone.
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     return DataLoader(dataset, sampler=sampler, batch_size=None, collate_fn=_unchanged, num_workers=num_workers,
-                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(sampler.seed))
+                      pin_memory=pin_memory, generator=torch.Generator().manual_seed(sampler.seed),
+                      worker_init_fn=_ignore_stop_signals if num_workers else None)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _unchanged(batch: Batch) -> Batch:
