@@ -135,7 +135,7 @@ def test_the_pipeline_requests_gpus_only_for_network_rules(tmp_path, device, gpu
 
 @pytest.mark.parametrize("device", ["cuda", "auto"])
 def test_train_processes_give_each_run_torchrun_and_its_gpus(tmp_path, device):
-    (tmp_path / "processes.yaml").write_text("train: {processes: 2}\n")
+    (tmp_path / "processes.yaml").write_text("train: {processes: 2}\nprecision: fp16\n")
     configs = ["config/config.yaml", "tests/tiny-config.yaml", tmp_path / "processes.yaml"]
     result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--nolock", "-p",
                              "--configfile", *configs, "--config", f"results={tmp_path}/r", f"device={device}"],
@@ -154,6 +154,9 @@ def test_train_processes_give_each_run_torchrun_and_its_gpus(tmp_path, device):
         assert f"cpus_per_task={processes}" in res and f"mem_mb={processes * 16000}" in res, run
         torchrun = "torchrun --standalone --nproc-per-node 2 -m segbench.cli train "
         assert command.startswith(torchrun if processes == 2 else "segbench train "), command
+        assert "--precision fp16" in command
+    pretrain = re.findall(r"^rule pretrain:\n.*?^Shell command: ([^\n]*)", result.stdout, flags=re.M | re.S)
+    assert pretrain and all("--precision auto" in command for command in pretrain)  # fp16 is for training only
 
 
 def _dry_run_outputs(*args) -> list[str]:
