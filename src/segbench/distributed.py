@@ -7,8 +7,9 @@
     stop(ctx)
 
 Launch with ``torchrun --standalone --nproc-per-node N -m segbench.cli train ...`` (the train rule does,
-for ``train.processes: N > 1``), or with ``srun --ntasks N`` in a job step of one node. A plain
-``segbench train`` is one process and never touches ``torch.distributed``.
+for ``train.processes: N > 1``, giving a run at most one process per image of its iteration:
+``processes_for``), or with ``srun --ntasks N`` in a job step of one node. A plain ``segbench train`` is one
+process and never touches ``torch.distributed``.
 
 How N processes give the update of one process on the same total batch (``segbench.train``):
 
