@@ -63,6 +63,22 @@ def test_unknown_names_are_refused_listing_the_valid_ones():
         rule_resources("train", device="gpu")
 
 
+def test_training_processes_and_workers_scale_the_train_request():
+    base = GPU_RULES["train"]
+    assert rule_resources("train", device="cuda", processes=2, workers=3) == {
+        **base, "gpu": 2, "mem_mb": 2 * base["mem_mb"], "cpus_per_task": 8}  # 2 x (1 training + 3 loading)
+    assert rule_resources("train", device="auto", processes=2) == {
+        **{k: v for k, v in base.items() if k != "gpu"}, "mem_mb": 2 * base["mem_mb"], "cpus_per_task": 2}
+    assert rule_resources("train", device="cuda", workers=1)["cpus_per_task"] == 2
+    assert rule_resources("train", device="cuda", processes=1, workers=0) == rule_resources("train", device="cuda")
+    assert "cpus_per_task" not in rule_resources("train", device="cuda", processes=2,
+                                                 overrides={"train": {"cpus_per_gpu": 4}})  # the site's way wins
+    with pytest.raises(ValueError, match="only the train rule .* got processes=2, workers=0 for rule 'evaluate'"):
+        rule_resources("evaluate", device="cuda", processes=2)
+    with pytest.raises(ValueError, match="got processes=0, workers=0"):
+        rule_resources("train", device="cuda", processes=0)
+
+
 def test_defaults_are_not_shared_between_calls():
     rule_resources("train", device="cuda")["mem_mb"] = 1
     assert rule_resources("train", device="cuda")["mem_mb"] == GPU_RULES["train"]["mem_mb"] != 1
@@ -115,6 +131,32 @@ def test_the_pipeline_requests_gpus_only_for_network_rules(tmp_path, device, gpu
     nets = {"pretrain", "train", "evaluate", "benchmark", "qualitative", "submission"}  # the rules that run a net
     assert with_gpu == (nets if gpu else set())
     assert {"train", "preprocess_voc", "table2"} <= set(res)
+
+
+@pytest.mark.parametrize("device", ["cuda", "auto"])
+def test_train_processes_give_each_run_torchrun_and_its_gpus(tmp_path, device):
+    (tmp_path / "processes.yaml").write_text("train: {processes: 2}\nprecision: fp16\n")
+    configs = ["config/config.yaml", "tests/tiny-config.yaml", tmp_path / "processes.yaml"]
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--nolock", "-p",
+                             "--configfile", *configs, "--config", f"results={tmp_path}/r", f"device={device}"],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {}
+    for body, command in re.findall(r"^rule train:\n(.*?)^Shell command: ([^\n]*)", result.stdout, flags=re.M | re.S):
+        run = re.search(r"wildcards: run=([^,]+), seed=1", body)
+        if run:
+            jobs[run.group(1)] = (set(re.search(r"resources: (.*)", body).group(1).split(", ")), command)
+    assert {"fcn32s-fixed", "fcn8s", "fig5-p1.0", "fig5-p0.5", "nyud-rgb", "siftflow-32s"} <= set(jobs)
+    for run, (res, command) in jobs.items():
+        processes = 1 if run == "fig5-p1.0" else 2  # the tiny Figure 5 run at p = 1 draws one image per iteration
+        gpus = processes if device == "cuda" else 0
+        assert ("gpu=2" in res, "gpu=1" in res) == (gpus == 2, gpus == 1), run
+        assert f"cpus_per_task={processes}" in res and f"mem_mb={processes * 16000}" in res, run
+        torchrun = "torchrun --standalone --nproc-per-node 2 -m segbench.cli train "
+        assert command.startswith(torchrun if processes == 2 else "segbench train "), command
+        assert "--precision fp16" in command
+    pretrain = re.findall(r"^rule pretrain:\n.*?^Shell command: ([^\n]*)", result.stdout, flags=re.M | re.S)
+    assert pretrain and all("--precision auto" in command for command in pretrain)  # fp16 is for training only
 
 
 def _dry_run_outputs(*args) -> list[str]:

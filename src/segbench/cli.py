@@ -97,21 +97,26 @@ def _fetch_weights(a):
 
 
 def _train(a):
+    from segbench.distributed import from_env
     from segbench.train import train
 
     init = a.init[0] if a.init and len(a.init) == 1 else a.init
+    main = from_env().main  # under torchrun, process 0 records the run; the others write nothing
     run = a.out_dir / "run.json"
-    with _tracked(a, a.out_dir / "model.pt", also=[a.out_dir / "log.csv", run], device=a.device, threads=a.threads,
-                  inputs=[a.train_store, *(a.init or []), a.val_store if a.val_every else None],
-                  seeds=a.seed) as late:
+    tracked = _tracked(a if main else None, a.out_dir / "model.pt", also=[a.out_dir / "log.csv", run],
+                       device=a.device, threads=a.threads,
+                       inputs=[a.train_store, *(a.init or []), a.val_store if a.val_every else None], seeds=a.seed)
+    with tracked as late:
         train(train_store=a.train_store, out_dir=a.out_dir, model_name=a.model, width=a.width, init=init,
               mode=a.mode, recipe=a.recipe, lr=a.lr, lr_scale=a.lr_scale, batch_size=a.batch_size,
               momentum=a.momentum, iterations=a.iterations, sample_p=a.sample_p, criterion=a.criterion,
               gamma=a.gamma, val_store=a.val_store, val_every=a.val_every, checkpoint_every=a.checkpoint_every,
               dropout=a.dropout, precision_mode=a.precision, channels_last=a.channels_last, modality=a.modality,
-              seed=a.seed, device=a.device, threads=a.threads)
-        meta = json.loads(run.read_text())  # what the recipe and "auto" resolved to
-        late.update(batch_size=meta["images_per_iter"], precision=meta["precision"])
+              seed=a.seed, device=a.device, threads=a.threads, num_workers=a.num_workers,
+              pin_memory=a.pin_memory, compile=a.compile, deterministic=a.deterministic)
+        if main:
+            meta = json.loads(run.read_text())  # what the recipe and "auto" resolved to
+            late.update(batch_size=meta["images_per_iter"], precision=meta["precision"])
 
 
 def _evaluate(a):
@@ -324,10 +329,11 @@ def _config(a) -> dict | None:
 
 
 def _tracked(a, output, **fields):
-    """``provenance.tracked(output, **fields)`` with the ``--provenance`` configuration; nothing without it."""
+    """``provenance.tracked(output, **fields)`` with the ``--provenance`` configuration; nothing without it
+    (or with ``a`` None)."""
     from segbench.provenance import tracked_if
 
-    return tracked_if(_config(a), output, **fields)
+    return tracked_if(None if a is None else _config(a), output, **fields)
 
 
 def _table_provenance(a, rows, table=None):
@@ -467,8 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-every", type=int, default=d["val_every"])
     s.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
     s.add_argument("--dropout", type=float, help="rate of the dropout layers (default: the architecture's 0.5)")
-    s.add_argument("--precision", default=d["precision_mode"], choices=precision.PRECISIONS)
+    s.add_argument("--precision", default=d["precision_mode"], choices=precision.TRAINING_PRECISIONS)
     s.add_argument("--channels-last", action="store_true", default=d["channels_last"])
+    s.add_argument("--compile", action="store_true", default=d["compile"], help="train through torch.compile")
+    s.add_argument("--deterministic", action="store_true", default=d["deterministic"],
+                   help="cuDNN's deterministic algorithms, no benchmark mode (GPU; CPU runs are deterministic anyway)")
+    s.add_argument("--num-workers", type=int, default=d["num_workers"],
+                   help="processes loading the batches (0: the training process)")
+    s.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=d["pin_memory"],
+                   help="load batches into page-locked memory (GPU only)")
     _common(s, seed_default=d["seed"])
     _provenance(s)
     s.set_defaults(func=_train)

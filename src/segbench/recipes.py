@@ -237,6 +237,14 @@ def _resolved(name: str, *, lr: float, batch_size: int | None, momentum: float |
     return Recipe(name=name, lr=lr, **settings)
 
 
+def images_per_iteration(batch_size: int, sample_p: float) -> int:
+    """Images one iteration draws: ``batch_size / sample_p`` rounded, at least 1, so that the expected number of
+    images whose loss counts stays ``batch_size`` under patch sampling (keep probability ``sample_p``)."""
+    if not 0.0 < sample_p <= 1.0:
+        raise ValueError(f"sample_p must be in (0, 1], got {sample_p}")
+    return max(1, round(batch_size / sample_p))
+
+
 def own_recipe(model_name: str) -> str:
     """The recipe of the paper that introduced successor model ``model_name`` (``OWN_RECIPE``)."""
     if model_name not in OWN_RECIPE:

@@ -4,10 +4,13 @@ A rule file writes ``resources: **rule_resources("train", device=config["device"
 overrides=config.get("resources"))``. The keys are the ones snakemake-executor-plugin-slurm maps to
 sbatch options: ``gpu`` -> ``--gpus``, ``cpus_per_task`` -> ``--cpus-per-task``, ``mem_mb`` -> ``--mem``,
 ``runtime`` (minutes) -> ``--time``; ``gpu_model``, ``slurm_partition``, ``slurm_extra`` ... may come
-from ``overrides``. CPUs are not set here: the plugin asks for the rule's ``threads`` (training runs on
-one thread so that results do not depend on the node; ``hha_nyud`` and ``benchmark`` take all cores), and
-``cpus_per_task`` in ``overrides`` asks for more. Run locally, Snakemake only limits the resources given to
-``--resources``, so ``gpu: 1`` does not stop a CPU-only laptop from running the pipeline.
+from ``overrides``. CPUs: the plugin asks for the rule's ``threads`` (training runs on one thread so that
+results do not depend on the node; ``hha_nyud`` and ``benchmark`` take all cores) unless ``cpus_per_task``
+is set. A training job of P processes with W data-loading workers each sets it to P x (1 + W) when that
+exceeds 1, and asks for P GPUs with ``device: cuda`` (one task running torchrun, which starts the P
+processes: ``segbench.distributed``), and P times the memory. ``cpus_per_task`` in ``overrides`` replaces
+it. Run locally, Snakemake only limits the resources given to ``--resources``, so ``gpu: 1`` does not stop
+a CPU-only laptop from running the pipeline.
 
 Only ``device: cuda`` asks SLURM for GPUs. ``auto`` asks for none, so the same command runs on a CPU-only
 cluster and on a GPU cluster; a network job then uses CUDA only where SLURM gave it a GPU (see
@@ -49,15 +52,19 @@ CPU_RULES = {
 GPU_KEYS = ("gpu", "gpu_model", "cpus_per_gpu", "tasks_per_gpu", "gres")
 
 
-def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] | None = None) -> dict:
+def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] | None = None, processes: int = 1,
+                   workers: int = 0) -> dict:
     """The Snakemake resources of ``rule``: its defaults, with ``overrides[rule]`` replacing keys.
 
     ``device`` is the config's device: "cuda" gives the network rules ``gpu: 1``; "auto" and "cpu" give
     no rule a GPU key, so the pipeline fits a CPU-only partition (with "auto" an override may still ask
-    for a GPU, which the job then uses; with "cpu" that is refused). ``overrides`` is the config's
-    ``resources:`` section, rule name -> {resource: value}; a value of None removes that key, and a
-    string of digits becomes an int. Raises ValueError for an unknown rule (here or in ``overrides``), an
-    unknown device, or a GPU override on a CPU rule or with device "cpu".
+    for a GPU, which the job then uses; with "cpu" that is refused). ``processes`` and ``workers`` (train
+    only: the config's ``train.processes`` and ``train.num_workers``) scale the request: ``gpu: processes``
+    with "cuda", ``mem_mb`` times ``processes``, and ``cpus_per_task: processes x (1 + workers)`` when that
+    exceeds 1. ``overrides`` is the config's ``resources:`` section, rule name -> {resource: value}; a value
+    of None removes that key, and a string of digits becomes an int. Raises ValueError for an unknown rule
+    (here or in ``overrides``), an unknown device, processes or workers for another rule than train or out
+    of range, or a GPU override on a CPU rule or with device "cpu".
     """
     valid = sorted({*GPU_RULES, *CPU_RULES})
     if rule not in GPU_RULES and rule not in CPU_RULES:
@@ -68,7 +75,16 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"resources overrides name unknown rules {unknown}; valid rules: {', '.join(valid)}")
+    if processes < 1 or workers < 0:
+        raise ValueError(f"processes must be >= 1 and workers >= 0, got processes={processes}, workers={workers}")
+    if (processes, workers) != (1, 0) and rule != "train":
+        raise ValueError(f"only the train rule runs several processes or data-loading workers; got "
+                         f"processes={processes}, workers={workers} for rule {rule!r}")
     resources = dict(GPU_RULES.get(rule) or CPU_RULES[rule])
+    if rule == "train":
+        resources.update(gpu=processes, mem_mb=resources["mem_mb"] * processes)
+        if processes * (1 + workers) > 1:
+            resources["cpus_per_task"] = processes * (1 + workers)
     if device != "cuda":
         for key in GPU_KEYS:
             resources.pop(key, None)
@@ -79,6 +95,8 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
     if rule in CPU_RULES and any(extra.get(key) for key in GPU_KEYS):
         raise ValueError(f"resources.{rule} asks for a GPU, but rule {rule!r} never uses one; GPU rules: "
                          f"{', '.join(sorted(GPU_RULES))}")
+    if "cpus_per_gpu" in extra:
+        resources.pop("cpus_per_task", None)  # the plugin would let cpus_per_task win over it
     for key, value in extra.items():
         if value is None:
             resources.pop(key, None)

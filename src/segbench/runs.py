@@ -185,6 +185,15 @@ def _table5_runs(config: Mapping) -> list[Run]:
     ]
 
 
+def images_per_iteration(run: Run) -> int:
+    """The images one iteration of ``run`` draws (its recipe's batch, or ``batch_size``, over ``sample_p``): the
+    most training processes it can be split over (``distributed.processes_for``)."""
+    from segbench import recipes
+
+    batch = recipes.recipe(run.recipe, model_name=run.model, width=run.width, batch_size=run.batch_size).batch_size
+    return recipes.images_per_iteration(batch, run.sample_p)
+
+
 def fig5_run(p: float) -> str:
     """The run name of Figure 5's keep probability ``p`` (``fig5-p0.5``)."""
     return f"fig5-p{float(p)}"

@@ -1,4 +1,4 @@
-"""Process-wide settings every entry point applies the same way: device, threads, seeds."""
+"""Process-wide settings every entry point applies the same way: device, threads, seeds, deterministic algorithms."""
 
 from __future__ import annotations
 
@@ -44,3 +44,25 @@ def setup(*, threads: int | None = None, seed: int | None = None) -> None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+
+def set_deterministic(deterministic: bool) -> None:
+    """Choose between bit-reproducible and PyTorch's default GPU arithmetic, for this process.
+
+    True: cuDNN's deterministic convolution algorithms (``torch.backends.cudnn.deterministic``, benchmark
+    mode off) and ``torch.use_deterministic_algorithms`` with ``warn_only`` (an operation without a
+    deterministic GPU kernel logs a warning naming it instead of stopping the run); cuBLAS gets a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``, set here unless already set, before the first matrix product on
+    the GPU). False: PyTorch's defaults, which every run had before this switch existed: cuDNN's heuristics
+    pick the algorithms (some non-deterministic, with atomic adds in the backward pass) and benchmark mode
+    stays off, since it would time every algorithm again for each new image size (the paper's recipes train
+    on images of many sizes). CPU arithmetic is deterministic either way: the same settings on the same
+    machine give the same bits.
+    """
+    if not isinstance(deterministic, bool):
+        raise ValueError(f"deterministic must be True or False, got {deterministic!r}")
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)

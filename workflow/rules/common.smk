@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from segbench import models, runs
+from segbench.distributed import launch_command, processes_for
 from segbench.data import MANIFEST
 from segbench.perclass import csv_path as perclass_csv
 from segbench.provenance import provenance_path, write_config
@@ -112,6 +113,8 @@ def train_flags(wildcards):
         opt("--lr", run.lr), opt("--lr-scale", cfg["lr_scale"]), opt("--momentum", run.momentum),
         opt("--batch-size", run.batch_size), opt("--dropout", config["models"]["dropout"]),
         f"--precision {config['precision']}", "--channels-last" if config["channels_last"] else "",
+        f"--num-workers {cfg['num_workers']}", "" if cfg["pin_memory"] else "--no-pin-memory",
+        "--compile" if cfg["compile"] else "", "--deterministic" if cfg["deterministic"] else "",
         f"--checkpoint-every {cfg['checkpoint_every']} --seed {wildcards.seed} --device {config['device']}",
         f"--val-store {PATHS.stores(run)[1]} --val-every {run.val_every}" if run.val_every else "",
     ]))
@@ -119,6 +122,27 @@ def train_flags(wildcards):
 
 def resources_for(rule):
     return rule_resources(rule, device=config["device"], overrides=config.get("resources"))
+
+
+def train_processes(wildcards):
+    """The training processes of one run: train.processes, at most one per image of the run's iteration."""
+    return processes_for(config["train"]["processes"], runs.images_per_iteration(RUNS[wildcards.run]))
+
+
+def train_resources():
+    """The train rule's resources. With train.processes > 1 each is a function of the job, since a run gets
+    only as many processes (GPUs, CPUs, memory) as its iteration has images; cpus_per_task is then 1 for a
+    job of one process without workers (the rule's threads)."""
+    cfg = config["train"]
+
+    def of(processes):
+        return rule_resources("train", device=config["device"], overrides=config.get("resources"),
+                              processes=processes, workers=cfg["num_workers"])
+
+    if cfg["processes"] == 1:
+        return of(1)
+    keys = {*of(1), *of(cfg["processes"])}
+    return {key: (lambda wildcards, key=key: of(train_processes(wildcards)).get(key, 1)) for key in keys}
 
 
 onstart:

@@ -1,6 +1,5 @@
 # Training: the classifier stand-in for ImageNet weights, then every run of the run table, once per seed.
 
-
 if not TORCHVISION:
 
     rule pretrain:
@@ -12,7 +11,8 @@ if not TORCHVISION:
             c=config["pretrain"],
             width=lambda wc: backbone_width(wc.backbone),
             dropout=opt("--dropout", config["models"]["dropout"]),
-            precision=config["precision"],
+            # fp16's loss scaling lives in the training loop only: the stand-in classifier resolves auto instead
+            precision="auto" if config["precision"] == "fp16" else config["precision"],
             device=config["device"],
             provenance=PROVENANCE,
         threads: 1
@@ -57,16 +57,18 @@ rule train:
         summary=f"{RESULTS}/train/{{run}}/seed{{seed}}/run.json",
         provenance=sidecars(*multiext(f"{RESULTS}/train/{{run}}/seed{{seed}}/", "model.pt", "log.csv", "run.json")),
     params:
+        # `segbench train`, or torchrun starting train.processes of it (docs/cluster.md)
+        launch=lambda wc: launch_command(train_processes(wc)),
         flags=train_flags,
         provenance=PROVENANCE,
         out_dir=lambda wc, output: os.path.dirname(output.model),
-    threads: 1
+    threads: 1  # per training process; its data-loading workers and further processes are in cpus_per_task
     resources:
-        **resources_for("train"),
+        **train_resources(),
     conda:
         "../envs/segbench.yaml"
     log:
         f"{LOGS}/train/{{run}}/seed{{seed}}.log",
     shell:
-        "segbench train --train-store {input.store} --out-dir {params.out_dir} {params.flags}"
+        "{params.launch} --train-store {input.store} --out-dir {params.out_dir} {params.flags}"
         " --threads {threads} {params.provenance} > {log} 2>&1"
