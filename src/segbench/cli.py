@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_pretrain)
 
     s = sub.add_parser("fetch-weights", help="download torchvision's ImageNet weights for a backbone (checksummed)")
-    s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet"))
+    s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet", "resnet50", "resnet101"))
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--cache", type=Path, required=True, help="download cache folder")
     s.set_defaults(func=_fetch_weights)
