@@ -111,3 +111,12 @@ def test_an_fcn_recipe_is_refused_for_a_successor():
 def test_an_fcn_among_the_successor_models_is_refused():
     with pytest.raises(ValueError, match=r"successors.models has 'fcn8s_vgg16', which is not a successor model"):
         runs.run_table(_config({"successors": {"models": ["fcn8s_vgg16"]}}))
+
+
+def test_a_single_image_batch_is_refused_where_batch_norm_pools_the_whole_image():
+    config = _config({"successors": {"models": ["unet_same", "pspnet_resnet50"], "batch_size": 1}})
+    with pytest.raises(ValueError, match=r"pspnet_resnet50 trains with batch size 1 \(successors.batch_size or "
+                                         r"recipe 'short'\), but its pooling branch's batch norm needs at least 2"):
+        runs.run_table(config)
+    assert runs.run_table(_config({"successors": {"models": ["unet_same"], "batch_size": 1}}))[
+        "succ-unet_same"].batch_size == 1

@@ -278,7 +278,8 @@ def _table_successors(a):
 
     runs = {model: json.loads(spec) for model, spec in _pairs(a.run)}
     table_successors(runs, a.out_prefix, dataset_note=a.note)
-    _table_provenance(a, {model: {"metrics": run["metrics"]} for model, run in runs.items()})
+    _table_provenance(a, {model: {key: run[key] for key in ("metrics", "benchmark") if run.get(key)}
+                          for model, run in runs.items()})
 
 
 def _synth_voc_test(a):

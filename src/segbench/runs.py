@@ -69,6 +69,7 @@ TABLE4_ROWS = {"FCN-32s RGB": "nyud-rgb", "FCN-32s RGBD": "nyud-rgbd", "FCN-32s 
                "FCN-32s RGB-HHA": "nyud-rgb-hha", "FCN-16s RGB-HHA": "nyud-rgb-hha-16s"}  # Table 4 row -> run
 TABLE5_ROWS = {"FCN-32s (two-headed)": "siftflow-32s", "FCN-16s (two-headed)": "siftflow-16s"}  # Table 5 row -> run
 SUCCESSOR_FCN = "fcn8s"  # the successors table's first row: Table 2's FCN-8s run, every seed
+POOLED_BN = ("pspnet", "deeplab")  # successors whose global pooling branch has batch norm: batches of 2 or more
 # Classifier backbones with torchvision ImageNet weights (segbench.pretrained.WEIGHTS); the others have none
 TORCHVISION_BACKBONES = ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")
 
@@ -223,6 +224,11 @@ def _successor_runs(config: Mapping) -> list[Run]:
         except ValueError as err:
             raise ValueError(f"successors.recipe {recipe!r} does not fit {model}: {err}; use short, a successor "
                              f"recipe ({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own") from err
+        batch = c.get("batch_size") or recipes.recipe(recipe, model_name=model).batch_size
+        if batch < 2 and model.startswith(POOLED_BN):
+            raise ValueError(f"{model} trains with batch size {batch} (successors.batch_size or recipe {recipe!r}), "
+                             "but its pooling branch's batch norm needs at least 2 images per batch; set "
+                             "successors.batch_size to 2 or more")
         iterations = c["iterations"] if c["iterations"] is not None else published
         if iterations is None:
             raise ValueError(f"successors.iterations is null (the recipe's published length) but recipe {recipe!r} "
