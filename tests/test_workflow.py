@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -46,20 +47,27 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
         nets = [row["net"] for row in csv.DictReader(f)]
     assert nets == ["FCN-32s-fixed", "FCN-32s", "FCN-16s", "FCN-8s", "FCN-32s-fixed, random trunk"]
     assert (out / "logs" / "train" / "fcn8s" / "seed1.log").exists()
+    with open(out / "tables" / "successors.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["key"], row["n"], row["iterations"]) for row in rows] == [
+        ("fcn8s_vgg16", "2", "4"), ("unet_same", "1", "2"), ("icnet_resnet50", "1", "2")]
+    assert "from scratch: U-Net (same padding)" in (out / "tables" / "successors.md").read_text()
 
 
 @pytest.mark.slow
 def test_workflow_leaves_the_report_and_every_sidecar(tiny_run):
     out, _ = tiny_run
     report = (out / "report.html").read_text()
-    for category in ("Table 1", "Table 2", "Table 3", "Figure 5", "Pretraining", "Provenance"):
+    for category in ("Table 1", "Table 2", "Table 3", "Figure 5", "Pretraining", "Successors", "Provenance"):
         assert f'"{category}"' in report
     config = json.loads((out / "provenance" / "config.json").read_text())
     assert config["results"] == str(out) and config["seeds"] == [1, 2]
     traced = [out / "evaluate" / "fcn8s" / "seed2" / "val.json", out / "train" / "fcn8s" / "seed1" / "model.pt",
               out / "train" / "fcn8s" / "seed1" / "log.csv", out / "pretrain" / "vgg16.pt",
               out / "benchmark" / "fcn32s_vgg16.json", out / "figures" / "fig5.png", out / "tables" / "table2",
-              out / "figures" / "qualitative" / "voc.png", out / "figures" / "curves" / "fig5-p0.5.png"]
+              out / "figures" / "qualitative" / "voc.png", out / "figures" / "curves" / "fig5-p0.5.png",
+              out / "pretrain" / "resnet50_half.pt", out / "benchmark" / "icnet_resnet50.json",
+              out / "figures" / "curves" / "succ-unet_same.png", out / "tables" / "successors"]
     for path in traced:
         record = json.loads(provenance_path(path).read_text())
         job = record.get("table_job", record)
@@ -97,6 +105,36 @@ def test_paper_dry_run_lists_released_models_and_the_test_submissions():
     for rule, n in (("released_model", "3"), ("evaluate_released", "3"), ("table_released", "1"),
                     ("voc_test_images", "2"), ("submission", "2"), ("table3", "1"), ("report", "1")):
         assert counts.get(rule) == n, result.stdout
+
+
+def _dry_run_outputs(*args) -> set[str]:
+    """Every output path of a dry run of ``args`` (all jobs, as if nothing existed)."""
+    result = _snakemake("--dry-run", "--forceall", "--nolock", *args)
+    return {path for line in re.findall(r"^    output: (.*)$", result.stdout, flags=re.M) for path in line.split(", ")}
+
+
+def test_paper_dry_run_trains_every_successor_with_imagenet_trunks_and_tables_them():
+    outputs = _dry_run_outputs("--configfile", "config/config.yaml", "config/paper.yaml", "--config",
+                               "results=/nonexistent/paper")
+    successors = ["unet", "unet_same", "dilation8_vgg16", "dilation8_basic_vgg16", "dilation8_large_vgg16",
+                  "pspnet_resnet50", "pspnet_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                  "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "icnet_resnet50"]
+    r = "/nonexistent/paper"
+    assert {p for p in outputs if p.startswith(f"{r}/train/succ-") and p.endswith("model.pt")} == {
+        f"{r}/train/succ-{m}/seed1337/model.pt" for m in successors}
+    assert {f"{r}/benchmark/{m}.json" for m in ["fcn8s_vgg16", *successors]} <= outputs
+    assert {p for p in outputs if p.startswith(f"{r}/pretrain/") and p.endswith(".pt")} == {
+        f"{r}/pretrain/{b}.pt" for b in ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")}
+    assert {f"{r}/tables/successors.md", f"{r}/tables/successors.provenance.json", f"{r}/report/successors.html",
+            f"{r}/figures/curves/succ-icnet_resnet50.png"} <= outputs
+
+
+def test_no_successor_models_means_no_successor_jobs_and_no_table(tmp_path):
+    outputs = _dry_run_outputs("--configfile", "config/config.yaml", "tests/tiny-config.yaml", "--config",
+                               f"results={tmp_path}", "successors={'models': []}")
+    relative = {os.path.relpath(p, tmp_path) for p in outputs}
+    assert [p for p in relative if "succ" in p or "resnet" in p] == []
+    assert "tables/table2.md" in relative and "report/table2.html" in relative
 
 
 def test_lint_is_clean():

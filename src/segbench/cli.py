@@ -283,7 +283,8 @@ def _table_successors(a):
 
     runs = {model: json.loads(spec) for model, spec in _pairs(a.run)}
     table_successors(runs, a.out_prefix, dataset_note=a.note)
-    _table_provenance(a, {model: {"metrics": run["metrics"]} for model, run in runs.items()})
+    _table_provenance(a, {model: {key: run[key] for key in ("metrics", "benchmark") if run.get(key)}
+                          for model, run in runs.items()})
 
 
 def _synth_voc_test(a):
@@ -445,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_pretrain)
 
     s = sub.add_parser("fetch-weights", help="download torchvision's ImageNet weights for a backbone (checksummed)")
-    s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet"))
+    s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet", "resnet50", "resnet101"))
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--cache", type=Path, required=True, help="download cache folder")
     s.set_defaults(func=_fetch_weights)

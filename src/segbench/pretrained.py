@@ -25,6 +25,9 @@ WEIGHTS = {
     "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
     "alexnet": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
     "googlenet": torchvision.models.GoogLeNet_Weights.IMAGENET1K_V1,
+    # the successors' trunks (PSPNet, DeepLab); V1 = the original recipe's weights, as those papers' era had
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
 }
 
 

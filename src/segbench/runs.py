@@ -10,7 +10,8 @@ A run is defined once here; the Snakefile only turns runs into jobs (one per run
 flags of ``segbench train``. Runs of Table 2 (``fcn32s-fixed``, the random-trunk control
 ``fcn32s-fixed-random``, ``fcn32s``, ``fcn16s``, ``fcn8s``), Table 1 (``fcn32s-<backbone>`` and their
 fixed runs for the other backbones), Figure 5 (``fig5-p<p>``), Table 4 (``nyud-*``: NYUDv2 RGB, RGB-D, HHA and
-the late fusions) and Table 5 (``siftflow-32s`` and ``siftflow-16s``, the two-headed nets).
+the late fusions), Table 5 (``siftflow-32s`` and ``siftflow-16s``, the two-headed nets) and the successors
+table (``succ-<model>`` per model of ``successors.models``: U-Net, Dilation, PSPNet, DeepLab, ICNet on VOC).
 
 The paper starts FCN-32s from the classifier with a zero score layer and stages 32s -> 16s -> 8s. With
 ``train.from_fixed`` (the embedded default's short schedules) every FCN-32s instead starts from its
@@ -23,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from segbench import models
+from segbench import models, recipes
 
 TABLE2_NETS = {"FCN-32s-fixed": "fcn32s-fixed", "FCN-32s": "fcn32s", "FCN-16s": "fcn16s", "FCN-8s": "fcn8s"}
 RANDOM_CONTROL = "fcn32s-fixed-random"  # FCN-32s-fixed on a randomly initialised trunk: does the transplant matter?
@@ -67,6 +68,10 @@ DATASETS = {"voc": ("train.h5", "val.h5"), "nyud": ("train-hha.h5", "test-hha.h5
 TABLE4_ROWS = {"FCN-32s RGB": "nyud-rgb", "FCN-32s RGBD": "nyud-rgbd", "FCN-32s HHA": "nyud-hha",
                "FCN-32s RGB-HHA": "nyud-rgb-hha", "FCN-16s RGB-HHA": "nyud-rgb-hha-16s"}  # Table 4 row -> run
 TABLE5_ROWS = {"FCN-32s (two-headed)": "siftflow-32s", "FCN-16s (two-headed)": "siftflow-16s"}  # Table 5 row -> run
+SUCCESSOR_FCN = "fcn8s"  # the successors table's first row: Table 2's FCN-8s run, every seed
+POOLED_BN = ("pspnet", "deeplab")  # successors whose global pooling branch has batch norm: batches of 2 or more
+# Classifier backbones with torchvision ImageNet weights (segbench.pretrained.WEIGHTS); the others have none
+TORCHVISION_BACKBONES = ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")
 
 
 def table1_model(backbone: str, *, torchvision: bool) -> str:
@@ -137,7 +142,7 @@ def run_table(config: Mapping) -> dict[str, Run]:
                         init=Init("pretrained", models.backbone_of(f5["model"])), iterations=f5["iterations"],
                         sample_p=float(p), batch_size=f5["batch_size"], val_every=f5["val_every"],
                         recipe=f5["recipe"], lr=f5["lr"], momentum=f5["momentum"], tags=("fig5",)))
-    runs += _table4_runs(config) + _table5_runs(config)
+    runs += _table4_runs(config) + _table5_runs(config) + _successor_runs(config)
     table = {}
     for run in runs:
         if run.name in table:
@@ -192,6 +197,57 @@ def images_per_iteration(run: Run) -> int:
 
     batch = recipes.recipe(run.recipe, model_name=run.model, width=run.width, batch_size=run.batch_size).batch_size
     return recipes.images_per_iteration(batch, run.sample_p)
+
+
+def successor_run(model: str) -> str:
+    """The run name of successor ``model`` (``succ-pspnet_resnet50``)."""
+    return f"succ-{model}"
+
+
+def successor_init(model: str, *, torchvision: bool) -> Init:
+    """Where successor ``model`` starts: the classifier of its backbone (the pretrain step's stand-in, or
+    torchvision's ImageNet weights), or a random net where there is none: U-Net (trained from scratch, as
+    published) and, with torchvision weights, ICNet (its half-width ResNet-50 has no ImageNet weights; the
+    paper pruned its own trained PSPNet to half width)."""
+    backbone = models.backbone_of(model)
+    if backbone is None or (torchvision and backbone not in TORCHVISION_BACKBONES):
+        return Init("random")
+    return Init("pretrained", backbone)
+
+
+def _successor_runs(config: Mapping) -> list[Run]:
+    """The successors table: one run per model of ``successors.models`` on VOC, with the section's recipe
+    (null: the model's own paper's, ``recipes.own_recipe``) and length (null: the recipe's published one),
+    batch size ``successors.batch_size`` (absent or null: the recipe's), lr and momentum the recipe's (``train.lr``
+    and ``train.momentum`` are the FCNs': 1e-10 for the heavy recipe's VGG16 would stall a successor)."""
+    c, train = config["successors"], config["train"]
+    torchvision = config["pretrain"]["source"] == "torchvision"
+    runs = []
+    for model in c["models"]:
+        if model not in recipes.OWN_RECIPE:
+            raise ValueError(f"successors.models has {model!r}, which is not a successor model; expected names "
+                             f"from {sorted(recipes.OWN_RECIPE)}")
+        recipe = c["recipe"] or recipes.own_recipe(model)
+        try:
+            published = recipes.recipe(recipe, model_name=model).iterations
+        except ValueError as err:
+            raise ValueError(f"successors.recipe {recipe!r} does not fit {model}: {err}; use short, a successor "
+                             f"recipe ({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own") from err
+        batch = c.get("batch_size") or recipes.recipe(recipe, model_name=model).batch_size
+        if batch < 2 and model.startswith(POOLED_BN):
+            raise ValueError(f"{model} trains with batch size {batch} (successors.batch_size or recipe {recipe!r}), "
+                             "but its pooling branch's batch norm needs at least 2 images per batch; set "
+                             "successors.batch_size to 2 or more")
+        iterations = c["iterations"] if c["iterations"] is not None else published
+        if iterations is None:
+            raise ValueError(f"successors.iterations is null (the recipe's published length) but recipe {recipe!r} "
+                             f"has none; set successors.iterations, or a successor recipe "
+                             f"({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own")
+        runs.append(Run(name=successor_run(model), model=model, width=_width(config, model),
+                        init=successor_init(model, torchvision=torchvision), iterations=int(iterations),
+                        recipe=recipe, batch_size=c.get("batch_size"), val_every=train["val_every"],
+                        seeds=tuple(c["seeds"]), tags=("successors",)))
+    return runs
 
 
 def fig5_run(p: float) -> str:

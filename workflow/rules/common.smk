@@ -13,6 +13,7 @@ from segbench.distributed import launch_command, processes_for
 from segbench.data import MANIFEST
 from segbench.perclass import csv_path as perclass_csv
 from segbench.provenance import provenance_path, write_config
+from segbench.report_successors import NAMES as SUCCESSOR_NAMES
 from segbench.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
 
 
@@ -96,6 +97,42 @@ DATASET_NOTES = {
 }
 
 
+# The successors table (config successors): FCN-8s (Table 2's run, every seed) first, then one run per model.
+SUCCESSOR_RUNS = [name for name, run in RUNS.items() if "successors" in run.tags]
+SUCCESSOR_ROWS = [runs.SUCCESSOR_FCN, *SUCCESSOR_RUNS] if SUCCESSOR_RUNS else []
+
+
+def successor_benchmark(run):
+    """The forward-time benchmark of ``run``'s model (full width at the benchmark size, as Table 1's)."""
+    return f"{RESULTS}/benchmark/{RUNS[run].model}.json"
+
+
+def successors_flags(wildcards):
+    """The `segbench table-successors --run` flags: per row its model, metrics (one per seed), benchmark,
+    recipe, length and width."""
+    flags = []
+    for name in SUCCESSOR_ROWS:
+        run = RUNS[name]
+        spec = {"metrics": seeds_of(name, PATHS.metrics), "benchmark": successor_benchmark(name),
+                "recipe": run.recipe, "iterations": run.iterations, "width": run.width}
+        flags.append(f"--run {run.model}='{json.dumps(spec)}'")
+    return " ".join(flags)
+
+
+def _successor_starts():
+    """How the successor runs start, for the table's caption."""
+    scratch = [SUCCESSOR_NAMES[RUNS[name].model] for name in SUCCESSOR_RUNS if RUNS[name].init.kind == "random"]
+    source = ("ImageNet weights (torchvision)" if TORCHVISION
+              else "the pretraining stand-ins (synthetic objects, not ImageNet)")
+    return "; ".join(filter(None, [f"trunks from {source}",
+                                   f"from scratch: {', '.join(scratch)}" if scratch else ""]))
+
+
+DATASET_NOTES["successors"] = "; ".join(filter(None, [
+    f"VOC twin at {config['data']['synthetic']['voc']['image_size']} px, CPU-sized models: compare trends, "
+    "not values" if SYNTHETIC else "real data", _successor_starts() if SUCCESSOR_RUNS else ""]))
+
+
 def opt(flag, value):
     """A CLI flag with its value, or nothing when the value is unset."""
     return "" if value is None else f"{flag} {value}"
@@ -167,6 +204,7 @@ def final_outputs():
         *([] if TORCHVISION else [f"{RESULTS}/tables/pretrain.md"]),
         f"{RESULTS}/tables/table4.md",
         f"{RESULTS}/tables/table5.md",
+        *([f"{RESULTS}/tables/successors.md"] if SUCCESSOR_RUNS else []),
         f"{RESULTS}/figures/fig5.png",
         *[f"{RESULTS}/stats/{dataset}.json" for dataset in SPLITS],
         *[f"{RESULTS}/preprocessed/nyud/{split}-hha.h5" for split in SPLITS["nyud"]],
@@ -186,6 +224,8 @@ TABLE_PAGES = {  # name -> (table prefix, title, caption in workflow/report/, re
     "fig5": (f"{RESULTS}/tables/fig5", "Figure 5: whole images against patch sampling", "fig5.rst", "Figure 5"),
     "table4": (f"{RESULTS}/tables/table4", "Table 4: RGB-D on NYUDv2", "table4.rst", "Table 4"),
     "table5": (f"{RESULTS}/tables/table5", "Table 5: SIFT Flow, semantic and geometric", "table5.rst", "Table 5"),
+    **({"successors": (f"{RESULTS}/tables/successors", "Beyond FCN: FCN-8s and its successors", "successors.rst",
+                       "Successors")} if SUCCESSOR_RUNS else {}),
     **({} if TORCHVISION else {"pretrain": (f"{RESULTS}/tables/pretrain", "Pretraining stand-ins",
                                             "pretrain.rst", "Pretraining")}),
     **({} if SYNTHETIC else {"released": (f"{RESULTS}/tables/released", "The authors' released models",
@@ -193,7 +233,7 @@ TABLE_PAGES = {  # name -> (table prefix, title, caption in workflow/report/, re
 }
 # Evaluations that get a per-class CSV: every run a table reads metrics of, every seed.
 EVALUATED = sorted({*TABLE2_ROWS.values(), *(runs.table1_run(b) for b in config["table1"]["backbones"]),
-                    *runs.TABLE4_ROWS.values(), *runs.TABLE5_ROWS.values()})
+                    *runs.TABLE4_ROWS.values(), *runs.TABLE5_ROWS.values(), *SUCCESSOR_ROWS})
 PERCLASS_FIGURES = {run: PATHS.metrics(run, SEEDS[0]) for run in runs.TABLE2_NETS.values()}  # first seed
 QUALITATIVE = {  # dataset -> validation store, {column title: weights} and report category; NYUD and SIFT Flow
     # nets add theirs here (predictions are made from a store's RGB images: an HHA or RGB-D net needs predict.py
@@ -226,7 +266,8 @@ def figure_files(*prefixes):
 def curve_category(run):
     """The report category of a run's training curves: the first table that uses it."""
     tags = RUNS[run].tags
-    categories = {"table1": "Table 1", "table2": "Table 2", "fig5": "Figure 5", "table4": "Table 4", "table5": "Table 5"}
+    categories = {"table1": "Table 1", "table2": "Table 2", "fig5": "Figure 5", "table4": "Table 4",
+                  "table5": "Table 5", "successors": "Successors"}
     return categories.get(tags[0] if tags else "", "Runs")
 
 

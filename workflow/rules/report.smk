@@ -116,3 +116,27 @@ for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)
         shell:
             "segbench {params.table} {params.runs} --out-prefix {params.prefix} --note {params.note}"
             " {params.provenance} > {log} 2>&1"
+
+
+if SUCCESSOR_RUNS:
+
+    rule table_successors:
+        input:
+            metrics=[path for run in SUCCESSOR_ROWS for path in seeds_of(run, PATHS.metrics)],
+            benchmarks=[successor_benchmark(run) for run in SUCCESSOR_ROWS],
+        output:
+            multiext(f"{RESULTS}/tables/successors", ".csv", ".tex", ".md", ".provenance.json"),
+        params:
+            runs=successors_flags,
+            note=shlex.quote(DATASET_NOTES["successors"]),
+            prefix=lambda wc, output: output[0][: -len(".csv")],
+            provenance=PROVENANCE,
+        resources:
+            **resources_for("table2"),
+        conda:
+            "../envs/segbench.yaml"
+        log:
+            f"{LOGS}/report/table_successors.log",
+        shell:
+            "segbench table-successors {params.runs} --out-prefix {params.prefix} --note {params.note}"
+            " {params.provenance} > {log} 2>&1"

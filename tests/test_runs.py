@@ -1,0 +1,122 @@
+"""The run table (segbench.runs) as a function of the config: the successors' runs."""
+
+import copy
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from segbench import pretrained, runs
+
+
+def _merged(base: dict, layer: dict) -> dict:
+    """``layer`` on top of ``base``, nested mappings merged key by key (as Snakemake layers config files)."""
+    out = copy.deepcopy(base)
+    for key, value in layer.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _config(*layers: dict, files=("config/config.yaml",)) -> dict:
+    config = {}
+    for name in files:
+        config = _merged(config, yaml.safe_load((ROOT / name).read_text()))
+    for layer in layers:
+        config = _merged(config, layer)
+    return config
+
+
+def _successors(table):
+    return {name: run for name, run in table.items() if "successors" in run.tags}
+
+
+def test_default_config_has_one_short_run_per_successor_model():
+    succ = _successors(runs.run_table(_config()))
+    assert list(succ) == ["succ-unet_same", "succ-dilation8_basic_vgg16", "succ-pspnet_resnet50",
+                          "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
+    assert {n: (r.model, r.width, r.init) for n, r in succ.items()} == {
+        "succ-unet_same": ("unet_same", 0.125, runs.Init("random")),
+        "succ-dilation8_basic_vgg16": ("dilation8_basic_vgg16", 0.125, runs.Init("pretrained", "vgg16")),
+        "succ-pspnet_resnet50": ("pspnet_resnet50", 0.25, runs.Init("pretrained", "resnet50")),
+        "succ-deeplabv3plus_resnet50": ("deeplabv3plus_resnet50", 0.25, runs.Init("pretrained", "resnet50")),
+        "succ-icnet_resnet50": ("icnet_resnet50", 0.25, runs.Init("pretrained", "resnet50_half")),
+    }
+    for run in succ.values():
+        assert (run.recipe, run.iterations, run.seeds, run.dataset, run.mode) == ("short", 200, (1,), "voc", "full")
+        assert (run.lr, run.momentum, run.batch_size, run.tags) == (None, None, None, ("successors",))
+
+
+def test_the_stand_ins_of_the_resnet_trunks_are_pretrained():
+    table = runs.run_table(_config())
+    assert runs.pretrained_backbones(table) == ["alexnet_caffe", "googlenet", "resnet50", "resnet50_half", "vgg16"]
+    paths = runs.RunPaths("r")
+    assert paths.init(table["succ-pspnet_resnet50"], 1) == ["r/pretrain/resnet50.pt"]
+    assert paths.init(table["succ-unet_same"], 1) == []
+
+
+def test_paper_config_trains_every_successor_with_its_own_recipe_from_imagenet_weights():
+    table = runs.run_table(_config(files=("config/config.yaml", "config/paper.yaml")))
+    scratch, vgg, r50, r101 = (runs.Init("random"), runs.Init("pretrained", "vgg16"),
+                               runs.Init("pretrained", "resnet50"), runs.Init("pretrained", "resnet101"))
+    assert {n: (r.recipe, r.iterations, r.init) for n, r in _successors(table).items()} == {
+        "succ-unet": ("unet", 30_000, scratch),
+        "succ-unet_same": ("unet", 30_000, scratch),
+        "succ-dilation8_vgg16": ("dilation", 60_000, vgg),
+        "succ-dilation8_basic_vgg16": ("dilation", 60_000, vgg),
+        "succ-dilation8_large_vgg16": ("dilation", 60_000, vgg),
+        "succ-pspnet_resnet50": ("pspnet", 30_000, r50),
+        "succ-pspnet_resnet101": ("pspnet", 30_000, r101),
+        "succ-deeplabv3_resnet50": ("deeplabv3", 30_000, r50),
+        "succ-deeplabv3_resnet101": ("deeplabv3", 30_000, r101),
+        "succ-deeplabv3plus_resnet50": ("deeplabv3plus", 30_000, r50),
+        "succ-deeplabv3plus_resnet101": ("deeplabv3plus", 30_000, r101),
+        "succ-icnet_resnet50": ("icnet", 30_000, scratch),  # no ImageNet weights of a half-width ResNet-50
+    }
+    assert {(r.width, r.seeds, r.batch_size) for r in _successors(table).values()} == {(1.0, (1337,), None)}
+    assert runs.pretrained_backbones(table) == ["alexnet", "googlenet", "resnet101", "resnet50", "vgg16"]
+
+
+def test_torchvision_backbones_are_those_with_weights():
+    assert runs.TORCHVISION_BACKBONES == tuple(sorted(pretrained.WEIGHTS))
+
+
+def test_section_settings_reach_every_successor_run():
+    config = _config({"successors": {"models": ["icnet_resnet50", "deeplabv3_resnet101"], "seeds": [3, 4],
+                                     "iterations": None, "recipe": "pspnet", "batch_size": 2}})
+    succ = _successors(runs.run_table(config))
+    assert [(r.name, r.recipe, r.iterations, r.seeds, r.batch_size, r.init.name) for r in succ.values()] == [
+        ("succ-icnet_resnet50", "pspnet", 30_000, (3, 4), 2, "resnet50_half"),
+        ("succ-deeplabv3_resnet101", "pspnet", 30_000, (3, 4), 2, "resnet101")]
+
+
+def test_no_successor_models_means_no_successor_runs():
+    table = runs.run_table(_config({"successors": {"models": []}}))
+    assert _successors(table) == {}
+    assert "resnet50" not in runs.pretrained_backbones(table)
+
+
+def test_a_null_length_needs_a_recipe_that_has_one():
+    config = _config({"successors": {"iterations": None}})  # recipe short
+    with pytest.raises(ValueError, match=r"successors.iterations is null \(the recipe's published length\) but "
+                                         r"recipe 'short' has none"):
+        runs.run_table(config)
+
+
+def test_an_fcn_recipe_is_refused_for_a_successor():
+    with pytest.raises(ValueError, match=r"successors.recipe 'heavy' does not fit unet_same: model 'unet_same' is "
+                                         r"not an FCN-32s"):
+        runs.run_table(_config({"successors": {"recipe": "heavy"}}))
+
+
+def test_an_fcn_among_the_successor_models_is_refused():
+    with pytest.raises(ValueError, match=r"successors.models has 'fcn8s_vgg16', which is not a successor model"):
+        runs.run_table(_config({"successors": {"models": ["fcn8s_vgg16"]}}))
+
+
+def test_a_single_image_batch_is_refused_where_batch_norm_pools_the_whole_image():
+    config = _config({"successors": {"models": ["unet_same", "pspnet_resnet50"], "batch_size": 1}})
+    with pytest.raises(ValueError, match=r"pspnet_resnet50 trains with batch size 1 \(successors.batch_size or "
+                                         r"recipe 'short'\), but its pooling branch's batch norm needs at least 2"):
+        runs.run_table(config)
+    assert runs.run_table(_config({"successors": {"models": ["unet_same"], "batch_size": 1}}))[
+        "succ-unet_same"].batch_size == 1
