@@ -30,8 +30,12 @@ def _successors(table):
     return {name: run for name, run in table.items() if "successors" in run.tags}
 
 
-def test_default_config_has_one_short_run_per_successor_model():
-    succ = _successors(runs.run_table(_config()))
+def test_default_config_runs_no_successors():
+    assert _successors(runs.run_table(_config())) == {}
+
+
+def test_successors_config_has_one_short_run_per_successor_model():
+    succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml"))))
     assert list(succ) == ["succ-unet_same", "succ-dilation8_basic_vgg16", "succ-pspnet_resnet50",
                           "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
     assert {n: (r.model, r.width, r.init) for n, r in succ.items()} == {
@@ -46,8 +50,12 @@ def test_default_config_has_one_short_run_per_successor_model():
         assert (run.lr, run.momentum, run.batch_size, run.tags) == (None, None, None, ("successors",))
 
 
+SUCCESSORS = ("config/config.yaml", "config/successors.yaml")
+
+
 def test_the_stand_ins_of_the_resnet_trunks_are_pretrained():
-    table = runs.run_table(_config())
+    assert runs.pretrained_backbones(runs.run_table(_config())) == ["alexnet_caffe", "googlenet", "vgg16"]
+    table = runs.run_table(_config(files=SUCCESSORS))
     assert runs.pretrained_backbones(table) == ["alexnet_caffe", "googlenet", "resnet50", "resnet50_half", "vgg16"]
     paths = runs.RunPaths("r")
     assert paths.init(table["succ-pspnet_resnet50"], 1) == ["r/pretrain/resnet50.pt"]
@@ -96,7 +104,7 @@ def test_no_successor_models_means_no_successor_runs():
 
 
 def test_a_null_length_needs_a_recipe_that_has_one():
-    config = _config({"successors": {"iterations": None}})  # recipe short
+    config = _config({"successors": {"iterations": None}}, files=SUCCESSORS)  # recipe short
     with pytest.raises(ValueError, match=r"successors.iterations is null \(the recipe's published length\) but "
                                          r"recipe 'short' has none"):
         runs.run_table(config)
@@ -105,7 +113,7 @@ def test_a_null_length_needs_a_recipe_that_has_one():
 def test_an_fcn_recipe_is_refused_for_a_successor():
     with pytest.raises(ValueError, match=r"successors.recipe 'heavy' does not fit unet_same: model 'unet_same' is "
                                          r"not an FCN-32s"):
-        runs.run_table(_config({"successors": {"recipe": "heavy"}}))
+        runs.run_table(_config({"successors": {"recipe": "heavy"}}, files=SUCCESSORS))
 
 
 def test_an_fcn_among_the_successor_models_is_refused():
