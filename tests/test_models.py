@@ -116,8 +116,10 @@ def test_upsampler_window_is_the_crop_of_the_whole_output_forward_and_backward(k
 
 def test_upsampler_window_of_a_loaded_non_bilinear_kernel_falls_back_to_the_deconvolution():
     up = BilinearUpsample(2, kernel_size=4, stride=2)
-    with torch.no_grad():
-        up.weight[1, 1, 0, 0] = 3.0  # still per-class, no longer separable
+    state = up.state_dict()
+    state["weight"][1, 1, 0, 0] = 3.0  # still per-class, no longer separable
+    up.load_state_dict(state)
+    assert not up.separable
     x = torch.randn(1, 2, 5, 5)
     torch.testing.assert_close(up.window(x, 1, (6, 7)), up(x)[..., 1:7, 1:8])
 

@@ -76,8 +76,8 @@ def test_markdown_and_caption_name_every_deviation(written):
     assert "U-Net" not in caption  # its own recipe, full length, full width: nothing to say
     assert "2 seeds" in caption and "test CPU (500x500, width 1)" in caption
     assert "62.7 on VOC2011 seg11valid" in caption and "62.2 on VOC2012 test" in caption
-    assert ("| FCN-8s | 2 | 36.0 ± 1.4 | 80.0 ± 0.0 | 134.4 | 362.0 | 8 | 2180.0 | short | 62.7 | VOC2011 seg11valid |"
-            in md)
+    assert ("| FCN-8s | 2 | 36.0 ± 1.4 | 80.0 ± 0.0 | 134.4 | 362.8 | 8 | 2180.0 | short | 62.7 | VOC2011 seg11valid |"
+            in md), [line for line in md.splitlines() if line.startswith("| FCN-8s")]
     assert "| PSPNet (ResNet-50) | 2 | 45.0 ± 7.1 | 91.0 ± 1.4 | 46.6 |"
     assert "| short | 77.05 | VOC2012 val |" in md  # published figures as printed, not rounded in md
     assert "\\toprule" in written[1].read_text() and "$\\pm$" in written[1].read_text()

@@ -519,14 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     _provenance(s)
     s.set_defaults(func=_fig5)
 
-    s = sub.add_parser("table2", help="Table 2 beside the paper")
-    s.add_argument("--run", action="append", default=[], metavar="NET=METRICS_JSON[,METRICS_JSON...]",
-                   help="one evaluation per seed, comma-separated")
-    s.add_argument("--out-prefix", type=Path, required=True)
-    s.add_argument("--note", default="")
-    _provenance(s)
-    s.set_defaults(func=_table2)
-
     s = sub.add_parser("table1", help="Table 1 beside the paper")
     s.add_argument("--run", action="append", default=[],
                    metavar='BACKBONE={"model":..,"metrics":[..one per seed..],"benchmark":..}')
@@ -535,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     _provenance(s)
     s.set_defaults(func=_table1)
 
-    for name, func, what in (("table4", _table4, "Table 4 (NYUDv2 RGB-D) beside the paper"),
+    for name, func, what in (("table2", _table2, "Table 2 beside the paper"),
+                             ("table4", _table4, "Table 4 (NYUDv2 RGB-D) beside the paper"),
                              ("table5", _table5, "Table 5 (SIFT Flow, two-headed) beside the paper")):
         s = sub.add_parser(name, help=what)
         s.add_argument("--run", action="append", default=[], metavar="ROW=METRICS_JSON[,METRICS_JSON...]",

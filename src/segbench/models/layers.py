@@ -37,6 +37,7 @@ class BilinearUpsample(nn.ConvTranspose2d):
     def __init__(self, channels: int, *, kernel_size: int, stride: int):
         super().__init__(channels, channels, kernel_size, stride=stride, bias=False)
         self.weight.requires_grad_(False)
+        self.separable = True  # the weight is the bilinear kernel: ``window`` may use its 1-D factor
         self.reset_bilinear()
 
     @torch.no_grad()
@@ -57,6 +58,10 @@ class BilinearUpsample(nn.ConvTranspose2d):
                 raise ValueError(f"{prefix}weight has non-zero entries off the class diagonal: a per-class "
                                  "bilinear upsampler cannot load a learned cross-class deconvolution")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.weight.device.type != "meta":
+            k = self.kernel_size[0]
+            self.separable = torch.equal(self._per_class(), bilinear_kernel(k).to(self.weight).float()
+                                         .expand(self.in_channels, 1, k, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
@@ -73,7 +78,7 @@ class BilinearUpsample(nn.ConvTranspose2d):
         output = A x B^T per class, with A[y, i] = line[offset + y - stride * i] (zero outside the
         kernel). The final upsampler of an FCN produces about 3 x 3 times the pixels its crop keeps (the
         padding of 100); this skips them, forward and backward. Equal to the crop of ``forward`` up to
-        float32 rounding; falls back to it if a loaded kernel is not the bilinear one.
+        float32 rounding; falls back to it if a loaded state dict's kernel is not the bilinear one.
         """
         h, w = size
         k, s = self.kernel_size[0], self.stride[0]
@@ -81,8 +86,7 @@ class BilinearUpsample(nn.ConvTranspose2d):
             raise ValueError(f"cannot crop {h}x{w} at offset {offset} from the {(x.shape[-2] - 1) * s + k}x"
                              f"{(x.shape[-1] - 1) * s + k} upsampled blob: the network's padding is too small "
                              "for this input size")
-        kernel = bilinear_kernel(k).to(device=x.device, dtype=torch.float32)
-        if not torch.equal(self._per_class(), kernel.expand(self.in_channels, 1, k, k)):
+        if not self.separable:  # a loaded kernel that is not the bilinear one
             return crop(self(x), offset, _Size(h, w))
         line = bilinear_line(k).to(device=x.device, dtype=torch.float32)
         with torch.autocast(x.device.type, enabled=False):
