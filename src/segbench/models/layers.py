@@ -87,19 +87,12 @@ class BilinearUpsample(nn.ConvTranspose2d):
                              f"{(x.shape[-1] - 1) * s + k} upsampled blob: the network's padding is too small "
                              "for this input size")
         if not self.separable:  # a loaded kernel that is not the bilinear one
-            return crop(self(x), offset, _Size(h, w))
+            return self(x)[..., offset:offset + h, offset:offset + w]  # bounds checked above
         line = bilinear_line(k).to(device=x.device, dtype=torch.float32)
         with torch.autocast(x.device.type, enabled=False):
             rows = _interpolation(line, s, x.shape[-2], offset, h)  # h x h_in
             cols = _interpolation(line, s, x.shape[-1], offset, w)  # w x w_in
             return rows @ x.float() @ cols.T
-
-
-class _Size:
-    """Something with ``shape[-2:] == (h, w)``, for ``crop``'s ``like``."""
-
-    def __init__(self, h: int, w: int):
-        self.shape = (h, w)
 
 
 def bilinear_line(size: int) -> torch.Tensor:
