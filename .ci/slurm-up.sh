@@ -38,6 +38,13 @@ if ((${#missing[@]})); then
     say "installed slurm $(dpkg-query -W -f='${Version}' slurmctld), munge $(dpkg-query -W -f='${Version}' munge)"
 fi
 
+# A cluster of our own starts empty: jobs saved by an earlier run that was killed (or a machine that
+# restarted with /tmp kept) would be recovered as still running, and the node would never become idle.
+if ! running "$DIR/run/slurmctld.pid"; then
+    rm -rf "$DIR/ctld" "$DIR/spool"
+    [[ -s $DIR/started ]] && say "clearing state left by an earlier run in $DIR"
+    : >"$DIR/started"
+fi
 mkdir -p "$DIR"/{ctld,spool,log,run} /etc/slurm
 touch "$DIR/started"
 
@@ -113,7 +120,10 @@ for _ in $(seq 100); do
     sleep 0.2
 done
 if [[ $state != idle ]]; then
-    echo "node $HOST is '$state', not idle, after 20 s; see $DIR/log/slurmctld.log and slurmd.log" >&2
+    echo "node $HOST is '$state', not idle, after 20 s. Jobs known to the cluster:" >&2
+    squeue -h -t all -o '  %i %T %j %M' 2>&1 | tail -20 >&2
+    echo "last lines of $DIR/log/slurmctld.log and slurmd.log:" >&2
+    tail -n 15 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2
     exit 1
 fi
 srun --time=1 --ntasks=1 true
