@@ -10,17 +10,17 @@ from PIL import Image
 from segbench import models
 from segbench.curves import plot_curves, training_curves
 from segbench.data.store import Store, write_store
-from segbench.data.tensors import to_input
+from segbench.data.tensors import modality_input, to_input
 from segbench.data.voc import CLASS_NAMES, MEAN_BGR
 from segbench.trainlog import read_log
-from segbench.predict import load_for_store, predict_labels
+from segbench.predict import load_for_store
 from segbench.qualitative import VOID_RGB, colorize, palette_for, plot_rows, qualitative, select_indices
 from segbench.weights import save_model
 
 WIDTH = 1 / 16
 
 
-def _store(path, *, dataset, num_classes, shapes, seed=0):
+def _store(path, *, dataset, num_classes, shapes, seed=0, hha=False):
     rng = np.random.default_rng(seed)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
     labels = []
@@ -28,21 +28,25 @@ def _store(path, *, dataset, num_classes, shapes, seed=0):
         label = rng.integers(0, num_classes, (h, w), dtype=np.uint8)
         label[:2] = 255  # a void border
         labels.append(label)
+    fields, attrs = {"image": images, "label": labels}, {"mean_bgr": list(MEAN_BGR)}
+    if hha:
+        fields["hha"] = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+        attrs["mean_hha"] = [118.5, 94.8, 132.4]
     return write_store(path, dataset=dataset, split="val", ids=[f"img{k}" for k in range(len(shapes))],
-                       fields={"image": images, "label": labels},
-                       class_names=[f"class{k}" for k in range(num_classes)] if dataset != "voc" else CLASS_NAMES,
-                       attrs={"mean_bgr": list(MEAN_BGR)})
+                       fields=fields, attrs=attrs,
+                       class_names=[f"class{k}" for k in range(num_classes)] if dataset != "voc" else CLASS_NAMES)
 
 
-def _weights(path, name, num_classes, seed, norm="caffe"):
+def _weights(path, name, num_classes, seed, norm="caffe", modality="rgb", in_channels=3):
     torch.manual_seed(seed)
-    net = models.build(name, num_classes, width=WIDTH)
+    net = models.build(name, num_classes, width=WIDTH, in_channels=in_channels)
     with torch.no_grad():  # non-zero score layers, so that predictions differ between classes and models
-        for layer in ("score_fr", "score_pool4", "score_pool3"):
-            if hasattr(net, layer):
-                getattr(net, layer).weight.normal_(0, 0.05)
-                getattr(net, layer).bias.normal_(0, 1.0)
-    return save_model(path, net, name=name, num_classes=num_classes, width=WIDTH, meta={"input_norm": norm})
+        for module_name, module in net.named_modules():
+            if module_name.split(".")[-1].startswith("score") and isinstance(module, torch.nn.Conv2d):
+                module.weight.normal_(0, 0.05)
+                module.bias.normal_(0, 1.0)
+    return save_model(path, net, name=name, num_classes=num_classes, width=WIDTH, in_channels=in_channels,
+                      meta={"input_norm": norm, "modality": modality})
 
 
 def test_palettes_and_void_colour():
@@ -71,16 +75,45 @@ def test_select_indices(tmp_path):
 def test_predictions_follow_the_record_input_norm(tmp_path):
     store = Store(_store(tmp_path / "val.h5", dataset="voc", num_classes=21, shapes=[(30, 26)]))
     path = _weights(tmp_path / "tv.pt", "fcn32s_vgg16", 21, seed=1, norm="torchvision")
-    model, norm = load_for_store(path, store, torch.device("cpu"))
-    assert norm == "torchvision" and not model.training
-    got = predict_labels(model, store.image(0), mean_bgr=MEAN_BGR, norm=norm, device=torch.device("cpu"))
+    predictor = load_for_store(path, store, torch.device("cpu"))
+    assert predictor.norm == "torchvision" and predictor.modality == "rgb" and not predictor.model.training
+    got = predictor.labels(store, 0, torch.device("cpu"))
     with torch.no_grad():
-        expected = model(to_input([store.image(0)], MEAN_BGR, "torchvision"))[0].argmax(0).numpy()
+        expected = predictor.model(to_input([store.image(0)], MEAN_BGR, "torchvision"))[0].argmax(0).numpy()
     assert got.dtype == np.uint8 and got.shape == (30, 26)
     np.testing.assert_array_equal(got, expected)
     nyud = Store(_store(tmp_path / "nyud.h5", dataset="nyud", num_classes=40, shapes=[(30, 26)]))
     with pytest.raises(ValueError, match="predicts 21 classes but .* has 40"):
         load_for_store(path, nyud, torch.device("cpu"))
+
+
+def test_predictions_feed_the_trained_modality_and_read_the_first_head(tmp_path):
+    """An HHA or colour + HHA net gets the store's HHA channels (minus mean_hha), a late-fusion net its six
+    channels; SIFT Flow's two-headed net is read on its semantic head (the first 33 of 36 channels)."""
+    cpu = torch.device("cpu")
+    nyud = Store(_store(tmp_path / "nyud.h5", dataset="nyud", num_classes=40, shapes=[(34, 30)], hha=True))
+    for name, modality, channels in (("fcn32s_vgg16", "hha", 3), ("fcn32s_rgbhha_vgg16", "rgb_hha", 6)):
+        predictor = load_for_store(_weights(tmp_path / f"{modality}.pt", name, 40, seed=3, modality=modality,
+                                            in_channels=channels), nyud, cpu)
+        x = modality_input(nyud, [0], modality, "caffe")
+        assert x.shape[1] == channels
+        with torch.no_grad():
+            expected = predictor.model(x)[0].argmax(0).numpy()
+        np.testing.assert_array_equal(predictor.labels(nyud, 0, cpu), expected)
+    rgb_only = Store(_store(tmp_path / "rgb.h5", dataset="nyud", num_classes=40, shapes=[(34, 30)]))
+    with pytest.raises(ValueError, match=r"takes 'hha' input but .*rgb.h5 has no \['hha'\] field"):
+        load_for_store(tmp_path / "hha.pt", rgb_only, cpu)
+
+    sift = Store(_store(tmp_path / "sift.h5", dataset="siftflow", num_classes=33, shapes=[(34, 30)]))
+    predictor = load_for_store(_weights(tmp_path / "sift.pt", "fcn16s_siftflow_vgg16", 33, seed=4), sift, cpu)
+    assert dict(predictor.model.heads) == {"label": 33, "label_geo": 3}
+    with torch.no_grad():
+        predictor.model.score_fr_geo.bias.fill_(50.0)  # the geometric head outscores every semantic class
+        scores = predictor.model(modality_input(sift, [0], "rgb", "caffe"))[0]
+    assert scores.shape[0] == 36
+    got = predictor.labels(sift, 0, cpu)
+    np.testing.assert_array_equal(got, scores[:33].argmax(0).numpy())
+    assert (scores.argmax(0) >= 33).all()  # over all 36 channels a geometric one wins everywhere: not read
 
 
 @pytest.mark.parametrize("dataset,num_classes", [("voc", 21), ("nyud", 40), ("siftflow", 33)])
@@ -97,11 +130,10 @@ def test_qualitative_figure_shows_image_truth_and_each_model(tmp_path, dataset, 
     # the same grid, drawn in memory: each panel is the colorized truth / prediction
     store = Store(store_path)
     palette = palette_for(dataset, num_classes)
-    loaded = [load_for_store(p, store, torch.device("cpu")) for p in weights.values()]
+    predictors = [load_for_store(p, store, torch.device("cpu")) for p in weights.values()]
     rows = []
     for i in (2, 1):
-        preds = [predict_labels(m, store.image(i), mean_bgr=MEAN_BGR, norm=n, device=torch.device("cpu"))
-                 for m, n in loaded]
+        preds = [p.labels(store, i, torch.device("cpu")) for p in predictors]
         rows.append({"id": store.ids[i], "panels": [store.image(i), store.label(i), *preds]})
     fig = plot_rows(rows, columns=["image", "ground truth", *weights], palette=palette, class_names=store.class_names)
     axes = fig.axes

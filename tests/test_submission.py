@@ -10,7 +10,8 @@ from PIL import Image
 from segbench import models
 from segbench.data.store import Store, write_store
 from segbench.data.voc import CLASS_NAMES, MEAN_BGR, voc_palette
-from segbench.predict import load_for_store, predict_labels
+from segbench.data.tensors import to_input
+from segbench.predict import load_for_store
 from segbench.submission import (
     SubmissionError,
     check_submission,
@@ -55,12 +56,13 @@ def test_layout_and_pngs(tmp_path, test_store, weights):
     assert sorted(p.name for p in folder.iterdir()) == [f"{i}.png" for i in IDS]
     assert not folder.with_name(folder.name + ".partial").exists()
     store = Store(test_store)
-    model, norm = load_for_store(weights, store, torch.device("cpu"))
+    predictor = load_for_store(weights, store, torch.device("cpu"))
     for k, (sample_id, (h, w)) in enumerate(zip(IDS, SHAPES)):
         png = Image.open(folder / f"{sample_id}.png")
         assert png.mode == "P" and png.size == (w, h)
         assert png.getpalette()[:63] == voc_palette()[:63].tolist()
-        expected = predict_labels(model, store.image(k), mean_bgr=MEAN_BGR, norm=norm, device=torch.device("cpu"))
+        with torch.no_grad():
+            expected = predictor.model(to_input([store.image(k)], MEAN_BGR, predictor.norm))[0].argmax(0).numpy()
         np.testing.assert_array_equal(np.asarray(png), expected)
     assert len(np.unique(np.asarray(Image.open(folder / f"{IDS[0]}.png")))) > 1  # not a constant map
 

@@ -65,7 +65,8 @@ def test_workflow_leaves_the_report_and_every_sidecar(tiny_run):
     traced = [out / "evaluate" / "fcn8s" / "seed2" / "val.json", out / "train" / "fcn8s" / "seed1" / "model.pt",
               out / "train" / "fcn8s" / "seed1" / "log.csv", out / "pretrain" / "vgg16.pt",
               out / "benchmark" / "fcn32s_vgg16.json", out / "figures" / "fig5.png", out / "tables" / "table2",
-              out / "figures" / "qualitative" / "voc.png", out / "figures" / "curves" / "fig5-p0.5.png",
+              out / "figures" / "qualitative" / "voc.png", out / "figures" / "qualitative" / "nyud.png",
+              out / "figures" / "qualitative" / "siftflow.png", out / "figures" / "curves" / "fig5-p0.5.png",
               out / "pretrain" / "resnet50_half.pt", out / "benchmark" / "icnet_resnet50.json",
               out / "figures" / "curves" / "succ-unet_same.png", out / "tables" / "successors"]
     for path in traced:

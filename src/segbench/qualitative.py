@@ -22,7 +22,7 @@ from segbench import runtime
 from segbench.data.store import Store
 from segbench.data.voc import voc_palette
 from segbench.figures import save_figure
-from segbench.predict import load_for_store, predict_labels
+from segbench.predict import load_for_store
 
 VOID_RGB = (255, 255, 255)
 GENERIC_MAPS = ("tab20", "tab20b", "tab20c")
@@ -99,7 +99,9 @@ def qualitative(*, store_path: str | os.PathLike, models: Mapping[str, str | os.
                 device: str = "auto", threads: int | None = None, title: str = "") -> list[Path]:
     """Write ``out_figure.{png,pdf}``: for each selected image of the store, the image, its ground truth and
     the prediction of each model (``models`` maps a column title such as "FCN-8s" to a weights file of
-    ``segbench.weights.save_model``), in the order given. Returns the two paths.
+    ``segbench.weights.save_model``), in the order given. Each model gets the inputs it was trained on (an
+    HHA or RGB-D net its depth channels, :mod:`segbench.predict`); the image column is always the colour
+    image. Returns the two paths.
     """
     if not models:
         raise ValueError("no models given: expected {column title: weights file}")
@@ -107,13 +109,11 @@ def qualitative(*, store_path: str | os.PathLike, models: Mapping[str, str | os.
     dev = runtime.resolve_device(device)
     store = Store(store_path)
     indices = select_indices(store, ids, count)
-    mean_bgr = store.attrs.get("mean_bgr", (0.0, 0.0, 0.0))
-    loaded = [load_for_store(path, store, dev) for path in models.values()]
+    predictors = [load_for_store(path, store, dev) for path in models.values()]
     rows = []
     for i in indices:
-        image = store.image(i)
-        predictions = [predict_labels(model, image, mean_bgr=mean_bgr, norm=norm, device=dev) for model, norm in loaded]
-        rows.append({"id": store.ids[i], "panels": [image, store.label(i), *predictions]})
+        predictions = [p.labels(store, i, dev) for p in predictors]
+        rows.append({"id": store.ids[i], "panels": [store.image(i), store.label(i), *predictions]})
     dataset = str(store.attrs.get("dataset", ""))
     fig = plot_rows(rows, columns=["image", "ground truth", *models], palette=palette_for(dataset, store.num_classes),
                     class_names=store.class_names,

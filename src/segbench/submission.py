@@ -30,7 +30,7 @@ from segbench.data.download import extract, md5sum
 from segbench.data.store import Store
 from segbench.data.voc import find_test_devkit, read_ids, seg_test_list, voc_palette
 from segbench.errors import MissingInputError, SegbenchError
-from segbench.predict import load_for_store, predict_labels
+from segbench.predict import load_for_store
 from segbench.provenance import sha256sum
 from segbench.tables import write_table
 
@@ -151,17 +151,14 @@ def write_submission(*, store_path: str | os.PathLike, model_path: str | os.Path
             raise ValueError(f"{store_path} does not hold the split {ids_list}: {len(missing)} listed ids are not in "
                              f"the store ({_listing(missing)}), {len(unlisted)} store ids are not listed "
                              f"({_listing(unlisted)})")
-    model, norm = load_for_store(model_path, store, dev)
-    mean_bgr = store.attrs.get("mean_bgr", (0.0, 0.0, 0.0))
+    predictor = load_for_store(model_path, store, dev)
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     expected = {}
     for i in tqdm(range(len(store)), desc=f"VOC{year} test", disable=not progress):
-        image = store.image(i)
-        expected[store.ids[i]] = image.shape[:2]
-        write_label_png(partial / f"{store.ids[i]}.png",
-                        predict_labels(model, image, mean_bgr=mean_bgr, norm=norm, device=dev))
+        expected[store.ids[i]] = store.shape("image", i)[:2]
+        write_label_png(partial / f"{store.ids[i]}.png", predictor.labels(store, i, dev))
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
     check_submission(folder, expected, num_classes=store.num_classes)

@@ -235,11 +235,15 @@ TABLE_PAGES = {  # name -> (table prefix, title, caption in workflow/report/, re
 EVALUATED = sorted({*TABLE2_ROWS.values(), *(runs.table1_run(b) for b in config["table1"]["backbones"]),
                     *runs.TABLE4_ROWS.values(), *runs.TABLE5_ROWS.values(), *SUCCESSOR_ROWS})
 PERCLASS_FIGURES = {run: PATHS.metrics(run, SEEDS[0]) for run in runs.TABLE2_NETS.values()}  # first seed
-QUALITATIVE = {  # dataset -> validation store, {column title: weights} and report category; NYUD and SIFT Flow
-    # nets add theirs here (predictions are made from a store's RGB images: an HHA or RGB-D net needs predict.py
-    # to feed its extra channels first)
-    "voc": {"store": f"{RESULTS}/preprocessed/voc/val.h5", "category": "Table 2",
+QUALITATIVE = {  # dataset -> evaluation store, {column title: weights of the first seed} and report category
+    "voc": {"store": PATHS.stores(RUNS[runs.TABLE2_NETS["FCN-32s"]])[1], "category": "Table 2",
             "models": {net: PATHS.model(runs.TABLE2_NETS[net], SEEDS[0]) for net in ("FCN-32s", "FCN-16s", "FCN-8s")}},
+    "nyud": {"store": PATHS.stores(RUNS["nyud-rgb"])[1], "category": "Table 4",
+             "models": {row.replace("FCN-32s ", "").replace("FCN-", ""): PATHS.model(run, SEEDS[0])
+                        for row, run in runs.TABLE4_ROWS.items()}},
+    "siftflow": {"store": PATHS.stores(RUNS["siftflow-32s"])[1], "category": "Table 5",
+                 "models": {row.removesuffix(" (two-headed)"): PATHS.model(run, SEEDS[0])
+                            for row, run in runs.TABLE5_ROWS.items()}},
 }
 TEST_YEARS = ("2012",) if SYNTHETIC else ("2011", "2012")  # the twin has one test split, of VOC2012's layout
 TWIN_TEST_IMAGES = 4  # images in the twin's test split (only the submission's layout is tested on it)
