@@ -13,7 +13,6 @@ from segbench import provenance
 from segbench.provenance import (
     collect,
     config_sha256,
-    cpu_info,
     git_state,
     provenance_path,
     tracked,
@@ -76,16 +75,6 @@ def test_collect_refuses_a_missing_or_folder_input(tmp_path):
         collect(inputs=[tmp_path / "absent.h5"])
     with pytest.raises(FileNotFoundError, match="not folders"):
         collect(inputs=[tmp_path])
-
-
-def test_cpu_info_reads_model_name_and_bf16_flags(tmp_path):
-    fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
-                    "flags\t\t: fpu sse avx2 avx512f amx_bf16 avx512_bf16 amx_tile\n\n"
-                    "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n")
-    assert cpu_info(fake) == {"name": "Intel(R) Xeon(R) Platinum 8480+",
-                              "cpu_flags": ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]}
-    assert cpu_info(tmp_path / "absent")["cpu_flags"] == []
 
 
 def test_git_state_of_a_repository_clean_dirty_and_outside(tmp_path):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import os
-import platform
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
@@ -35,8 +34,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from segbench import models, runtime
+from segbench import cpuinfo, models, runtime
 from segbench.atomic import write_json
+from segbench.cpuinfo import CPU_FLAGS
 
 MODES = ("fp32", "channels_last", "bf16", "compile")
 PRECISION = {"fp32": "fp32", "channels_last": "fp32", "bf16": "bf16", "compile": "bf16"}
@@ -44,9 +44,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 FLOPS_COUNTED = ("torch.utils.flop_counter.FlopCounterMode on the fp32 model and the timed input, one forward "
                  "pass: convolutions (grouped and transposed ones too, so the bilinear upsamplers) and matrix "
                  "products at 2 FLOP per multiply-add; ReLU, pooling, dropout, crops and additions not counted")
-# /proc/cpuinfo flags that decide fp32 and bf16 speed on x86 (AVX2/FMA, AVX-512, its bf16 dot products, AMX tiles)
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-             "amx_int8")
 DESCRIPTIONS = {
     "fp32": "eager float32, NCHW",
     "channels_last": "eager float32, channels_last",
@@ -59,28 +56,16 @@ def device_name(device: torch.device) -> str:
     """A human-readable name of ``device`` (GPU model, or the CPU model from /proc/cpuinfo)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo.read()[0]
 
 
-def instruction_sets(device: torch.device, cpuinfo: str | None = None) -> list[str]:
+def instruction_sets(device: torch.device, proc_cpuinfo: str | None = None) -> list[str]:
     """What decides the peak of ``device``: its CUDA compute capability (``sm_90``), or the ``CPU_FLAGS``
-    found in ``cpuinfo`` (the text of /proc/cpuinfo, read when None; empty where there is none)."""
+    found in ``proc_cpuinfo`` (the text of /proc/cpuinfo, read when None; empty where there is none)."""
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
         return [f"sm_{major}{minor}"]
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines() if line.startswith("flags")),
-                 set())
+    flags = cpuinfo.cpu_flags() if proc_cpuinfo is None else cpuinfo.parse(proc_cpuinfo)[1]
     return [flag for flag in CPU_FLAGS if flag in flags]
 
 

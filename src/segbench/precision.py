@@ -26,26 +26,15 @@ checkpoint. Only training has it: pretraining and the benchmark take ``PRECISION
 from __future__ import annotations
 
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
+
+from segbench.cpuinfo import cpu_flags
 
 PRECISIONS = ("auto", "fp32", "bf16")
 TRAINING_PRECISIONS = (*PRECISIONS, "fp16")  # fp16 needs the gradient scaler of the training loop
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_flags() -> set[str]:
-    """The instruction-set flags of this machine's CPU (empty where /proc/cpuinfo is unavailable)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def resolve(precision: str, device: torch.device) -> str:

@@ -24,14 +24,12 @@ from typing import Iterator, Mapping, Sequence
 import torch
 
 from segbench.atomic import write_json
+from segbench.cpuinfo import cpu_info
 from segbench.runtime import resolve_device
 
 FORMAT_VERSION = 1
 SUFFIX = ".provenance.json"
 CHUNK = 1 << 20
-# CPU instruction-set extensions that decide which kernels (and how fast) torch runs on the CPU.
-CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-             "amx_int8")
 UNKNOWN = "unknown"
 
 
@@ -81,23 +79,6 @@ def git_state(directory: str | os.PathLike | None = None) -> dict:
     except (OSError, subprocess.SubprocessError):
         return {"commit": UNKNOWN, "dirty": UNKNOWN}
     return {"commit": commit, "dirty": dirty}
-
-
-def cpu_info(path: str | os.PathLike = "/proc/cpuinfo") -> dict:
-    """``{"name", "cpu_flags"}``: the CPU model name and which of ``CPU_FLAGS`` it has (Linux /proc/cpuinfo;
-    elsewhere the platform's processor name and no flags)."""
-    name, flags = "", set()
-    try:
-        for line in Path(path).read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not name:
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"name": name or platform.processor() or platform.machine(),
-            "cpu_flags": [f for f in CPU_FLAGS if f in flags]}
 
 
 def hardware(device: str | torch.device = "cpu") -> dict:
