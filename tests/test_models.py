@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from segbench import models
 from segbench.models.layers import BilinearUpsample, bilinear_kernel
@@ -171,3 +172,37 @@ def test_unknown_names_list_the_valid_ones():
 def test_build_accepts_the_documented_positional_signature():
     net = models.build("fcn8s_vgg16", 21, 0.0625, 4)  # build(name, num_classes, width=1.0, in_channels=3)
     assert net(torch.zeros(1, 4, 16, 16)).shape == (1, 21, 16, 16)
+
+
+@pytest.mark.parametrize("block", ["inception", "bottleneck", "bottleneck_dilated"])
+def test_torchvision_blocks_made_here_equal_torchvision(block):
+    """GoogLeNet's BasicConv2d/Inception and ResNet's Bottleneck are defined in segbench (no torchvision import
+    per job): for one seed they start from the same weights, under the same names, and compute the same
+    forward and backward as torchvision's."""
+    import importlib
+
+    ours_g, theirs_g = (importlib.import_module(m) for m in ("segbench.models.googlenet", "torchvision.models.googlenet"))
+    ours_r, theirs_r = (importlib.import_module(m) for m in ("segbench.models.resnet", "torchvision.models.resnet"))
+
+    def make(g, r):
+        torch.manual_seed(3)
+        if block == "inception":
+            return g.Inception(24, 8, 6, 10, 4, 6, 5)
+        down = nn.Sequential(nn.Conv2d(24, 32, 1, stride=2, bias=False), nn.BatchNorm2d(32))
+        if block == "bottleneck":
+            return r.Bottleneck(24, 8, 2, down)
+        return r.Bottleneck(32, 8, dilation=2)
+
+    ours, theirs = make(ours_g, ours_r), make(theirs_g, theirs_r)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    for key, value in ours.state_dict().items():
+        assert torch.equal(value, theirs.state_dict()[key]), key
+    x = torch.randn(2, 32 if block == "bottleneck_dilated" else 24, 13, 11)
+    outs, grads = [], []
+    for net in (ours, theirs):
+        xi = x.clone().requires_grad_(True)
+        y = net.train()(xi)
+        y.square().sum().backward()
+        outs.append(y.detach())
+        grads.append(xi.grad)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(grads[0], grads[1])

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,15 @@ def test_table_sidecar_traces_rows_to_runs(tmp_path):
     assert record["files_without_provenance"] == [str(bench)]
     assert record["config_sha256s"] == [config_sha256(CONFIG)] and len(record["git_commits"]) == 1
     assert record["table_job"]["config"] == CONFIG
+
+
+def test_jobs_record_torchvision_without_importing_it():
+    """The version comes from torchvision's version.py: model, training and provenance code never import
+    torchvision (a second per job); the recorded string equals torchvision.__version__."""
+    code = ("import sys\n"
+            "import segbench.cli, segbench.evaluate, segbench.models, segbench.provenance, segbench.train\n"
+            "v = segbench.provenance.software()['torchvision']\n"
+            "assert not [m for m in sys.modules if m.startswith('torchvision')], 'torchvision was imported'\n"
+            "import torchvision\n"
+            "assert v == torchvision.__version__, (v, torchvision.__version__)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -99,13 +103,28 @@ def hardware(device: str | torch.device = "cpu") -> dict:
     return {"type": device.type, **cpu_info(), "count": count}
 
 
+def torchvision_version() -> str:
+    """torchvision's ``__version__`` (e.g. ``0.29.1+cu130``), read from its ``version.py`` when it is not imported
+    yet: importing it costs a second a job, and the package metadata lacks the local build tag."""
+    if "torchvision" in sys.modules:
+        return sys.modules["torchvision"].__version__
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return UNKNOWN
+    try:
+        text = Path(spec.submodule_search_locations[0], "version.py").read_text()
+    except OSError:
+        text = ""
+    match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return match.group(1) if match else importlib.metadata.version("torchvision")
+
+
 def software() -> dict:
     """Python, torch, torchvision, numpy, and the CUDA / cuDNN versions torch was built with (None on CPU builds)."""
     import numpy
-    import torchvision
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision_version(),
             "numpy": numpy.__version__, "cuda": torch.version.cuda, "cudnn": cudnn,
             "cuda_available": torch.cuda.is_available()}
 

@@ -18,7 +18,8 @@ from fractions import Fraction
 from typing import Iterable
 
 from torch import nn
-from torchvision.models.googlenet import Inception
+
+from segbench.models.googlenet import Inception
 
 _POINTWISE = (nn.ReLU, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.LocalResponseNorm, nn.Identity)
 _WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)

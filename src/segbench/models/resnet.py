@@ -1,7 +1,8 @@
 """ResNet-50/101 (He et al. 2016) as a classifier and as the dilated trunk of PSPNet, DeepLab and ICNet.
 
 The layout is torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ..., ``fc``),
-built from torchvision's own ``Bottleneck`` (stride on the 3x3 conv, "ResNet v1.5"), so at ``width=1``
+built from a ``Bottleneck`` made like torchvision's (same names and construction order; stride on the 3x3
+conv, "ResNet v1.5"; defined here to spare every job the import of ``torchvision.models``), so at ``width=1``
 ``ResNet50_Weights`` / ``ResNet101_Weights`` load with ``strict=True`` and, fc dropped, transplant key for
 key into every segmentation net here (their trunk modules carry the same names at the top level).
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.resnet import Bottleneck
 
 from segbench.models.layers import scaled
 
@@ -34,6 +34,34 @@ STAGES = {32: ((1, 1), (2, 1), (2, 1), (2, 1)), 16: ((1, 1), (2, 1), (2, 1), (1,
           8: ((1, 1), (2, 1), (1, 2), (1, 4))}
 STEM_NAMES = ("conv1", "bn1", "relu", "maxpool")
 DROPPED = ("fc",)  # classifier-only module that transplant skips
+
+
+class Bottleneck(nn.Module):
+    """torchvision's bottleneck block: 1x1 (``conv1``, ``bn1``), 3x3 with the stride and dilation (``conv2``,
+    ``bn2``), 1x1 to ``expansion`` x ``planes`` (``conv3``, ``bn3``), plus the shortcut (``downsample`` or
+    identity), then ReLU."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 dilation: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
 
 
 def _init(module: nn.Module) -> None:
