@@ -22,17 +22,11 @@ import numpy as np
 import torch
 
 from segbench.atomic import replacing
-from segbench.errors import SegbenchError
+from segbench.errors import Preempted  # noqa: F401  (part of this module: the training loop raises it)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "segbench-checkpoint-1"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-
-class Preempted(SegbenchError):
-    """Training stopped on a signal after writing its checkpoint; rerun the same command to resume."""
-
-    exit_code = 75  # EX_TEMPFAIL (sysexits.h)
 
 
 def rng_states() -> dict:

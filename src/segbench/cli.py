@@ -14,8 +14,7 @@ import logging
 import sys
 from pathlib import Path
 
-from segbench.checkpoint import Preempted
-from segbench.errors import SegbenchError
+from segbench.errors import Preempted, SegbenchError
 
 log = logging.getLogger("segbench")
 

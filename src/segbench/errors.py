@@ -15,7 +15,7 @@ The hierarchy (classes defined elsewhere are named by module)::
     ├── data.download.DownloadError, data.download.ExtractError
     ├── data.voc.DatasetError, data.nyud.NyudError, data.siftflow.SiftFlowError   raw files not as published
     ├── data.stats.StatsError, submission.SubmissionError
-    └── checkpoint.Preempted       stopped by a signal after a checkpoint; exit code 75, rerun to resume
+    └── Preempted                  stopped by a signal after a checkpoint; exit code 75, rerun to resume
 """
 
 from __future__ import annotations
@@ -46,3 +46,9 @@ class WeightsError(SegbenchError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0]) if self.args else ""
+
+
+class Preempted(SegbenchError):
+    """Training stopped on a signal after writing its checkpoint; rerun the same command to resume."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h)
