@@ -7,7 +7,8 @@
 #
 #   .ci/slurm-e2e.sh tests/tiny-config.yaml [work-dir]
 #
-# The CI node has no GPU, so device=cpu (no rule asks SLURM for one). Results go to <work-dir>/{local,slurm}.
+# No device override: the configuration's device (auto) asks SLURM for no GPU, so the CPU-only CI cluster runs
+# the literal command. Results go to <work-dir>/{local,slurm}.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CFG=$(realpath "${1:?usage: .ci/slurm-e2e.sh <config.yaml> [work-dir]}")
@@ -22,11 +23,11 @@ sinfo -h >/dev/null 2>&1 || fail "no SLURM cluster answers sinfo; run .ci/slurm-
 
 cd "$ROOT"
 say "local run of $CFG -> $WORK/local"
-snakemake --cores all --configfile "$CFG" --config results="$WORK/local" device=cpu >"$WORK/local.out" 2>&1 ||
+snakemake --cores all --configfile "$CFG" --config results="$WORK/local" >"$WORK/local.out" 2>&1 ||
     { tail -50 "$WORK/local.out"; fail "local run (log $WORK/local.out)"; }
 say "SLURM run of $CFG -> $WORK/slurm"
 first_job=$(($(squeue -h -t all -o %i | sort -n | tail -1) + 1))
-snakemake --cores all --profile slurm --configfile "$CFG" --config results="$WORK/slurm" device=cpu \
+snakemake --cores all --profile slurm --configfile "$CFG" --config results="$WORK/slurm" \
     >"$WORK/slurm.out" 2>&1 || { tail -80 "$WORK/slurm.out"; fail "SLURM run (log $WORK/slurm.out)"; }
 submitted=$(grep -c "has been submitted with SLURM jobid" "$WORK/slurm.out" || true)
 ((submitted > 0)) || fail "the SLURM run submitted no job (log $WORK/slurm.out)"
