@@ -9,6 +9,8 @@ side by side with encode() in one process (same machine load) and reports both a
 
 ``--many N`` also times encode_many on N cropped 425 x 560 frames: serially, over 2 worker processes (what
 encode_many does) and over 2 threads (to show how much numpy's GIL release alone would give).
+``--stages`` also times each stage of encode() on its own (best of ``--repeats``), to find where the time
+goes on a machine where encode() is slower than expected.
 
 Inputs: ``shared/golden/hha/port_demo_{depth,rawdepth}.png`` (1/10000 m) and ``port_demo_camera.npy``;
 without them a synthetic 480 x 640 frame is used.
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from segbench import hha
+from segbench import cpuinfo, hha
 
 PORT_MEDIAN_S = 3.22  # HHA-REFERENCE.md 3: median of 3 full getHHA calls, 480 x 640, D_RD
 PORT_CONVOLVE_SHARE = 0.72
@@ -78,11 +80,36 @@ def time_many(depth: np.ndarray, raw: np.ndarray, camera: np.ndarray, count: int
           f"({serial / procs:.2f}x), 2 threads {threads:.2f} s ({serial / threads:.2f}x)")
 
 
+def time_stages(depth: np.ndarray, raw: np.ndarray, camera: np.ndarray, repeats: int) -> None:
+    """Best-of-``repeats`` time of each stage of encode(), in the order encode() runs them."""
+    from segbench.hha import boxsum, encoding, gravity_fit, normals
+
+    frame = encoding._Frame(depth, raw, camera)
+    radii = (encoding.ANGLE_RADIUS, encoding.GRAVITY_RADIUS)
+    sums = normals.window_sums(frame.terms, frame.valid, radii=radii)
+    n_angle, n_gravity = normals.solve_normals(sums[0]), normals.solve_normals(sums[1])
+    geom = encoding.geometry(depth, raw, camera)
+    stages = {
+        "inputs, point cloud, plane-fit terms": lambda: encoding._Frame(depth, raw, camera),
+        "box sums (summed-area table, 7x7 and 21x21)": lambda: boxsum.box_sums(frame.terms, radii=radii),
+        "window sums incl. exact re-sums": lambda: normals.window_sums(frame.terms, frame.valid, radii=radii),
+        "solve normals 7x7": lambda: normals.solve_normals(sums[0]),
+        "solve normals 21x21": lambda: normals.solve_normals(sums[1]),
+        "gravity (10 iterations)": lambda: gravity_fit.estimate_gravity(n_gravity),
+        "orient normals": lambda: normals.orient_normals(n_angle.copy(), frame.x_fit, frame.y_fit, frame.z_fit),
+        "round to uint8": lambda: encoding.to_uint8(geom),
+        "encode() whole": lambda: hha.encode(depth, raw, camera),
+    }
+    for name, fn in stages.items():
+        print(f"  {name:45s} {min(timed(fn, repeats)) * 1e3:7.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7, help="timed encode() calls (median reported)")
     parser.add_argument("--port-repeats", type=int, default=3, help="timed convolve2d steps (about 2 s each)")
     parser.add_argument("--many", type=int, default=0, help="also time encode_many on this many frames")
+    parser.add_argument("--stages", action="store_true", help="also time each stage of encode()")
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
     args = parser.parse_args()
 
@@ -95,7 +122,9 @@ def main() -> None:
     encode_s += timed(lambda: hha.encode(depth, raw, camera), args.repeats)
 
     enc, port = statistics.median(encode_s), statistics.median(port_s)
-    print(f"frame: {name}, {depth.shape[0]}x{depth.shape[1]}; cpus: {os.cpu_count()}, "
+    cpu = cpuinfo.cpu_info()
+    print(f"frame: {name}, {depth.shape[0]}x{depth.shape[1]}; CPU: {cpu['name']} "
+          f"({' '.join(cpu['cpu_flags']) or 'no listed flags'}), {os.cpu_count()} cpus, "
           f"load average: {os.getloadavg()[0]:.2f}")
     print(f"encode():                        median {enc * 1e3:7.1f} ms  (min {min(encode_s) * 1e3:.1f}, "
           f"n={len(encode_s)})")
@@ -106,6 +135,9 @@ def main() -> None:
     port_estimate = port / PORT_CONVOLVE_SHARE
     print(f"estimated full port here: {port_estimate:.2f} s -> speed-up {port_estimate / enc:.1f}x; "
           f"against the documented {PORT_MEDIAN_S} s: {PORT_MEDIAN_S / enc:.1f}x")
+    if args.stages:
+        print(f"stages of encode(), best of {args.repeats}:")
+        time_stages(depth, raw, camera, args.repeats)
     if args.many:
         time_many(depth, raw, camera, args.many)
 
