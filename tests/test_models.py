@@ -181,8 +181,8 @@ def test_torchvision_blocks_made_here_equal_torchvision(block):
     forward and backward as torchvision's."""
     import importlib
 
-    ours_g, theirs_g = (importlib.import_module(m) for m in ("segbench.models.googlenet", "torchvision.models.googlenet"))
-    ours_r, theirs_r = (importlib.import_module(m) for m in ("segbench.models.resnet", "torchvision.models.resnet"))
+    ours_g, theirs_g = map(importlib.import_module, ("segbench.models.googlenet", "torchvision.models.googlenet"))
+    ours_r, theirs_r = map(importlib.import_module, ("segbench.models.resnet", "torchvision.models.resnet"))
 
     def make(g, r):
         torch.manual_seed(3)

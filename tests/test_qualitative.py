@@ -103,6 +103,9 @@ def test_predictions_feed_the_trained_modality_and_read_the_first_head(tmp_path)
     rgb_only = Store(_store(tmp_path / "rgb.h5", dataset="nyud", num_classes=40, shapes=[(34, 30)]))
     with pytest.raises(ValueError, match=r"takes 'hha' input but .*rgb.h5 has no \['hha'\] field"):
         load_for_store(tmp_path / "hha.pt", rgb_only, cpu)
+    inconsistent = _weights(tmp_path / "rgbd3.pt", "fcn32s_vgg16", 40, seed=3, modality="rgbd", in_channels=3)
+    with pytest.raises(ValueError, match="takes 3 input channels but its modality 'rgbd' gives 4"):
+        load_for_store(inconsistent, nyud, cpu)
 
     sift = Store(_store(tmp_path / "sift.h5", dataset="siftflow", num_classes=33, shapes=[(34, 30)]))
     predictor = load_for_store(_weights(tmp_path / "sift.pt", "fcn16s_siftflow_vgg16", 33, seed=4), sift, cpu)

@@ -53,8 +53,9 @@ def load_for_store(weights: str | os.PathLike, store: Store, device: torch.devic
     modality = meta.get("modality", "rgb")
     if modality not in MODALITIES:
         raise ValueError(f"{weights} records input modality {modality!r}; expected one of {sorted(MODALITIES)}")
-    if record.get("in_channels", 3) != MODALITIES[modality]:
-        raise ValueError(f"{weights} takes {record['in_channels']} input channels but its modality {modality!r} "
+    in_channels = record.get("in_channels", 3)
+    if in_channels != MODALITIES[modality]:
+        raise ValueError(f"{weights} takes {in_channels} input channels but its modality {modality!r} "
                          f"gives {MODALITIES[modality]}: the weights file is inconsistent, retrain the run")
     missing = [field for field in MODALITY_FIELDS[modality] if field not in store.fields]
     if missing:

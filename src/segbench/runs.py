@@ -229,11 +229,11 @@ def _successor_runs(config: Mapping) -> list[Run]:
                              f"from {sorted(recipes.OWN_RECIPE)}")
         recipe = c["recipe"] or recipes.own_recipe(model)
         try:
-            published = recipes.recipe(recipe, model_name=model).iterations
+            settings = recipes.recipe(recipe, model_name=model)
         except ValueError as err:
             raise ValueError(f"successors.recipe {recipe!r} does not fit {model}: {err}; use short, a successor "
                              f"recipe ({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own") from err
-        batch = c.get("batch_size") or recipes.recipe(recipe, model_name=model).batch_size
+        published, batch = settings.iterations, c.get("batch_size") or settings.batch_size
         if batch < 2 and model.startswith(POOLED_BN):
             raise ValueError(f"{model} trains with batch size {batch} (successors.batch_size or recipe {recipe!r}), "
                              "but its pooling branch's batch norm needs at least 2 images per batch; set "

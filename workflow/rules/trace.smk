@@ -73,7 +73,8 @@ rule qualitative:
     wildcard_constraints:
         dataset="|".join(QUALITATIVE),
     params:
-        models=lambda wc: " ".join(f"--model '{net}={path}'" for net, path in QUALITATIVE[wc.dataset]["models"].items()),
+        models=lambda wc: " ".join(f"--model '{net}={path}'"
+                                   for net, path in QUALITATIVE[wc.dataset]["models"].items()),
         prefix=lambda wc, output: output.figure[: -len(".png")],
         device=config["device"],
         provenance=PROVENANCE,

@@ -105,9 +105,10 @@ def bilinear_line(size: int) -> torch.Tensor:
 def _interpolation(line: torch.Tensor, stride: int, n_in: int, offset: int, n_out: int) -> torch.Tensor:
     """The n_out x n_in matrix of a 1-D transposed convolution with kernel ``line`` and ``stride``, rows
     ``offset ... offset + n_out - 1`` of its output: M[y, i] = line[offset + y - stride * i] inside the kernel."""
-    t = torch.arange(offset, offset + n_out, device=line.device)[:, None] - stride * torch.arange(n_in, device=line.device)
+    rows = torch.arange(offset, offset + n_out, device=line.device)
+    t = rows[:, None] - stride * torch.arange(n_in, device=line.device)
     inside = (t >= 0) & (t < line.numel())
-    return torch.where(inside, line[t.clamp(0, line.numel() - 1)], torch.zeros((), dtype=line.dtype, device=line.device))
+    return torch.where(inside, line[t.clamp(0, line.numel() - 1)], line.new_zeros(()))
 
 
 def crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
