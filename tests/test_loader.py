@@ -83,6 +83,64 @@ def test_a_batch_groups_images_by_size_and_each_process_keeps_its_share(store):
         loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", rank=2, world_size=2)
 
 
+CROP = loader.Augmentation(crop=40, scale_range=(0.5, 1.5), flip=True, rotate=10.0)
+
+
+def test_a_recipes_augmentation_crops_a_mixed_size_batch_to_one_size(store):
+    data = Store(store)
+    draw = loader.Draw(7, (0, 1, 2, 5, 4), {"state": 1})
+    batch = loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", augmentation=CROP, seed=4)[draw]
+    assert batch.sizes == [((40, 40), 5)] and batch.images == 5
+    (group,) = batch.groups
+    assert group.indices == [0, 1, 2, 5, 4] and group.x.shape == (5, 3, 40, 40) and group.size == (40, 40)
+    labels = group.y["label"]
+    assert set(labels.unique().tolist()) <= {0, 1, 2, 255}  # only copied labels, 255 where padded or rotated in
+    # each pixel's class is its brightest channel: flipped and cropped pairs (no resampling) agree exactly
+    flipped = loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", seed=4,
+                                     augmentation=loader.Augmentation(crop=56, flip=True))[draw].groups[0]
+    bgr = flipped.x + torch.tensor([104.0, 117.0, 123.0])[:, None, None]
+    kept = flipped.y["label"] != 255  # padding and the labelled border
+    assert torch.equal(bgr.flip(1).argmax(dim=1)[kept], flipped.y["label"][kept])  # RGB order, as numpy's argmax
+    assert 0.5 < kept.float().mean() < 1.0
+    again = loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", augmentation=CROP, seed=4)[draw]
+    assert torch.equal(again.groups[0].x, group.x) and torch.equal(again.groups[0].y["label"], labels)
+    later = loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", augmentation=CROP,
+                                   seed=4)[draw._replace(iteration=8)]
+    assert not torch.equal(later.groups[0].x, group.x)
+
+
+def test_augmented_shares_of_two_processes_are_the_single_process_batch(store):
+    data = Store(store)
+    draw = loader.Draw(2, (3, 0, 6, 1, 2, 7), {})
+    whole = loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", augmentation=CROP, seed=9)[draw]
+    for rank in range(2):
+        share = loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", augmentation=CROP, seed=9,
+                                       rank=rank, world_size=2)[draw]
+        assert share.sizes == whole.sizes and share.images == 6
+        assert torch.equal(share.groups[0].x, whole.groups[0].x[rank::2])
+        assert torch.equal(share.groups[0].y["label"], whole.groups[0].y["label"][rank::2])
+
+
+def test_augmentation_is_refused_where_it_cannot_apply(store):
+    data = Store(store)
+    with pytest.raises(ValueError, match=r"colour input with one label field; got modality 'hha'"):
+        loader.TrainingBatches(data, heads=HEADS, modality="hha", norm="caffe", augmentation=CROP)
+    with pytest.raises(ValueError, match="without a crop leaves images of random sizes"):
+        loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", world_size=2,
+                               augmentation=loader.Augmentation(scale_range=(0.5, 2.0)))
+    plain = loader.TrainingBatches(data, heads=HEADS, modality="rgb", norm="caffe", augmentation=loader.Augmentation())
+    assert plain.augmentation is None  # every step off: the batches of the FCN recipes, unchanged
+
+
+def test_a_successor_recipe_trains_on_its_crops(store, tmp_path):
+    path = _train(store, tmp_path / "icnet", model_name="icnet_resnet50", recipe="icnet", batch_size=2,
+                  iterations=1)
+    meta = json.loads((tmp_path / "icnet" / "run.json").read_text())
+    assert meta["augmentation"] == {"crop": 473, "scale_range": [0.5, 2.0], "flip": True, "rotate": 0.0,
+                                    "blur": 0.0, "elastic": False}
+    assert path.exists()
+
+
 def test_workers_load_the_same_batches_as_the_training_process(store):
     data = loader.TrainingBatches(Store(store), heads=HEADS, modality="rgb", norm="caffe")
     sampler = loader.RandomBatches(8, 3, seed=2, iterations=(0, 7))

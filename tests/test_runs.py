@@ -36,17 +36,19 @@ def test_default_config_runs_no_successors():
 
 def test_successors_config_has_one_short_run_per_successor_model():
     succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml"))))
-    assert list(succ) == ["succ-unet_same", "succ-dilation8_basic_vgg16", "succ-pspnet_resnet50",
-                          "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
-    assert {n: (r.model, r.width, r.init) for n, r in succ.items()} == {
-        "succ-unet_same": ("unet_same", 0.125, runs.Init("random")),
-        "succ-dilation8_basic_vgg16": ("dilation8_basic_vgg16", 0.125, runs.Init("pretrained", "vgg16")),
-        "succ-pspnet_resnet50": ("pspnet_resnet50", 0.25, runs.Init("pretrained", "resnet50")),
-        "succ-deeplabv3plus_resnet50": ("deeplabv3plus_resnet50", 0.25, runs.Init("pretrained", "resnet50")),
-        "succ-icnet_resnet50": ("icnet_resnet50", 0.25, runs.Init("pretrained", "resnet50_half")),
+    assert list(succ) == ["succ-unet_same", "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16",
+                          "succ-pspnet_resnet50", "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
+    assert {n: (r.model, r.width, r.init, r.mode) for n, r in succ.items()} == {
+        "succ-unet_same": ("unet_same", 0.125, runs.Init("random"), "full"),
+        "succ-dilation8_vgg16": ("dilation8_vgg16", 0.125, runs.Init("pretrained", "vgg16"), "full"),
+        "succ-dilation8_basic_vgg16": ("dilation8_basic_vgg16", 0.125, runs.Init("run", "succ-dilation8_vgg16"),
+                                       "context"),
+        "succ-pspnet_resnet50": ("pspnet_resnet50", 0.25, runs.Init("pretrained", "resnet50"), "full"),
+        "succ-deeplabv3plus_resnet50": ("deeplabv3plus_resnet50", 0.25, runs.Init("pretrained", "resnet50"), "full"),
+        "succ-icnet_resnet50": ("icnet_resnet50", 0.25, runs.Init("pretrained", "resnet50_half"), "full"),
     }
     for run in succ.values():
-        assert (run.recipe, run.iterations, run.seeds, run.dataset, run.mode) == ("short", 200, (1,), "voc", "full")
+        assert (run.recipe, run.iterations, run.seeds, run.dataset) == ("short", 200, (1,), "voc")
         assert (run.lr, run.momentum, run.batch_size, run.tags) == (None, None, None, ("successors",))
 
 
@@ -66,12 +68,13 @@ def test_paper_config_trains_every_successor_with_its_own_recipe_from_imagenet_w
     table = runs.run_table(_config(files=("config/config.yaml", "config/paper.yaml")))
     scratch, vgg, r50, r101 = (runs.Init("random"), runs.Init("pretrained", "vgg16"),
                                runs.Init("pretrained", "resnet50"), runs.Init("pretrained", "resnet101"))
+    front = runs.Init("run", "succ-dilation8_vgg16")
     assert {n: (r.recipe, r.iterations, r.init) for n, r in _successors(table).items()} == {
         "succ-unet": ("unet", 30_000, scratch),
         "succ-unet_same": ("unet", 30_000, scratch),
         "succ-dilation8_vgg16": ("dilation", 60_000, vgg),
-        "succ-dilation8_basic_vgg16": ("dilation", 60_000, vgg),
-        "succ-dilation8_large_vgg16": ("dilation", 60_000, vgg),
+        "succ-dilation8_basic_vgg16": ("dilation", 60_000, front),
+        "succ-dilation8_large_vgg16": ("dilation", 60_000, front),
         "succ-pspnet_resnet50": ("pspnet", 30_000, r50),
         "succ-pspnet_resnet101": ("pspnet", 30_000, r101),
         "succ-deeplabv3_resnet50": ("deeplabv3", 30_000, r50),
@@ -95,6 +98,20 @@ def test_section_settings_reach_every_successor_run():
     assert [(r.name, r.recipe, r.iterations, r.seeds, r.batch_size, r.init.name) for r in succ.values()] == [
         ("succ-icnet_resnet50", "pspnet", 30_000, (3, 4), 2, "resnet50_half"),
         ("succ-deeplabv3_resnet101", "pspnet", 30_000, (3, 4), 2, "resnet101")]
+
+
+@pytest.mark.parametrize("models", [["dilation8_large_vgg16", "dilation8_vgg16", "dilation8_basic_vgg16"],
+                                    ["dilation8_vgg16", "dilation8_basic_vgg16"]])
+def test_a_context_module_trains_on_one_front_end_run(models):
+    succ = _successors(runs.run_table(_config({"successors": {"models": models}}, files=SUCCESSORS)))
+    front = "succ-dilation8_vgg16"
+    assert sorted(succ) == sorted([front, *(f"succ-{m}" for m in models if m != "dilation8_vgg16")])
+    assert list(succ)[0] == front  # before the runs that start from it
+    assert (succ[front].init, succ[front].mode) == (runs.Init("pretrained", "vgg16"), "full")
+    for name in set(succ) - {front}:
+        assert (succ[name].init, succ[name].mode) == (runs.Init("run", front), "context")
+    paths = runs.RunPaths("r")
+    assert paths.init(succ["succ-dilation8_basic_vgg16"], 2) == ["r/train/succ-dilation8_vgg16/seed2/model.pt"]
 
 
 def test_no_successor_models_means_no_successor_runs():

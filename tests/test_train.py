@@ -148,3 +148,21 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(stores, tmp_path):
     fresh = torch.load(_train(stores, tmp_path / "fresh", iterations=4, lr=2e-7), weights_only=True)["state_dict"]
     assert all(torch.equal(changed[k], fresh[k]) for k in fresh)
     assert len((tmp_path / "run" / "log.csv").read_text().splitlines()) == 5
+
+
+def test_context_mode_trains_only_the_context_module_on_its_front_end(stores, tmp_path):
+    front = _train(stores, tmp_path / "front", model_name="dilation8_vgg16", recipe="short", lr=None, iterations=2)
+    before, _ = initialise("dilation8_basic_vgg16", 21, width=WIDTH, init=front, mode="context", dropout=0.5)
+    assert {m.p for m in before.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}  # as on precomputed maps
+    front_model, _ = load_model(front)
+    torch.testing.assert_close(before.fc7.weight, front_model.fc7.weight)
+    after, _ = load_model(_train(stores, tmp_path / "ctx", model_name="dilation8_basic_vgg16", init=front,
+                                 mode="context", recipe="short", lr=None, iterations=2))
+    for name, param in after.state_dict().items():
+        same = torch.equal(param, before.state_dict()[name])
+        assert same == (not name.startswith("context.")), name
+
+
+def test_context_mode_needs_a_context_module(stores):
+    with pytest.raises(ValueError, match="needs a net with a context module"):
+        initialise("dilation8_vgg16", 21, width=WIDTH, init=None, mode="context")

@@ -50,7 +50,8 @@ class Run:
     init: Init
     iterations: int
     recipe: str
-    mode: str = "full"               # "full" or "fixed" (only score_fr learns)
+    mode: str = "full"               # "full", "fixed" (only score_fr learns) or "context" (only a Dilation
+                                     # net's context module learns, on its trained front end)
     sample_p: float = 1.0            # loss sampling keep probability (Figure 5)
     batch_size: int | None = None    # None = the recipe's
     lr: float | None = None          # None = the recipe's
@@ -69,7 +70,9 @@ TABLE4_ROWS = {"FCN-32s RGB": "nyud-rgb", "FCN-32s RGBD": "nyud-rgbd", "FCN-32s 
                "FCN-32s RGB-HHA": "nyud-rgb-hha", "FCN-16s RGB-HHA": "nyud-rgb-hha-16s"}  # Table 4 row -> run
 TABLE5_ROWS = {"FCN-32s (two-headed)": "siftflow-32s", "FCN-16s (two-headed)": "siftflow-16s"}  # Table 5 row -> run
 SUCCESSOR_FCN = "fcn8s"  # the successors table's first row: Table 2's FCN-8s run, every seed
-POOLED_BN = ("pspnet", "deeplab")  # successors whose global pooling branch has batch norm: batches of 2 or more
+POOLED_BN = ("pspnet", "deeplab")
+DILATION_FRONT_END = "dilation8_vgg16"
+CONTEXT_MODELS = ("dilation8_basic_vgg16", "dilation8_large_vgg16")  # trained on a trained front end (mode "context")  # successors whose global pooling branch has batch norm: batches of 2 or more
 # Classifier backbones with torchvision ImageNet weights (segbench.pretrained.WEIGHTS); the others have none
 TORCHVISION_BACKBONES = ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")
 
@@ -219,7 +222,11 @@ def _successor_runs(config: Mapping) -> list[Run]:
     """The successors table: one run per model of ``successors.models`` on VOC, with the section's recipe
     (null: the model's own paper's, ``recipes.own_recipe``) and length (null: the recipe's published one),
     batch size ``successors.batch_size`` (absent or null: the recipe's), lr and momentum the recipe's (``train.lr``
-    and ``train.momentum`` are the FCNs': 1e-10 for the heavy recipe's VGG16 would stall a successor)."""
+    and ``train.momentum`` are the FCNs': 1e-10 for the heavy recipe's VGG16 would stall a successor).
+
+    A Dilation net with a context module trains in the paper's two stages, each with the section's recipe and
+    length (the paper states none for the second): the front end ``succ-dilation8_vgg16`` (a row of its own,
+    as in the paper's Table 3), then the module on it with the front end frozen (``mode="context"``)."""
     c, train = config["successors"], config["train"]
     torchvision = config["pretrain"]["source"] == "torchvision"
     runs = []
@@ -243,10 +250,21 @@ def _successor_runs(config: Mapping) -> list[Run]:
             raise ValueError(f"successors.iterations is null (the recipe's published length) but recipe {recipe!r} "
                              f"has none; set successors.iterations, or a successor recipe "
                              f"({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own")
-        runs.append(Run(name=successor_run(model), model=model, width=_width(config, model),
-                        init=successor_init(model, torchvision=torchvision), iterations=int(iterations),
-                        recipe=recipe, batch_size=c.get("batch_size"), val_every=train["val_every"],
-                        seeds=tuple(c["seeds"]), tags=("successors",)))
+        common = dict(width=_width(config, model), iterations=int(iterations), recipe=recipe,
+                      batch_size=c.get("batch_size"), val_every=train["val_every"], seeds=tuple(c["seeds"]),
+                      tags=("successors",))
+        if model in CONTEXT_MODELS:  # the paper's two stages: the front end, then the module on its scores
+            front = successor_run(DILATION_FRONT_END)
+            if front not in {r.name for r in runs}:
+                runs.append(Run(name=front, model=DILATION_FRONT_END,
+                                init=successor_init(DILATION_FRONT_END, torchvision=torchvision), **common))
+            runs.append(Run(name=successor_run(model), model=model, init=Init("run", front), mode="context",
+                            **common))
+            continue
+        if model == DILATION_FRONT_END and successor_run(model) in {r.name for r in runs}:
+            continue
+        runs.append(Run(name=successor_run(model), model=model, init=successor_init(model, torchvision=torchvision),
+                        **common))
     return runs
 
 

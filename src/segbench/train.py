@@ -14,6 +14,7 @@ says so in its log and in the saved metadata (``learned``), which the tables sho
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from segbench import checkpoint, distributed, errors, losses, models, objective, precision, recipes, runtime
 from segbench.atomic import write_json
 from segbench.data import loader
+from segbench.data.augment import Augmentation
 from segbench.data.store import Store
 from segbench.data.tensors import MODALITIES
 from segbench.evaluate import evaluate_model
@@ -35,7 +37,7 @@ from segbench.trainlog import write_log
 from segbench.weights import model_from_record, save_model
 
 log = logging.getLogger(__name__)
-MODES = ("full", "fixed")
+MODES = ("full", "fixed", "context")
 
 
 def initialise(model_name: str, num_classes: int, *, width: float,
@@ -46,7 +48,8 @@ def initialise(model_name: str, num_classes: int, *, width: float,
     ``init`` is a pretrained classifier (transplanted: fc6/fc7 become convolutions, fc8 is dropped),
     a coarser FCN (staged training: 32s -> 16s -> 8s, new skip scores start at zero), two trained
     single-stream FCNs ``[color, hha]`` for a late-fusion net, or None (random trunk). ``options`` are the
-    model's extra keyword options (``models.build``, e.g. DeepLab's ``output_stride``). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed). ``dropout``
+    model's extra keyword options (``models.build``, e.g. DeepLab's ``output_stride``). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed); ``mode="context"``
+    everything but a Dilation net's context module (its second stage, on a trained front end). ``dropout``
     replaces the rate of the architecture's dropout layers (None keeps 0.5).
     Returns the model and the input convention its starting weights expect (see ``data.tensors``).
     """
@@ -76,10 +79,12 @@ def initialise(model_name: str, num_classes: int, *, width: float,
         else:
             models.init_from(model, model_from_record(record))
             norm = record["meta"].get("input_norm", "caffe")
-    if mode == "fixed":
-        models.freeze_trunk(model)
     if dropout is not None:
         models.set_dropout(model, dropout)
+    if mode == "fixed":
+        models.freeze_trunk(model)
+    elif mode == "context":
+        models.freeze_front_end(model)
     return model, norm
 
 
@@ -180,7 +185,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                                    state=data_rng)
     batches = iter(loader.batch_loader(
         loader.TrainingBatches(data, heads=heads, modality=modality, norm=norm, rank=ctx.rank,
-                               world_size=ctx.world_size),
+                               world_size=ctx.world_size, augmentation=Augmentation.of(rec), seed=seed),
         sampler, num_workers=num_workers, pin_memory=pin_memory and dev.type == "cuda"))
     with checkpoint.PreemptionGuard() as guard:
         bar = tqdm(range(start, iterations), desc=f"train {out_dir.name}", disable=not progress or not ctx.main,
@@ -224,7 +229,8 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                       "batch_size": rec.batch_size, "reduction": rec.reduction, "mode": mode,
                       "iterations": iterations, "sample_p": sample_p, "images_per_iter": images_per_iter,
                       "seed": seed, "input_norm": norm, "modality": modality, "criterion": criterion,
-                      "gamma": gamma, "dropout": dropout, "precision": prec, "channels_last": channels_last},
+                      "gamma": gamma, "dropout": dropout, "precision": prec, "channels_last": channels_last,
+                      "augmentation": _augmentation_meta(rec)},
                 run={"wall_s": wall, "compile": compile, "deterministic": deterministic, "processes": ctx.world_size})
     distributed.barrier(ctx)
     distributed.stop(ctx)
@@ -248,6 +254,12 @@ def _finish(model, data, heads, rows, out_dir, *, rec, name, width, init, in_cha
                in_channels=in_channels, options=options, meta=meta)
     write_json(out_dir / "run.json", {"model": name, "width": width, "init": None if init is None else str(init),
                                       **meta})
+
+
+def _augmentation_meta(rec: recipes.Recipe) -> dict | None:
+    """The recipe's training augmentation as run metadata (None: whole, unchanged images)."""
+    aug = Augmentation.of(rec)
+    return dataclasses.asdict(aug) if aug.active else None
 
 
 def _class_pixels(store: Store, field: str, num_classes: int) -> np.ndarray:

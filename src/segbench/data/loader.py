@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from segbench import objective
 from segbench.checkpoint import STOP_SIGNALS
+from segbench.data.augment import MEAN_RGB, Augmentation, augment
 from segbench.data.store import Store
-from segbench.data.tensors import modality_input
+from segbench.data.tensors import modality_input, to_input, to_target
 
 
 class Draw(NamedTuple):
@@ -95,16 +96,33 @@ class RandomBatches(Sampler):
 
 class TrainingBatches(Dataset):
     """Indexed by a ``Draw``: this process's share of the batch, grouped by image size (``objective.batches_by_shape``),
-    as inputs of ``modality`` in the ``norm`` convention and the targets of every field of ``heads``."""
+    as inputs of ``modality`` in the ``norm`` convention and the targets of every field of ``heads``.
+
+    With an active ``augmentation`` (a successor recipe's crop, scale, flip, rotation, blur, elastic
+    deformation; ``segbench.data.augment``) every image is augmented before it becomes an input, with a
+    generator of its own seeded by ``(seed, iteration, position in the whole batch)``: the same pixels with
+    any number of workers or processes, and after a resume. The recipe's crop then gives the batch one size.
+    """
 
     def __init__(self, store: Store, *, heads: Mapping[str, int], modality: str, norm: str, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, augmentation: Augmentation | None = None, seed: int = 0):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.store, self.heads, self.modality, self.norm = store, dict(heads), modality, norm
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.augmentation = augmentation if augmentation is not None and augmentation.active else None
+        if self.augmentation is not None:
+            if modality != "rgb" or len(self.heads) != 1:
+                raise ValueError(f"augmentation (a successor recipe's crop, scale, flip, ...) is for colour input "
+                                 f"with one label field; got modality {modality!r} and fields {sorted(self.heads)}: "
+                                 "use the short, heavy or paper recipe for this run")
+            if self.augmentation.crop is None and world_size > 1:
+                raise ValueError("augmentation without a crop leaves images of random sizes, which a data-parallel "
+                                 "batch cannot weigh across processes: give the recipe a crop")
 
     def __getitem__(self, draw: Draw) -> Batch:
+        if self.augmentation is not None:
+            return self._augmented(draw)
         share = list(draw.indices[self.rank::self.world_size])
         groups = [Group(g, self._size(g), modality_input(self.store, g, self.modality, self.norm),
                         objective.targets(self.store, g, self.heads))
@@ -115,6 +133,26 @@ class TrainingBatches(Dataset):
 
     def _size(self, group: list[int]) -> tuple[int, int]:
         return self.store.shape("image", group[0])[:2]
+
+    def _augmented(self, draw: Draw) -> Batch:
+        (field,) = self.heads
+        mean_bgr = self.store.input_mean("mean_bgr") if self.norm == "caffe" else None
+        fill = tuple(reversed(mean_bgr)) if mean_bgr is not None else MEAN_RGB  # zero after normalisation
+        by_size: dict[tuple[int, int], list] = {}
+        for position in range(self.rank, len(draw.indices), self.world_size):
+            i = draw.indices[position]
+            rng = np.random.default_rng([self.seed, draw.iteration, position])
+            image, label = augment(self.store.image(i), self.store.get(field, i), rng, params=self.augmentation,
+                                   mean=fill)
+            by_size.setdefault(image.shape[:2], []).append((i, image, label))
+        groups = [Group([i for i, _, _ in items], size,
+                        to_input([im for _, im, _ in items], (0.0, 0.0, 0.0) if mean_bgr is None else mean_bgr, self.norm),
+                        {field: to_target([lab for _, _, lab in items])})
+                  for size, items in by_size.items()]
+        crop = self.augmentation.crop
+        sizes = ([((crop, crop), len(draw.indices))] if crop is not None
+                 else [(group.size, len(group.indices)) for group in groups])
+        return Batch(draw.iteration, draw.data_rng, groups, sizes, len(draw.indices))
 
 
 def batch_loader(dataset: TrainingBatches, sampler: RandomBatches, *, num_workers: int = 0,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from segbench.models import alexnet, cards, fusion, googlenet, resnet, twohead, vgg
-from segbench.models.context import DilatedNet
+from segbench.models.context import DilatedNet, freeze_front_end
 from segbench.models.deeplab import DeepLab
 from segbench.models.fcn import FCN
 from segbench.models.geometry import path_geometry
@@ -35,7 +35,7 @@ from segbench.models.surgery import (
 from segbench.models.unet import UNet
 
 __all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
-           "freeze_trunk", "convolutionalize", "set_dropout", "family_of", "FAMILIES"]
+           "freeze_trunk", "freeze_front_end", "convolutionalize", "set_dropout", "family_of", "FAMILIES"]
 
 AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}  # Caffe Scale layers of voc-fcn8s-atonce (lr 0)
 

@@ -108,6 +108,23 @@ class ContextModule(nn.Module):
         return self.ctx_final(x)
 
 
+def freeze_front_end(net: "DilatedNet") -> "DilatedNet":
+    """The paper's second stage, in place: only the context module learns (``requires_grad`` False elsewhere).
+
+    Yu & Koltun train the module on the front end's precomputed output maps, so the front end also computes
+    them without dropout here (its Dropout layers get rate 0).
+    """
+    if net.context is None:
+        raise ValueError("freeze_front_end needs a net with a context module (dilation8_basic_vgg16 or "
+                         "dilation8_large_vgg16); this one is the front end alone")
+    for name, param in net.named_parameters():
+        param.requires_grad_(name.startswith("context."))
+    for module in net.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return net
+
+
 class DilatedNet(nn.Module):
     """Front end (+ context module): ``forward(x: N x C x H x W) -> N x num_classes x H x W`` scores.
 
@@ -115,7 +132,10 @@ class DilatedNet(nn.Module):
     ``trunk_names`` from a VGG16 classifier (fc6 reshaped into the dilated 7x7 conv).
     """
 
-    head_prefixes = ("final", "context")  # the layers no classifier provides
+    # The new layer that starts from random weights, for the recipes' head lr multiplier. The context module is
+    # new as well but starts as a working map (identity initialisation) and trains at the base lr, as in the
+    # paper (1e-3, the front end's).
+    head_prefixes = ("final",)
 
     def __init__(self, num_classes: int, *, width: float = 1.0, in_channels: int = 3, context: str | None = None,
                  noise_std: float | None = None):
