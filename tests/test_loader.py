@@ -139,6 +139,11 @@ def test_a_successor_recipe_trains_on_its_crops(store, tmp_path):
     assert meta["augmentation"] == {"crop": 473, "scale_range": [0.5, 2.0], "flip": True, "rotate": 0.0,
                                     "blur": 0.0, "elastic": False}
     assert path.exists()
+    # its objective adds the two guidance losses (weights 0.4 and 0.4): so does the floor it is judged by
+    _train(store, tmp_path / "fcn", iterations=1)
+    fcn = json.loads((tmp_path / "fcn" / "run.json").read_text())
+    assert fcn["augmentation"] is None
+    assert meta["constant_prediction_loss"] == pytest.approx(1.8 * fcn["constant_prediction_loss"])
 
 
 def test_workers_load_the_same_batches_as_the_training_process(store):

@@ -81,10 +81,11 @@ def test_paper_config_trains_every_successor_with_its_own_recipe_from_imagenet_w
         "succ-deeplabv3_resnet101": ("deeplabv3", 30_000, r101),
         "succ-deeplabv3plus_resnet50": ("deeplabv3plus", 30_000, r50),
         "succ-deeplabv3plus_resnet101": ("deeplabv3plus", 30_000, r101),
-        "succ-icnet_resnet50": ("icnet", 30_000, scratch),  # no ImageNet weights of a half-width ResNet-50
+        "succ-icnet_resnet50": ("icnet", 30_000, runs.Init("pretrained", "resnet50_half")),  # pruned ImageNet R50
     }
     assert {(r.width, r.seeds, r.batch_size) for r in _successors(table).values()} == {(1.0, (1337,), None)}
-    assert runs.pretrained_backbones(table) == ["alexnet", "googlenet", "resnet101", "resnet50", "vgg16"]
+    assert runs.pretrained_backbones(table) == ["alexnet", "googlenet", "resnet101", "resnet50", "resnet50_half",
+                                                "vgg16"]
 
 
 def test_torchvision_backbones_are_those_with_weights():
@@ -112,6 +113,11 @@ def test_a_context_module_trains_on_one_front_end_run(models):
         assert (succ[name].init, succ[name].mode) == (runs.Init("run", front), "context")
     paths = runs.RunPaths("r")
     assert paths.init(succ["succ-dilation8_basic_vgg16"], 2) == ["r/train/succ-dilation8_vgg16/seed2/model.pt"]
+
+
+def test_icnet_alone_still_needs_the_resnet50_it_is_pruned_from():
+    table = runs.run_table(_config({"successors": {"models": ["icnet_resnet50"]}}, files=SUCCESSORS))
+    assert runs.pretrained_backbones(table) == ["alexnet_caffe", "googlenet", "resnet50", "resnet50_half", "vgg16"]
 
 
 def test_no_successor_models_means_no_successor_runs():

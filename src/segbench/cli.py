@@ -89,6 +89,14 @@ def _pretrain(a):
         late["precision"] = json.loads(summary.read_text())["settings"]["precision"]
 
 
+def _prune_trunk(a):
+    from segbench.pretrain import prune_classifier
+
+    summary = a.out.with_suffix(".json")
+    with _tracked(a, a.out, also=[summary] if a.with_summary else [], device=a.device, threads=a.threads):
+        prune_classifier(a.source, a.out, backbone=a.backbone, device=a.device, threads=a.threads)
+
+
 def _fetch_weights(a):
     from segbench.pretrained import fetch_torchvision
 
@@ -443,6 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(s, seed_default=d["seed"])
     _provenance(s)
     s.set_defaults(func=_pretrain)
+
+    s = sub.add_parser("prune-trunk", help="a narrower classifier pruned from a trained one (ICNet's half-width "
+                                           "ResNet-50), filters of largest L1 norm kept")
+    s.add_argument("source", type=Path, help="the classifier to prune (pretrain or fetch-weights output)")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--backbone", default="resnet50_half", choices=sorted(models.PRUNED_FROM))
+    s.add_argument("--with-summary", action="store_true",
+                   help="track the accuracy JSON beside --out too (written for a stand-in source)")
+    _common(s, seed=False)
+    _provenance(s)
+    s.set_defaults(func=_prune_trunk)
 
     s = sub.add_parser("fetch-weights", help="download torchvision's ImageNet weights for a backbone (checksummed)")
     s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet", "resnet50", "resnet101"))

@@ -115,6 +115,49 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
     return torch_save({**summary, "num_classes": NUM_OBJECT_CLASSES, "state_dict": state}, out)
 
 
+def prune_classifier(source: str | os.PathLike, out: str | os.PathLike, *, backbone: str = "resnet50_half",
+                     device: str = "auto", threads: int | None = None) -> Path:
+    """``backbone``'s classifier pruned from the classifier ``source`` (``models.PRUNED_FROM``: ICNet's
+    half-width ResNet-50 from a ResNet-50 stand-in or from torchvision's ImageNet ResNet-50), written to ``out``
+    in the same record format, so that ``transplant`` fills ICNet's trunk from it (``segbench.models.prune``).
+
+    For a stand-in, the pruned classifier's held-out accuracy (before any retraining) is measured on the very
+    images the pretrain step measured its source on, and written with the record and its JSON sidecar.
+    """
+    from segbench.models.prune import prune_resnet
+
+    if backbone not in models.PRUNED_FROM:
+        raise ValueError(f"no pruning defined for backbone {backbone!r}; expected one of {sorted(models.PRUNED_FROM)}")
+    record = torch.load(source, map_location="cpu", weights_only=True)
+    wanted = models.PRUNED_FROM[backbone]
+    if record.get("backbone") != wanted:
+        raise ValueError(f"{source} holds a {record.get('backbone')!r} classifier, but {backbone} is pruned from "
+                         f"{wanted!r}: run the pretrain (or fetch-weights) step for {wanted}")
+    started = time.perf_counter()
+    net = models.classifier(backbone, record["num_classes"], width=record["width"])
+    state = prune_resnet(record["state_dict"], net.state_dict())
+    net.load_state_dict(state)
+    summary = {"backbone": backbone, "width": record["width"], "pruned_from": wanted}
+    if "settings" in record:  # a stand-in: held-out accuracy as the pretrain step measures it
+        runtime.setup(threads=threads, seed=record["settings"]["seed"])
+        dev = runtime.resolve_device(device)
+        s, size = record["settings"], record["image_size"]
+        net = precision.to_layout(net.to(dev), channels_last=True)
+        eval_rng = np.random.default_rng(s["seed"] + 1_000_003)
+        accuracy = _accuracy(net, eval_rng, size, s["eval_images"], dev, s["precision"], jitter=s["jitter"], clutter=0)
+        accuracy_clutter = _accuracy(net, eval_rng, size, s["eval_images"], dev, s["precision"], jitter=s["jitter"],
+                                     clutter=s["clutter"])
+        log.info("%s pruned from %s: held-out accuracy %.3f on single objects (source %.3f), %.3f with clutter",
+                 backbone, wanted, accuracy, record["accuracy"], accuracy_clutter)
+        summary.update(image_size=size, accuracy=accuracy, accuracy_clutter=accuracy_clutter,
+                       chance=record["chance"], settings={"precision": s["precision"], "pruned_from": wanted,
+                                                          "source_accuracy": record["accuracy"],
+                                                          "wall_s": time.perf_counter() - started})
+        write_json(Path(out).with_suffix(".json"), summary)
+    extra = {"input_norm": record["input_norm"]} if "input_norm" in record else {}
+    return torch_save({**summary, **extra, "num_classes": record["num_classes"], "state_dict": state}, out)
+
+
 def _check_input_size(net: torch.nn.Module, backbone: str, size: int, dev: torch.device) -> None:
     try:
         with torch.no_grad():

@@ -156,7 +156,8 @@ def table_pretrain(summaries: dict[str, str | os.PathLike], out_prefix: str | os
         rows.append({"backbone": backbone, "width": f"{s['width']:g}", "image_size": s["image_size"],
                      "accuracy": 100.0 * s["accuracy"], "accuracy_clutter": 100.0 * s.get("accuracy_clutter", math.nan),
                      "chance": 100.0 * s["chance"],
-                     "steps": f"{settings.get('crop_iterations', 0)} + {settings.get('iterations', '?')}",
+                     "steps": (f"pruned from {s['pruned_from']}" if "pruned_from" in s
+                               else f"{settings.get('crop_iterations', 0)} + {settings.get('iterations', '?')}"),
                      "images": settings.get("batch_size", 0) * (settings.get("crop_iterations", 0)
                                                                 + settings.get("iterations", 0)),
                      "precision": settings.get("precision", "?"), "wall_s": settings.get("wall_s", math.nan)})

@@ -209,11 +209,12 @@ def successor_run(model: str) -> str:
 
 def successor_init(model: str, *, torchvision: bool) -> Init:
     """Where successor ``model`` starts: the classifier of its backbone (the pretrain step's stand-in, or
-    torchvision's ImageNet weights), or a random net where there is none: U-Net (trained from scratch, as
-    published) and, with torchvision weights, ICNet (its half-width ResNet-50 has no ImageNet weights; the
-    paper pruned its own trained PSPNet to half width)."""
+    torchvision's ImageNet weights; ICNet's half-width ResNet-50 is pruned from the ResNet-50 one, as the
+    ICNet authors pruned their trained PSPNet), or a random net where there is none: U-Net (trained from
+    scratch, as published)."""
     backbone = models.backbone_of(model)
-    if backbone is None or (torchvision and backbone not in TORCHVISION_BACKBONES):
+    source = models.PRUNED_FROM.get(backbone, backbone)
+    if backbone is None or (torchvision and source not in TORCHVISION_BACKBONES):
         return Init("random")
     return Init("pretrained", backbone)
 
@@ -274,8 +275,10 @@ def fig5_run(p: float) -> str:
 
 
 def pretrained_backbones(table: Mapping[str, Run]) -> list[str]:
-    """The classifier backbones whose (stand-in or downloaded) weights the runs start from, sorted."""
-    return sorted({r.init.name for r in table.values() if r.init.kind == "pretrained"})
+    """The classifier backbones whose (stand-in, downloaded or pruned) weights the runs start from, and the
+    classifiers those are pruned from (``models.PRUNED_FROM``), sorted."""
+    starts = {r.init.name for r in table.values() if r.init.kind == "pretrained"}
+    return sorted(starts | {models.PRUNED_FROM[b] for b in starts if b in models.PRUNED_FROM})
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ SEEDS = config["seeds"]
 
 RUNS = runs.run_table(config)  # run name -> segbench.runs.Run
 PATHS = runs.RunPaths(RESULTS)
-BACKBONES = runs.pretrained_backbones(RUNS)  # classifiers the runs start from
+BACKBONES = runs.pretrained_backbones(RUNS)  # classifiers the runs start from, and those they are pruned from
+TRAINED_BACKBONES = "|".join(b for b in models.BACKBONES if b not in models.PRUNED_FROM)  # pretrained or downloaded
 
 
 def run_seeds(run):

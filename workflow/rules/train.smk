@@ -7,6 +7,8 @@ if not TORCHVISION:
             weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
             summary=f"{RESULTS}/pretrain/{{backbone}}.json",
             provenance=sidecars(f"{RESULTS}/pretrain/{{backbone}}.pt", f"{RESULTS}/pretrain/{{backbone}}.json"),
+        wildcard_constraints:
+            backbone=TRAINED_BACKBONES,
         params:
             c=config["pretrain"],
             width=lambda wc: backbone_width(wc.backbone),
@@ -34,6 +36,8 @@ else:
     rule fetch_weights:
         output:
             f"{RESULTS}/pretrain/{{backbone}}.pt",
+        wildcard_constraints:
+            backbone=TRAINED_BACKBONES,
         params:
             cache=config["pretrain"]["cache"],
         resources:
@@ -44,6 +48,33 @@ else:
             f"{LOGS}/pretrain/{{backbone}}.log",
         shell:
             "segbench fetch-weights {wildcards.backbone} --out {output} --cache {params.cache} > {log} 2>&1"
+
+
+rule prune_trunk:
+    """ICNet's half-width ResNet-50, pruned from the ResNet-50 classifier (stand-in or ImageNet weights)."""
+    input:
+        lambda wc: f"{RESULTS}/pretrain/{models.PRUNED_FROM[wc.backbone]}.pt",
+    output:
+        weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
+        summary=[] if TORCHVISION else [f"{RESULTS}/pretrain/{{backbone}}.json"],
+        provenance=sidecars(f"{RESULTS}/pretrain/{{backbone}}.pt",
+                            *([] if TORCHVISION else [f"{RESULTS}/pretrain/{{backbone}}.json"])),
+    wildcard_constraints:
+        backbone="|".join(models.PRUNED_FROM),
+    params:
+        summary="" if TORCHVISION else "--with-summary",
+        device=config["device"],
+        provenance=PROVENANCE,
+    threads: 1
+    resources:
+        **resources_for("pretrain"),
+    conda:
+        "../envs/segbench.yaml"
+    log:
+        f"{LOGS}/pretrain/{{backbone}}.log",
+    shell:
+        "segbench prune-trunk {input} --out {output.weights} --backbone {wildcards.backbone} {params.summary}"
+        " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
 
 
 rule train:

@@ -35,7 +35,7 @@ from segbench.models.surgery import (
 from segbench.models.unet import UNet
 
 __all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
-           "freeze_trunk", "freeze_front_end", "convolutionalize", "set_dropout", "family_of", "FAMILIES"]
+           "freeze_trunk", "freeze_front_end", "convolutionalize", "set_dropout", "family_of", "FAMILIES", "PRUNED_FROM"]
 
 AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}  # Caffe Scale layers of voc-fcn8s-atonce (lr 0)
 
@@ -104,6 +104,10 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet50_half": lambda num_classes, width: resnet.ResNetClassifier(
         50, num_classes, width=width * ICNET_TRUNK_WIDTH, backbone="resnet50_half"),
 }
+
+# Backbone -> the classifier it is pruned from (``segbench.models.prune``) instead of trained or downloaded:
+# ICNet's half-width trunk, as its authors compressed their trained PSPNet's ResNet-50
+PRUNED_FROM = {"resnet50_half": "resnet50"}
 
 _BACKBONE_OF = {"fcn32s_alexnet": "alexnet_caffe", "fcn32s_alexnet_tv": "alexnet", "fcn32s_googlenet": "googlenet",
                 "unet": None, "unet_same": None, "pspnet_resnet50": "resnet50", "pspnet_resnet101": "resnet101",

@@ -87,6 +87,7 @@ class ICNet(ResNetTrunk):
     aux_modules = ("cff_sub24.cls", "cff_sub12.cls")
     # the layers no classifier provides: the full-resolution branch, the pyramid's projection, the cascade
     head_prefixes = ("conv1_sub1", "conv2_sub1", "conv3_sub1", "conv5_4_k1", "cff_sub24", "cff_sub12", "conv6_cls")
+    aux_weights = LOSS_WEIGHTS  # the guidance losses' weights in the training objective
 
     def __init__(self, num_classes: int, *, width: float = 1.0, in_channels: int = 3):
         super().__init__(backbone="resnet50_half", depth=50, width=width * TRUNK_WIDTH, in_channels=in_channels,

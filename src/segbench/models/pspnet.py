@@ -56,6 +56,7 @@ class PSPNet(ResNetTrunk):
 
     aux_modules = ("aux",)
     head_prefixes = ("ppm", "cls", "aux")  # the layers no classifier provides (semseg trains them at 10x lr)
+    aux_weights = {"aux": AUX_WEIGHT}  # the auxiliary loss's weight in the training objective
 
     def __init__(self, num_classes: int, *, depth: int = 50, width: float = 1.0, in_channels: int = 3):
         super().__init__(backbone=f"resnet{depth}", depth=depth, width=width, in_channels=in_channels,
