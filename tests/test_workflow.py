@@ -50,7 +50,13 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
     with open(out / "tables" / "successors.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(row["key"], row["n"], row["iterations"]) for row in rows] == [
-        ("fcn8s_vgg16", "2", "4"), ("unet_same", "1", "2"), ("icnet_resnet50", "1", "2")]
+        ("fcn8s_vgg16", "2", "4"), ("unet_same", "1", "2"), ("dilation8_vgg16", "1", "2"),
+        ("dilation8_basic_vgg16", "1", "2"), ("icnet_resnet50", "1", "2")]
+    context = json.loads((out / "train" / "succ-dilation8_basic_vgg16" / "seed1" / "run.json").read_text())
+    assert (context["mode"], context["init"]) == ("context", str(out / "train/succ-dilation8_vgg16/seed1/model.pt"))
+    with open(out / "tables" / "pretrain.csv", newline="") as f:
+        pruned = {row["backbone"]: row for row in csv.DictReader(f)}["resnet50_half"]
+    assert pruned["steps"] == "pruned from resnet50"
     assert "from scratch: U-Net (same padding)" in (out / "tables" / "successors.md").read_text()
 
 
@@ -125,7 +131,8 @@ def test_paper_dry_run_trains_every_successor_with_imagenet_trunks_and_tables_th
         f"{r}/train/succ-{m}/seed1337/model.pt" for m in successors}
     assert {f"{r}/benchmark/{m}.json" for m in ["fcn8s_vgg16", *successors]} <= outputs
     assert {p for p in outputs if p.startswith(f"{r}/pretrain/") and p.endswith(".pt")} == {
-        f"{r}/pretrain/{b}.pt" for b in ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")}
+        f"{r}/pretrain/{b}.pt" for b in ("alexnet", "googlenet", "resnet101", "resnet50", "resnet50_half", "vgg16")}
+    assert f"{r}/pretrain/resnet50_half.json" not in outputs  # pruned from ImageNet weights: no stand-in accuracy
     assert {f"{r}/tables/successors.md", f"{r}/tables/successors.provenance.json", f"{r}/report/successors.html",
             f"{r}/figures/curves/succ-icnet_resnet50.png"} <= outputs
 

@@ -70,9 +70,9 @@ TABLE4_ROWS = {"FCN-32s RGB": "nyud-rgb", "FCN-32s RGBD": "nyud-rgbd", "FCN-32s 
                "FCN-32s RGB-HHA": "nyud-rgb-hha", "FCN-16s RGB-HHA": "nyud-rgb-hha-16s"}  # Table 4 row -> run
 TABLE5_ROWS = {"FCN-32s (two-headed)": "siftflow-32s", "FCN-16s (two-headed)": "siftflow-16s"}  # Table 5 row -> run
 SUCCESSOR_FCN = "fcn8s"  # the successors table's first row: Table 2's FCN-8s run, every seed
-POOLED_BN = ("pspnet", "deeplab")
+POOLED_BN = ("pspnet", "deeplab")  # successors whose global pooling branch has batch norm: batches of 2 or more
 DILATION_FRONT_END = "dilation8_vgg16"
-CONTEXT_MODELS = ("dilation8_basic_vgg16", "dilation8_large_vgg16")  # trained on a trained front end (mode "context")  # successors whose global pooling branch has batch norm: batches of 2 or more
+CONTEXT_MODELS = ("dilation8_basic_vgg16", "dilation8_large_vgg16")  # trained on a trained front end (mode "context")
 # Classifier backbones with torchvision ImageNet weights (segbench.pretrained.WEIGHTS); the others have none
 TORCHVISION_BACKBONES = ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")
 
@@ -254,18 +254,17 @@ def _successor_runs(config: Mapping) -> list[Run]:
         common = dict(width=_width(config, model), iterations=int(iterations), recipe=recipe,
                       batch_size=c.get("batch_size"), val_every=train["val_every"], seeds=tuple(c["seeds"]),
                       tags=("successors",))
-        if model in CONTEXT_MODELS:  # the paper's two stages: the front end, then the module on its scores
-            front = successor_run(DILATION_FRONT_END)
-            if front not in {r.name for r in runs}:
-                runs.append(Run(name=front, model=DILATION_FRONT_END,
-                                init=successor_init(DILATION_FRONT_END, torchvision=torchvision), **common))
-            runs.append(Run(name=successor_run(model), model=model, init=Init("run", front), mode="context",
-                            **common))
+        front = successor_run(DILATION_FRONT_END)
+        if model in CONTEXT_MODELS and front not in {r.name for r in runs}:  # stage 1 before the runs on it
+            runs.append(Run(name=front, model=DILATION_FRONT_END,
+                            init=successor_init(DILATION_FRONT_END, torchvision=torchvision), **common))
+        if successor_run(model) in {r.name for r in runs}:  # the front end, listed after a context model
             continue
-        if model == DILATION_FRONT_END and successor_run(model) in {r.name for r in runs}:
-            continue
-        runs.append(Run(name=successor_run(model), model=model, init=successor_init(model, torchvision=torchvision),
-                        **common))
+        if model in CONTEXT_MODELS:  # stage 2: the module on the trained, frozen front end
+            runs.append(Run(name=successor_run(model), model=model, init=Init("run", front), mode="context", **common))
+        else:
+            runs.append(Run(name=successor_run(model), model=model,
+                            init=successor_init(model, torchvision=torchvision), **common))
     return runs
 
 

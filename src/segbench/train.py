@@ -48,9 +48,9 @@ def initialise(model_name: str, num_classes: int, *, width: float,
     ``init`` is a pretrained classifier (transplanted: fc6/fc7 become convolutions, fc8 is dropped),
     a coarser FCN (staged training: 32s -> 16s -> 8s, new skip scores start at zero), two trained
     single-stream FCNs ``[color, hha]`` for a late-fusion net, or None (random trunk). ``options`` are the
-    model's extra keyword options (``models.build``, e.g. DeepLab's ``output_stride``). ``mode="fixed"`` freezes everything but the final score layer (FCN-32s-fixed); ``mode="context"``
-    everything but a Dilation net's context module (its second stage, on a trained front end). ``dropout``
-    replaces the rate of the architecture's dropout layers (None keeps 0.5).
+    model's extra keyword options (``models.build``, e.g. DeepLab's ``output_stride``). ``mode="fixed"``
+    freezes everything but the final score layer (FCN-32s-fixed); ``mode="context"`` everything but a Dilation
+    net's context module (its second stage, on a trained front end). ``dropout`` replaces the rate of the architecture's dropout layers (None keeps 0.5).
     Returns the model and the input convention its starting weights expect (see ``data.tensors``).
     """
     if mode not in MODES:

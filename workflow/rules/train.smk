@@ -63,18 +63,17 @@ rule prune_trunk:
         backbone="|".join(models.PRUNED_FROM),
     params:
         summary="" if TORCHVISION else "--with-summary",
-        device=config["device"],
         provenance=PROVENANCE,
     threads: 1
     resources:
-        **resources_for("pretrain"),
+        **resources_for("prune_trunk"),
     conda:
         "../envs/segbench.yaml"
     log:
         f"{LOGS}/pretrain/{{backbone}}.log",
     shell:
         "segbench prune-trunk {input} --out {output.weights} --backbone {wildcards.backbone} {params.summary}"
-        " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
+        " --device cpu --threads {threads} {params.provenance} > {log} 2>&1"
 
 
 rule train:

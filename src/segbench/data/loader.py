@@ -13,8 +13,10 @@ generator, so runs keep their data order. With workers the sampler runs ahead of
 (``data_rng``): a checkpoint stores the state of the last batch trained on, and a resumed run draws the
 same indices as an uninterrupted one.
 
-Workers only read the store and build tensors (numpy, no random numbers): the batches, and so the trained
-weights, are byte-identical with 0 workers (everything in the training process) and with any number.
+Workers only read the store and build tensors; the one randomness they use, a successor recipe's augmentation,
+comes from a generator per image seeded by the iteration and the image's place in the batch. So the batches,
+and so the trained weights, are byte-identical with 0 workers (everything in the training process) and with
+any number.
 With ``world_size > 1`` (``segbench.distributed``) every process draws the same indices and keeps its
 shard, ``indices[rank::world_size]``.
 """
@@ -138,6 +140,7 @@ class TrainingBatches(Dataset):
         (field,) = self.heads
         mean_bgr = self.store.input_mean("mean_bgr") if self.norm == "caffe" else None
         fill = tuple(reversed(mean_bgr)) if mean_bgr is not None else MEAN_RGB  # zero after normalisation
+        mean_bgr = (0.0, 0.0, 0.0) if mean_bgr is None else mean_bgr  # (unused by the torchvision norm)
         by_size: dict[tuple[int, int], list] = {}
         for position in range(self.rank, len(draw.indices), self.world_size):
             i = draw.indices[position]
@@ -146,7 +149,7 @@ class TrainingBatches(Dataset):
                                    mean=fill)
             by_size.setdefault(image.shape[:2], []).append((i, image, label))
         groups = [Group([i for i, _, _ in items], size,
-                        to_input([im for _, im, _ in items], (0.0, 0.0, 0.0) if mean_bgr is None else mean_bgr, self.norm),
+                        to_input([im for _, im, _ in items], mean_bgr, self.norm),
                         {field: to_target([lab for _, _, lab in items])})
                   for size, items in by_size.items()]
         crop = self.augmentation.crop

@@ -31,6 +31,7 @@ from segbench.models import vgg
 from segbench.models.blocks import mirror_pad, resize
 from segbench.models.geometry import path_geometry
 from segbench.models.layers import scaled
+from segbench.models.surgery import train_only
 
 MARGIN = 186  # the release's reflection margin: (380 - 8) / 2
 STRIDE = 8
@@ -117,8 +118,7 @@ def freeze_front_end(net: "DilatedNet") -> "DilatedNet":
     if net.context is None:
         raise ValueError("freeze_front_end needs a net with a context module (dilation8_basic_vgg16 or "
                          "dilation8_large_vgg16); this one is the front end alone")
-    for name, param in net.named_parameters():
-        param.requires_grad_(name.startswith("context."))
+    train_only(net, "context.")
     for module in net.modules():
         if isinstance(module, nn.Dropout):
             module.p = 0.0

@@ -127,13 +127,20 @@ def init_from(fcn: FCN, coarser: nn.Module | dict) -> FCN:
     return fcn
 
 
+def train_only(net: nn.Module, prefix: str) -> nn.Module:
+    """``requires_grad`` True for the parameters whose names start with ``prefix``, False for all others, in
+    place; returns ``net``."""
+    for name, param in net.named_parameters():
+        param.requires_grad_(name.startswith(prefix))
+    return net
+
+
 def freeze_trunk(fcn: FCN) -> FCN:
     """FCN-32s-fixed: only ``score_fr`` learns (``requires_grad`` False elsewhere), in place.
 
     Batch-norm layers (GoogLeNet) get ``momentum=0`` so their running statistics stay the classifier's.
     """
-    for name, param in fcn.named_parameters():
-        param.requires_grad_(name.startswith("score_fr."))
+    train_only(fcn, "score_fr.")
     for module in fcn.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = 0.0
