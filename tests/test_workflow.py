@@ -57,7 +57,9 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
     with open(out / "tables" / "pretrain.csv", newline="") as f:
         pruned = {row["backbone"]: row for row in csv.DictReader(f)}["resnet50_half"]
     assert pruned["steps"] == "pruned from resnet50"
-    assert "from scratch: U-Net (same padding)" in (out / "tables" / "successors.md").read_text()
+    caption = (out / "tables" / "successors.md").read_text()
+    assert "from scratch: U-Net (same padding)" in caption
+    assert "trunk pruned to half width: ICNet (ResNet-50, half width) from resnet50" in caption
 
 
 @pytest.mark.slow

@@ -123,9 +123,12 @@ def successors_flags(wildcards):
 def _successor_starts():
     """How the successor runs start, for the table's caption."""
     scratch = [SUCCESSOR_NAMES[RUNS[name].model] for name in SUCCESSOR_RUNS if RUNS[name].init.kind == "random"]
+    pruned = [f"{SUCCESSOR_NAMES[RUNS[name].model]} from {models.PRUNED_FROM[RUNS[name].init.name]}"
+              for name in SUCCESSOR_RUNS if RUNS[name].init.name in models.PRUNED_FROM]
     source = ("ImageNet weights (torchvision)" if TORCHVISION
               else "the pretraining stand-ins (synthetic objects, not ImageNet)")
     return "; ".join(filter(None, [f"trunks from {source}",
+                                   f"trunk pruned to half width: {', '.join(pruned)}" if pruned else "",
                                    f"from scratch: {', '.join(scratch)}" if scratch else ""]))
 
 
