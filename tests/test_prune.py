@@ -109,3 +109,6 @@ def test_a_pruned_stand_in_keeps_its_source_record_and_reports_its_accuracy(tmp_
     with pytest.raises(ValueError, match=r"holds a 'resnet50_half' classifier, but resnet50_half is pruned from "
                                          r"'resnet50'"):
         prune_classifier(out, tmp_path / "again.pt")
+    with pytest.raises(FileNotFoundError, match=r"missing.pt does not exist: run the pretrain \(or fetch-weights\) "
+                                                r"step for resnet50"):
+        prune_classifier(tmp_path / "missing.pt", tmp_path / "again.pt")

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from segbench import models, precision, runtime
+from segbench import errors, models, precision, runtime
 from segbench.atomic import torch_save, write_json
 from segbench.data.synth_objects import NUM_OBJECT_CLASSES, render_classification
 from segbench.data.tensors import to_input
@@ -99,9 +99,8 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
             bar.set_postfix(loss=f"{loss.item():.3f}")
         losses[phase] = float(loss.item())
         log.info("%s phase (%d px, %d steps): last loss %.4f", phase, phase_size, steps, losses[phase])
-    eval_rng = np.random.default_rng(seed + 1_000_003)  # held-out images, never drawn for training
-    accuracy = _accuracy(net, eval_rng, size, eval_images, dev, prec, jitter=jitter, clutter=0)
-    accuracy_clutter = _accuracy(net, eval_rng, size, eval_images, dev, prec, jitter=jitter, clutter=clutter)
+    accuracy, accuracy_clutter = _held_out_accuracy(net, seed=seed, size=size, n=eval_images, dev=dev, prec=prec,
+                                                    jitter=jitter, clutter=clutter)
     log.info("held-out accuracy %.3f on single objects, %.3f with clutter, %d images each (chance %.3f)", accuracy,
              accuracy_clutter, eval_images, 1 / NUM_OBJECT_CLASSES)
     settings = {"crop_size": crop_size, "crop_iterations": crop_iterations, "iterations": iterations,
@@ -128,8 +127,11 @@ def prune_classifier(source: str | os.PathLike, out: str | os.PathLike, *, backb
 
     if backbone not in models.PRUNED_FROM:
         raise ValueError(f"no pruning defined for backbone {backbone!r}; expected one of {sorted(models.PRUNED_FROM)}")
-    record = torch.load(source, map_location="cpu", weights_only=True)
     wanted = models.PRUNED_FROM[backbone]
+    if not Path(source).exists():
+        raise errors.MissingInputError(f"{source} does not exist: run the pretrain (or fetch-weights) step for "
+                                       f"{wanted} first")
+    record = torch.load(source, map_location="cpu", weights_only=True)
     if record.get("backbone") != wanted:
         raise ValueError(f"{source} holds a {record.get('backbone')!r} classifier, but {backbone} is pruned from "
                          f"{wanted!r}: run the pretrain (or fetch-weights) step for {wanted}")
@@ -143,10 +145,8 @@ def prune_classifier(source: str | os.PathLike, out: str | os.PathLike, *, backb
         dev = runtime.resolve_device(device)
         s, size = record["settings"], record["image_size"]
         net = precision.to_layout(net.to(dev), channels_last=True)
-        eval_rng = np.random.default_rng(s["seed"] + 1_000_003)
-        accuracy = _accuracy(net, eval_rng, size, s["eval_images"], dev, s["precision"], jitter=s["jitter"], clutter=0)
-        accuracy_clutter = _accuracy(net, eval_rng, size, s["eval_images"], dev, s["precision"], jitter=s["jitter"],
-                                     clutter=s["clutter"])
+        accuracy, accuracy_clutter = _held_out_accuracy(net, seed=s["seed"], size=size, n=s["eval_images"], dev=dev,
+                                                        prec=s["precision"], jitter=s["jitter"], clutter=s["clutter"])
         log.info("%s pruned from %s: held-out accuracy %.3f on single objects (source %.3f), %.3f with clutter",
                  backbone, wanted, accuracy, record["accuracy"], accuracy_clutter)
         summary.update(image_size=size, accuracy=accuracy, accuracy_clutter=accuracy_clutter,
@@ -168,6 +168,15 @@ def _check_input_size(net: torch.nn.Module, backbone: str, size: int, dev: torch
 
 
 @torch.no_grad()
+def _held_out_accuracy(net: torch.nn.Module, *, seed: int, size: int, n: int, dev: torch.device, prec: str,
+                       jitter: float, clutter: int) -> tuple[float, float]:
+    """Accuracy on ``n`` fresh single objects, then on ``n`` images with up to ``clutter`` others: the same
+    images for every classifier of the same ``seed`` (a generator never drawn from in training)."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    single = _accuracy(net, rng, size, n, dev, prec, jitter=jitter, clutter=0)
+    return single, _accuracy(net, rng, size, n, dev, prec, jitter=jitter, clutter=clutter)
+
+
 def _accuracy(net: torch.nn.Module, rng: np.random.Generator, size: int, n: int, dev: torch.device, prec: str, *,
               jitter: float, clutter: int) -> float:
     net.eval()

@@ -50,7 +50,8 @@ def initialise(model_name: str, num_classes: int, *, width: float,
     single-stream FCNs ``[color, hha]`` for a late-fusion net, or None (random trunk). ``options`` are the
     model's extra keyword options (``models.build``, e.g. DeepLab's ``output_stride``). ``mode="fixed"``
     freezes everything but the final score layer (FCN-32s-fixed); ``mode="context"`` everything but a Dilation
-    net's context module (its second stage, on a trained front end). ``dropout`` replaces the rate of the architecture's dropout layers (None keeps 0.5).
+    net's context module (its second stage, on a trained front end). ``dropout`` replaces the rate of the
+    architecture's dropout layers (None keeps 0.5).
     Returns the model and the input convention its starting weights expect (see ``data.tensors``).
     """
     if mode not in MODES:
@@ -239,17 +240,14 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
 
 def _finish(model, data, heads, rows, out_dir, *, rec, name, width, init, in_channels, options, meta, run) -> None:
     """Write the log, ``model.pt`` and ``run.json``: ``meta``, the final loss against the constant-prediction
-    floor of the whole objective (every head, and the weighted auxiliary losses), then ``run`` (wall time and switches that leave the arithmetic alone or nearly so)."""
+    floor of the whole objective (every head, and the weighted auxiliary losses), then ``run`` (wall time and
+    switches that leave the arithmetic alone or nearly so)."""
     write_log(out_dir / "log.csv", rows)
-    floor = sum(losses.constant_prediction_loss(_class_pixels(data, field, n), reduction=rec.reduction,
-                                                images=len(data)) for field, n in heads.items())
+    floors = [losses.constant_prediction_loss(_class_pixels(data, field, n), reduction=rec.reduction,
+                                              images=len(data)) for field, n in heads.items()]
     # the objective also sums the weighted auxiliary losses (PSPNet, ICNet) on the first head's labels: their
     # floor is that head's (its labels resized to the auxiliary scores, nearly the same class frequencies)
-    aux = sum(getattr(model, "aux_weights", {}).values())
-    if aux:
-        field, n = next(iter(heads.items()))
-        floor += aux * losses.constant_prediction_loss(_class_pixels(data, field, n), reduction=rec.reduction,
-                                                       images=len(data))
+    floor = sum(floors) + sum(getattr(model, "aux_weights", {}).values()) * floors[0]
     tail = [r["train_loss"] for r in rows[-max(1, len(rows) // 10):]]
     final = float(np.mean(tail)) if tail else float("nan")
     learned = bool(final < floor)

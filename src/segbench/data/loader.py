@@ -121,6 +121,9 @@ class TrainingBatches(Dataset):
             if self.augmentation.crop is None and world_size > 1:
                 raise ValueError("augmentation without a crop leaves images of random sizes, which a data-parallel "
                                  "batch cannot weigh across processes: give the recipe a crop")
+            # padding takes the mean colour (zero after normalisation); the torchvision norm ignores mean_bgr
+            self.mean_bgr = tuple(store.input_mean("mean_bgr")) if norm == "caffe" else (0.0, 0.0, 0.0)
+            self.fill = tuple(reversed(self.mean_bgr)) if norm == "caffe" else MEAN_RGB
 
     def __getitem__(self, draw: Draw) -> Batch:
         if self.augmentation is not None:
@@ -138,18 +141,15 @@ class TrainingBatches(Dataset):
 
     def _augmented(self, draw: Draw) -> Batch:
         (field,) = self.heads
-        mean_bgr = self.store.input_mean("mean_bgr") if self.norm == "caffe" else None
-        fill = tuple(reversed(mean_bgr)) if mean_bgr is not None else MEAN_RGB  # zero after normalisation
-        mean_bgr = (0.0, 0.0, 0.0) if mean_bgr is None else mean_bgr  # (unused by the torchvision norm)
         by_size: dict[tuple[int, int], list] = {}
         for position in range(self.rank, len(draw.indices), self.world_size):
             i = draw.indices[position]
             rng = np.random.default_rng([self.seed, draw.iteration, position])
             image, label = augment(self.store.image(i), self.store.get(field, i), rng, params=self.augmentation,
-                                   mean=fill)
+                                   mean=self.fill)
             by_size.setdefault(image.shape[:2], []).append((i, image, label))
         groups = [Group([i for i, _, _ in items], size,
-                        to_input([im for _, im, _ in items], mean_bgr, self.norm),
+                        to_input([im for _, im, _ in items], self.mean_bgr, self.norm),
                         {field: to_target([lab for _, _, lab in items])})
                   for size, items in by_size.items()]
         crop = self.augmentation.crop

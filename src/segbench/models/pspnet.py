@@ -77,4 +77,4 @@ class PSPNet(ResNetTrunk):
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, float]]]:
         """Main scores N x K x H x W and ``{"aux": (N x K x H x W, 0.4)}`` (deep supervision on layer3)."""
         scores, layer3 = self._scores(x)
-        return scores, {"aux": (resize(self.aux(layer3), x.shape[-2:]), AUX_WEIGHT)}
+        return scores, {"aux": (resize(self.aux(layer3), x.shape[-2:]), self.aux_weights["aux"])}
