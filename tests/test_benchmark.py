@@ -72,6 +72,20 @@ def test_flops_are_two_per_multiply_add_of_convolutions_including_transposed_and
     assert count_flops(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.MaxPool2d(2)), torch.zeros(1, 3, 8, 8)) == 0
 
 
+@pytest.mark.parametrize("name", sorted(models.MODELS))
+def test_flops_counted_on_the_meta_device_equal_a_real_forward_pass(name):
+    from torch.utils.flop_counter import FlopCounterMode
+    channels = 6 if "rgbhha" in name else 3
+    torch.manual_seed(0)
+    net = models.build(name, 5, width=1 / 16, in_channels=channels).eval()
+    x = torch.randn(1, channels, 67, 93)  # odd sizes: every crop and padding path
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(x)
+    assert counter.get_total_flops() > 0
+    assert count_flops(net, x) == counter.get_total_flops()
+    assert next(net.parameters()).device.type == "cpu"  # the net itself is untouched
+
+
 def test_instruction_sets_are_read_from_the_cpu_flags():
     cpuinfo = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 amx_tile amx_bf16 avx512bw\n"
     assert instruction_sets(torch.device("cpu"), cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile",

@@ -37,13 +37,15 @@ from tqdm import tqdm
 from segbench import cpuinfo, models, runtime
 from segbench.atomic import write_json
 from segbench.cpuinfo import CPU_FLAGS
+from segbench.models.cards import count_flops
 
 MODES = ("fp32", "channels_last", "bf16", "compile")
 PRECISION = {"fp32": "fp32", "channels_last": "fp32", "bf16": "bf16", "compile": "bf16"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 FLOPS_COUNTED = ("torch.utils.flop_counter.FlopCounterMode on the fp32 model and the timed input, one forward "
-                 "pass: convolutions (grouped and transposed ones too, so the bilinear upsamplers) and matrix "
-                 "products at 2 FLOP per multiply-add; ReLU, pooling, dropout, crops and additions not counted")
+                 "pass on the meta device: convolutions (grouped and transposed ones too, so the bilinear "
+                 "upsamplers) and matrix products at 2 FLOP per multiply-add; ReLU, pooling, dropout, crops and "
+                 "additions not counted")
 DESCRIPTIONS = {
     "fp32": "eager float32, NCHW",
     "channels_last": "eager float32, channels_last",
@@ -67,14 +69,6 @@ def instruction_sets(device: torch.device, proc_cpuinfo: str | None = None) -> l
         return [f"sm_{major}{minor}"]
     flags = cpuinfo.cpu_flags() if proc_cpuinfo is None else cpuinfo.parse(proc_cpuinfo)[1]
     return [flag for flag in CPU_FLAGS if flag in flags]
-
-
-def count_flops(net: torch.nn.Module, x: torch.Tensor) -> float:
-    """FLOPs of one forward pass of ``net`` on ``x`` (N x C x H x W), as described by ``FLOPS_COUNTED``."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return float(counter.get_total_flops())
 
 
 def _probes(device: torch.device, dtype: torch.dtype) -> dict:

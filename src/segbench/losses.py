@@ -25,7 +25,6 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 REDUCTIONS = ("sum", "mean")
 IGNORE_INDEX = 255
@@ -142,6 +141,7 @@ def unet_weight_map(label: np.ndarray | torch.Tensor, *, w0: float = 10.0, sigma
     0 = none) when given, else the 4-connected components of each non-background class. Pixels labelled
     ``ignore_index`` weigh 0. Computed once per ground-truth map, before training (scipy, CPU).
     """
+    from scipy import ndimage  # here, not at the top: only U-Net's weighted loss needs it (0.2 s of a job's start)
     label = np.asarray(label.cpu() if isinstance(label, torch.Tensor) else label)
     if label.ndim != 2:
         raise ValueError(f"expected one H x W label map, got shape {label.shape}")

@@ -11,6 +11,9 @@ rule benchmark:
         device=config["device"],
         provenance=PROVENANCE,
     threads: 64  # all cores (capped at --cores), so that nothing runs beside the timing
+    # First, while every core is free: a job that needs all cores, queued among one-core jobs, waits until
+    # none runs (the end of the run), which left cores idle at the end of the embedded default.
+    priority: 50
     resources:
         **resources_for("benchmark"),
     conda:

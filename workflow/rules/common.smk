@@ -22,6 +22,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
+# HHA worker processes: all cores (Snakemake caps this at --cores) for the 1,449 real frames; one for the twin's
+# few small frames (seconds), so that the job does not wait for every core to be free at once.
+HHA_THREADS = 1 if SYNTHETIC else 64
 TORCHVISION = config["pretrain"]["source"] == "torchvision"
 SEEDS = config["seeds"]
 

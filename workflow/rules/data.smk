@@ -118,7 +118,7 @@ rule hha_nyud:
         pngs=directory(f"{RESULTS}/preprocessed/nyud/hha/{{split}}"),
     params:
         train_hha=lambda wc, input: " ".join(f"--train-hha-store {p}" for p in input.train_hha),
-    threads: 64  # all cores: Snakemake caps this at --cores
+    threads: HHA_THREADS
     resources:
         **resources_for("hha_nyud"),
     conda:

@@ -18,6 +18,7 @@ if not TORCHVISION:
             device=config["device"],
             provenance=PROVENANCE,
         threads: 1
+        priority: 40  # the longest one-core jobs, at the head of every training chain: started early
         resources:
             **resources_for("pretrain"),
         conda:

@@ -60,18 +60,17 @@ def class_spec(c: int) -> dict:
 def _shape_mask(shape: str, variant: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Inside-test of a shape in local coordinates where the shape spans about [-1, 1]^2."""
     aspect = (1.0, 0.6, 0.8)[variant]
-    r = np.hypot(u, v / aspect)
-    theta = np.arctan2(v, u)
     if shape == "ellipse":
-        return r <= 1.0
+        return np.hypot(u, v / aspect) <= 1.0
     if shape == "box":
         return (np.abs(u) <= 0.9) & (np.abs(v) <= 0.9 * aspect)
     if shape == "triangle":
         return (v <= 0.8 * aspect) & (v >= 1.7 * np.abs(u) - 0.9)
     if shape == "star":
         points = (5, 4, 6)[variant]
-        return np.hypot(u, v) <= 0.55 + 0.4 * np.cos(points * theta)
+        return np.hypot(u, v) <= 0.55 + 0.4 * np.cos(points * np.arctan2(v, u))
     if shape == "ring":
+        r = np.hypot(u, v / aspect)
         return (r <= 1.0) & (r >= (0.55, 0.4, 0.65)[variant])
     if shape == "cross":
         arm = (0.3, 0.22, 0.38)[variant]
@@ -135,23 +134,23 @@ def draw_object(canvas: np.ndarray, label: np.ndarray, c: int, *, center: tuple[
     """Paint object class ``c`` into ``canvas`` (H x W x 3 float) and ``label`` (H x W uint8) in place.
 
     Only the object's bounding box (``EXTENT`` radii around the centre, which holds every shape and its
-    thin parts) is computed, so the cost follows the object's size, not the canvas's.
+    thin parts) is computed, so the cost follows the object's size, not the canvas's; the colours only on
+    the object's pixels.
     """
     spec = class_spec(c)
     h, w = label.shape
     reach = EXTENT * radius
     y0, y1 = max(0, int(np.floor(center[0] - reach))), min(h, int(np.ceil(center[0] + reach)) + 1)
     x0, x1 = max(0, int(np.floor(center[1] - reach))), min(w, int(np.ceil(center[1] + reach)) + 1)
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    dy, dx = (yy - center[0]) / radius, (xx - center[1]) / radius
+    dy = ((np.arange(y0, y1, dtype=np.float64) - center[0]) / radius)[:, None]  # a column and a row: the
+    dx = ((np.arange(x0, x1, dtype=np.float64) - center[1]) / radius)[None, :]  # box's grid by broadcasting
     cos, sin = np.cos(angle), np.sin(angle)
     u, v = cos * dx + sin * dy, -sin * dx + cos * dy
     mask = _shape_mask(spec["shape"], spec["variant"], u, v) | _thin_parts(spec["thin_parts"], u, v, radius)
-    mix = _texture(spec["texture"], u, v, rng)[..., None]
+    mix = _texture(spec["texture"], u, v, rng)[mask][:, None]
     jitter = rng.normal(0.0, COLOUR_JITTER, size=(2, 3))  # per-object colour jitter
     c1, c2 = spec["colours"][0] + jitter[0], spec["colours"][1] + jitter[1]
-    colour = c1 * (1 - mix) + c2 * mix
-    canvas[y0:y1, x0:x1][mask] = colour[mask]
+    canvas[y0:y1, x0:x1][mask] = c1 * (1 - mix) + c2 * mix
     label[y0:y1, x0:x1][mask] = c
 
 
@@ -190,15 +189,21 @@ def render_classification(rng: np.random.Generator, size: int, c: int, *, jitter
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The smooth background, float32 H x W x 3 (computed in float64; objects are painted over it)."""
     base = rng.uniform(60, 200, size=3)
     tint = rng.uniform(-50, 50, size=3)
     noise = _smooth_noise((size, size), rng, cells=3)[..., None]
-    return base + tint * (2 * noise - 1)
+    canvas = np.empty((size, size, 3), dtype=np.float32)
+    return np.add(base, tint * (2 * noise - 1), out=canvas, casting="same_kind")  # float64 sums, rounded once
 
 
 def _finish(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    noise = rng.standard_normal(size=canvas.shape, dtype=np.float32) * np.float32(6.0)  # sensor noise
-    return np.clip(np.rint(canvas.astype(np.float32) + noise), 0, 255).astype(np.uint8)
+    """Sensor noise (std 6) over the float32 ``canvas``, rounded and clipped to uint8."""
+    image = rng.standard_normal(size=canvas.shape, dtype=np.float32)
+    image *= np.float32(6.0)
+    image += canvas
+    np.rint(image, out=image)
+    return np.clip(image, 0, 255, out=image).astype(np.uint8)
 
 
 def void_borders(label: np.ndarray, width: int = 1) -> np.ndarray:

@@ -23,10 +23,14 @@ IMAGENET_STD_RGB = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 def to_input(images: Sequence[np.ndarray], mean_bgr: Sequence[float], norm: str = "caffe") -> torch.Tensor:
     """N uint8 H x W x 3 RGB images of one size -> float32 N x 3 x H x W in the ``norm`` convention."""
+    if norm == "caffe":  # one pass per channel: out[:, c] = BGR channel c minus its mean
+        rgb = np.stack(images)
+        out = np.empty((rgb.shape[0], 3) + rgb.shape[1:3], dtype=np.float32)
+        for c, mean in enumerate(np.asarray(mean_bgr, dtype=np.float32)):
+            np.subtract(rgb[..., 2 - c], mean, out=out[:, c], dtype=np.float32)
+        return torch.from_numpy(out)
     batch = np.stack(images).astype(np.float32)
-    if norm == "caffe":
-        batch = batch[..., ::-1] - np.asarray(mean_bgr, dtype=np.float32)
-    elif norm == "torchvision":
+    if norm == "torchvision":
         batch = (batch / 255.0 - IMAGENET_MEAN_RGB) / IMAGENET_STD_RGB
     else:
         raise ValueError(f"input norm must be one of {NORMS}, got {norm!r}")

@@ -15,7 +15,6 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
@@ -107,6 +106,7 @@ def read_sbd_label(path: Path) -> np.ndarray:
     if not path.exists():
         raise DatasetError(f"{path} is listed in SBD but does not exist; re-extract benchmark.tgz")
     try:
+        import scipy.io  # here, not at the top: training and evaluation import this module, only SBD reads .mat
         gt = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)["GTcls"]
         return np.asarray(gt.Segmentation, dtype=np.uint8)
     except (ValueError, KeyError, AttributeError, OSError) as err:

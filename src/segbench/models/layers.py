@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,7 +66,7 @@ class BilinearUpsample(nn.ConvTranspose2d):
                                          .expand(self.in_channels, 1, k, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):
+        with _fp32(x.device.type):
             return F.conv_transpose2d(x.float(), self._per_class(), stride=self.stride, groups=self.in_channels)
 
     def _per_class(self) -> torch.Tensor:
@@ -89,10 +91,16 @@ class BilinearUpsample(nn.ConvTranspose2d):
         if not self.separable:  # a loaded kernel that is not the bilinear one
             return self(x)[..., offset:offset + h, offset:offset + w]  # bounds checked above
         line = bilinear_line(k).to(device=x.device, dtype=torch.float32)
-        with torch.autocast(x.device.type, enabled=False):
+        with _fp32(x.device.type):
             rows = _interpolation(line, s, x.shape[-2], offset, h)  # h x h_in
             cols = _interpolation(line, s, x.shape[-1], offset, w)  # w x w_in
             return rows @ x.float() @ cols.T
+
+
+def _fp32(device_type: str):
+    """Autocast off: the upsamplers compute in float32 under any precision. The meta device (shapes only,
+    as the FLOP count uses) has no autocast, so nothing to switch off there."""
+    return nullcontext() if device_type == "meta" else torch.autocast(device_type, enabled=False)
 
 
 def bilinear_line(size: int) -> torch.Tensor:
