@@ -12,8 +12,9 @@ rule benchmark:
         provenance=PROVENANCE,
     threads: 64  # all cores (capped at --cores), so that nothing runs beside the timing
     # First, while every core is free: a job that needs all cores, queued among one-core jobs, waits until
-    # none runs (the end of the run), which left cores idle at the end of the embedded default.
-    priority: 50
+    # none runs (the end of the run), which left cores idle at the end of the embedded default. Snakemake
+    # starts the jobs whose priorities sum highest, so this is above any two one-core jobs together.
+    priority: 100
     resources:
         **resources_for("benchmark"),
     conda:
