@@ -91,6 +91,15 @@ def test_one_seed_says_so(tmp_path):
     assert "| ICNet (ResNet-50, half width) | 1 | 20.0 | 80.0 |" in text
 
 
+def test_fewer_seeds_for_the_successors_are_named_per_model(tmp_path):
+    fcn = [_metrics(tmp_path, f"f{k}", 0.5) for k in (1, 2, 3)]
+    run = {"fcn8s_vgg16": {"metrics": fcn}, "icnet_resnet50": {"metrics": [_metrics(tmp_path, "i", 0.2)]},
+           "unet_same": {"metrics": [_metrics(tmp_path, "u", 0.1)]}}
+    caption = table_successors(run, tmp_path / "t")[2].read_text().splitlines()[0]
+    assert ("seeds per model: 3 (FCN-8s); 1 (ICNet (ResNet-50, half width), U-Net (same padding)); "
+            "one seed has no spread") in caption
+
+
 def test_structure_of_a_successor_is_its_card():
     s = structure("deeplabv3plus_resnet50")
     assert s["output_stride"] == 4 and s["params"] > 20e6 and s["gflops"] > 50

@@ -82,7 +82,11 @@ def _deviations(rows: list[dict], devices: set[str], dataset_note: str) -> list[
                      + " instead of the published " + _grouped([(f"{r['published_iterations']:,}", r["key"])
                                                                  for r in short]))
     seeds = sorted({r["n"] for r in rows})
-    notes.append("one seed, so no spread" if seeds == [1] else f"{'/'.join(map(str, seeds))} seeds")
+    if len(seeds) == 1:
+        notes.append("one seed, so no spread" if seeds == [1] else f"{seeds[0]} seeds")
+    else:  # e.g. FCN-8s with Table 2's seeds, the successors with fewer (the embedded default's budget)
+        notes.append("seeds per model: " + _grouped([(str(r["n"]), r["key"]) for r in rows])
+                     + ("; one seed has no spread" if 1 in seeds else ""))
     if devices:
         notes.append("forward time (fp32 mean, batch 1) on " + ", ".join(sorted(devices)))
     return notes
