@@ -64,6 +64,16 @@ def test_peak_is_the_best_probe_with_known_flop_counts(precision):
         measure_peak(torch.device("cpu"), "fp16")
 
 
+def test_without_warmup_the_first_call_is_the_first_trial():
+    result = run_benchmark("fcn32s_vgg16", num_classes=4, width=1 / 16, size=40, trials=2, warmup=0,
+                           modes=("fp32", "bf16"), device="cpu", probe_seconds=0.0, progress=False)
+    for mode in ("fp32", "bf16"):
+        stats = result["modes"][mode]
+        assert len(stats["times_ms"]) == 2
+        assert stats["times_ms"][0] == pytest.approx(1000 * stats["first_call_s"], rel=1e-12)
+    assert result["warmup"] == 0
+
+
 def test_flops_are_two_per_multiply_add_of_convolutions_including_transposed_and_grouped():
     conv = torch.nn.Conv2d(3, 8, 3, padding=1)
     assert count_flops(conv, torch.zeros(1, 3, 10, 10)) == 2 * 8 * 3 * 9 * 10 * 10

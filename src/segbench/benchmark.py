@@ -154,7 +154,8 @@ def argmax_agreement(prediction: torch.Tensor, reference: torch.Tensor) -> float
 def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0, size: int = 500, trials: int = 20,
                   warmup: int = 2, modes: tuple[str, ...] = MODES, device: str = "auto", seed: int = 0,
                   probe_seconds: float = 0.4, progress: bool = True) -> dict:
-    """Time ``trials`` forward passes of ``model_name`` on one 1 x 3 x size x size input per mode.
+    """Time ``trials`` forward passes of ``model_name`` on one 1 x 3 x size x size input per mode, after
+    ``warmup`` untimed ones (with 0, the first call is the first trial).
 
     Returns ``{"model", "num_classes", "width", "size", "batch", "trials", "warmup", "device",
     "device_type", "torch_version", "threads", "gflop", "flops_counted", "instruction_sets", "peak":
@@ -188,8 +189,8 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
         predictions[mode] = out.float().argmax(1)
         for _ in range(max(0, warmup - 1)):
             runners[mode]()
-    times = {mode: [] for mode in modes}
-    for _ in tqdm(range(trials), desc=f"benchmark {model_name}", disable=not progress):
+    times = {mode: [1000 * first_call[mode]] if warmup == 0 else [] for mode in modes}
+    for _ in tqdm(range(trials - len(times["fp32"])), desc=f"benchmark {model_name}", disable=not progress):
         for mode in modes:
             start = time.perf_counter()
             runners[mode]()

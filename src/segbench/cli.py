@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=500)
     s.add_argument("--width", type=float, default=1.0)
     s.add_argument("--trials", type=int, default=20)
-    s.add_argument("--warmup", type=int, default=2)
+    s.add_argument("--warmup", type=int, default=2, help="untimed passes first (0: the first pass is the first trial)")
     s.add_argument("--modes", default="fp32,channels_last,bf16,compile", help="comma-separated")
     _common(s, seed=False)
     _provenance(s)
