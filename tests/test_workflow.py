@@ -61,7 +61,6 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
     assert "from scratch: U-Net (same padding)" in caption
     assert ("seeds per model: 2 (FCN-8s); 1 (U-Net (same padding), Dilation8 front end, Dilation8 + basic context, "
             "ICNet (ResNet-50, half width)); one seed has no spread") in caption
-    assert "1 seed per successor (FCN-8s: 2)" in caption
     assert "trunk pruned to half width: ICNet (ResNet-50, half width) from resnet50" in caption
 
 

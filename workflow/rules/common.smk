@@ -135,16 +135,9 @@ def _successor_starts():
                                    f"from scratch: {', '.join(scratch)}" if scratch else ""]))
 
 
-def _successor_seeds():
-    """How many seeds the successor rows have, for the table's caption (FCN-8s has Table 2's)."""
-    n = len(config["successors"]["seeds"])
-    return f"{n} seed{'s' if n > 1 else ''} per successor" + ("" if n >= len(SEEDS) else f" (FCN-8s: {len(SEEDS)})")
-
-
 DATASET_NOTES["successors"] = "; ".join(filter(None, [
     f"VOC twin at {config['data']['synthetic']['voc']['image_size']} px, CPU-sized models: compare trends, "
-    "not values" if SYNTHETIC else "real data", _successor_seeds() if SUCCESSOR_RUNS else "",
-    _successor_starts() if SUCCESSOR_RUNS else ""]))
+    "not values" if SYNTHETIC else "real data", _successor_starts() if SUCCESSOR_RUNS else ""]))
 
 
 def opt(flag, value):
