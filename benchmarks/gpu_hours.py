@@ -418,7 +418,9 @@ def flop_table(runs: dict[str, Run]) -> list[str]:
     lines = ["| net | dataset, input (H x W x C) | classes | forward | train step | step / forward "
              "| kept for backward, GB |", "|---|---|---:|---:|---:|---:|---:|"]
     seen = set()
-    for _, run in sorted(runs.items()):
+    datasets = list(SIZES)
+    for run in sorted(runs.values(), key=lambda r: (r.net.model in recipes.OWN_RECIPE, datasets.index(r.dataset),
+                                                    r.net.in_channels, r.net.model, r.net.mode)):
         key = (run.net, run.dataset, run.size, bool(run.recipe.crop))
         if key in seen:
             continue
@@ -426,8 +428,9 @@ def flop_table(runs: dict[str, Run]) -> list[str]:
         h, w = run.size
         fwd, step = forward_flops(run.net, h, w), step_flops(run.net, h, w)
         name = run.net.model + ("" if run.net.mode == "full" else f", {run.net.mode}")
+        classes = " + ".join(map(str, objective.heads_of(_build(run.net), run.net.classes).values()))
         lines.append(f"| {name} | {_shape(run.dataset, h, w, run.net.in_channels, bool(run.recipe.crop))} | "
-                     f"{run.net.classes} | {fwd / 1e9:.1f} | {step / 1e9:.1f} | {step / fwd:.2f} | "
+                     f"{classes} | {fwd / 1e9:.1f} | {step / 1e9:.1f} | {step / fwd:.2f} | "
                      f"{kept_bytes(run.net, h, w) / 1e9:.2f} |")
     return lines
 
