@@ -189,8 +189,9 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
         predictions[mode] = out.float().argmax(1)
         for _ in range(max(0, warmup - 1)):
             runners[mode]()
-    times = {mode: [1000 * first_call[mode]] if warmup == 0 else [] for mode in modes}
-    for _ in tqdm(range(trials - len(times["fp32"])), desc=f"benchmark {model_name}", disable=not progress):
+    first_timed = warmup == 0  # no warm-up: the first call is the first trial
+    times = {mode: [1000 * first_call[mode]] if first_timed else [] for mode in modes}
+    for _ in tqdm(range(trials - first_timed), desc=f"benchmark {model_name}", disable=not progress):
         for mode in modes:
             start = time.perf_counter()
             runners[mode]()
