@@ -284,9 +284,10 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
         raise ValueError("the model has no trainable parameters (all have requires_grad False)")
     order = ("weights", "biases", "head weights", "head biases")
     groups = [groups[k] for k in order if k in groups]
+    # foreach: one multi-tensor update per step (PyTorch's default on GPUs; on a CPU the same bits, 1 s less per run)
     if recipe.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.momentum, 0.999))
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum)
+        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.momentum, 0.999), foreach=True)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, foreach=True)
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, iteration: int, iterations: int) -> None:

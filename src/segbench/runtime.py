@@ -65,4 +65,7 @@ def set_deterministic(deterministic: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if deterministic or torch.are_deterministic_algorithms_enabled():
+        # The call also sets TorchInductor's flag, importing torch._inductor and torch._dynamo (2.5 s on a 2-core
+        # CPU, in every training job): skip it when it would only confirm the defaults (both off).
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
