@@ -30,6 +30,15 @@ def _successors(table):
     return {name: run for name, run in table.items() if "successors" in run.tags}
 
 
+def test_figure_5_runs_take_every_seed_or_their_own():
+    fig5 = {n: r.seeds for n, r in runs.run_table(_config()).items() if "fig5" in r.tags}
+    assert fig5 == {"fig5-p1.0": None, "fig5-p0.5": None, "fig5-p0.25": None}  # None: the config's seeds
+    fewer = runs.run_table(_config({"fig5": {"seeds": [2]}}))
+    assert {r.seeds for r in fewer.values() if "fig5" in r.tags} == {(2,)} and fewer["fcn32s"].seeds is None
+    paper = runs.run_table(_config(files=("config/config.yaml", "config/paper.yaml")))
+    assert {r.seeds for r in paper.values() if "fig5" in r.tags} == {(1337,)}
+
+
 def test_default_config_runs_no_successors():
     assert _successors(runs.run_table(_config())) == {}
 

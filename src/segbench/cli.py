@@ -85,8 +85,15 @@ def _pretrain(a):
         pretrain_classifier(a.out, backbone=a.backbone, width=a.width, crop_size=a.crop_size,
                             crop_iterations=a.crop_iterations, iterations=a.iterations, batch_size=a.batch_size,
                             lr=a.lr, clutter=a.clutter, dropout=a.dropout, seed=a.seed, device=a.device,
-                            threads=a.threads, precision_mode=a.precision)
+                            threads=a.threads, precision_mode=a.precision, images=a.images)
         late["precision"] = json.loads(summary.read_text())["settings"]["precision"]
+
+
+def _standin_images(a):
+    from segbench.data.classification import render_images
+
+    render_images(a.out, size=a.size, crop_size=a.crop_size, crop_iterations=a.crop_iterations,
+                  iterations=a.iterations, batch_size=a.batch_size, clutter=a.clutter, seed=a.seed)
 
 
 def _prune_trunk(a):
@@ -448,9 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clutter", type=int, default=d["clutter"], help="phase 2: most objects behind the labelled one")
     s.add_argument("--dropout", type=float, help="rate of the classifier's dropout layers (default: 0.5)")
     s.add_argument("--precision", default=d["precision_mode"], choices=precision.PRECISIONS)
+    s.add_argument("--images", type=Path, help="read the images from this standin-images file (same settings) "
+                                               "instead of rendering them")
     _common(s, seed_default=d["seed"])
     _provenance(s)
     s.set_defaults(func=_pretrain)
+
+    s = sub.add_parser("standin-images", help="render the pretrain step's images once, for every stand-in of one "
+                                              "input size")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--size", type=int, default=224, help="the classifiers' input size (px)")
+    for flag in ("crop-size", "crop-iterations", "iterations", "batch-size", "clutter"):
+        s.add_argument(f"--{flag}", type=int, default=d[flag.replace("-", "_")], help="as for pretrain")
+    s.add_argument("--seed", type=int, default=d["seed"])
+    s.set_defaults(func=_standin_images)
 
     s = sub.add_parser("prune-trunk", help="a narrower classifier pruned from a trained one (ICNet's half-width "
                                            "ResNet-50), filters of largest L1 norm kept")

@@ -166,13 +166,14 @@ def make_fig5(logs: dict[float, str | os.PathLike | list], *, out_table: str | o
                f"matches. Dotted: the target loss {target:.4g}.{floor}")
     fig = _plot(frames, window=window, target_loss=target, floor_loss=floor_loss, model_name=model_name,
                 caption=caption)
+    single = rows[0]["n"] == 1
+    spread = "one seed, so no spread" if single else "mean ± std over n seeds"
     table_caption = (f"{caption} Time to target: first iteration whose smoothed loss is at or below it, in "
-                     f"seconds and in % of the same seed's {reference} run's total time; mean ± std over n seeds. "
+                     f"seconds and in % of the same seed's {reference} run's total time; {spread}. "
                      "Mean IU in %, last validation; -- = not reached or not validated.")
     figures = [Path(f"{out_figure}.{fmt}") for fmt in ("png", "pdf")]
     for path, fmt in zip(figures, ("png", "pdf")):
         _save_figure(fig, path, fmt)
-    single = rows[0]["n"] == 1
     shown = [(k if single or k in ("p", "curve", "n", "images_per_iteration", "iterations", "images_processed")
               else f"{k}_pm", h) for k, h in TABLE_COLUMNS]
     csv = [c for k, h in TABLE_COLUMNS for c in ([(k, h)] if k in ("p", "curve") else [(k, h), (f"{k}_std", "std")])]

@@ -25,34 +25,26 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from segbench import errors, models, precision, runtime
 from segbench.atomic import torch_save, write_json
-from segbench.data.synth_objects import NUM_OBJECT_CLASSES, render_classification
-from segbench.data.tensors import to_input
-from segbench.data.voc import MEAN_BGR
+from segbench.data.classification import Images, eval_batches, phases
+from segbench.data.synth_objects import NUM_OBJECT_CLASSES
 
 log = logging.getLogger(__name__)
 INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224, "resnet50": 224,
               "resnet101": 224, "resnet50_half": 224}
 
 
-def _batch(rng: np.random.Generator, size: int, n: int, *, jitter: float,
-           clutter: int) -> tuple[torch.Tensor, torch.Tensor]:
-    classes = rng.integers(1, NUM_OBJECT_CLASSES + 1, size=n)
-    images = [render_classification(rng, size, int(c), jitter=jitter, clutter=clutter) for c in classes]
-    return to_input(images, MEAN_BGR), torch.from_numpy(classes - 1)
-
-
 def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", width: float = 0.125,
                         crop_size: int = 112, crop_iterations: int = 400, iterations: int = 150,
                         batch_size: int = 32, lr: float = 3e-4, jitter: float = 16.0, clutter: int = 2,
                         dropout: float | None = None, seed: int = 0, device: str = "auto", threads: int | None = None,
-                        precision_mode: str = "auto", eval_images: int = 400, progress: bool = True) -> Path:
+                        precision_mode: str = "auto", eval_images: int = 400, images: str | os.PathLike | None = None,
+                        progress: bool = True) -> Path:
     """Train ``models.classifier(backbone)`` on synthetic objects and save it atomically to ``out``.
 
     Phase 1: ``crop_iterations`` steps on ``crop_size`` canvases (0 skips it); phase 2: ``iterations``
@@ -61,7 +53,9 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
     (None keeps torchvision's 0.5). The saved file holds ``{"backbone", "width", "num_classes", "image_size",
     "accuracy", "accuracy_clutter", "settings", "state_dict"}``, the accuracies measured on ``eval_images``
     fresh images each.
-    ``out`` with the suffix ``.json`` gets the accuracy and settings too.
+    ``out`` with the suffix ``.json`` gets the accuracy and settings too. ``images``: the file of rendered
+    images (``segbench.data.classification.render_images`` with the same settings) to read instead of
+    rendering them here; the weights come out the same.
     """
     if backbone not in INPUT_SIZE:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(INPUT_SIZE)}")
@@ -72,24 +66,26 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
     runtime.setup(threads=threads, seed=seed)
     dev = runtime.resolve_device(device)
     prec = precision.resolve(precision_mode, dev)
-    rng = np.random.default_rng(seed)
     size = INPUT_SIZE[backbone]
+    source = Images(seed, path=images, settings={
+        "size": size, "crop_size": crop_size, "crop_iterations": crop_iterations, "iterations": iterations,
+        "batch_size": batch_size, "jitter": jitter, "clutter": clutter, "eval_images": eval_images})
     net = models.classifier(backbone, NUM_OBJECT_CLASSES, width=width)
     if dropout is not None:
         models.set_dropout(net, dropout)
     net = precision.to_layout(net.to(dev), channels_last=True)
-    phases = [("crops", crop_size, crop_iterations, lr, 0), ("full", size, iterations, lr / 3, clutter)]
     losses = {}
-    for phase, phase_size, steps, phase_lr, phase_clutter in phases:
-        if steps == 0:
-            continue
+    for phase, phase_size, steps, phase_jitter, phase_clutter in phases(
+            size=size, crop_size=crop_size, crop_iterations=crop_iterations, iterations=iterations, jitter=jitter,
+            clutter=clutter):
+        phase_lr = lr if phase == "crops" else lr / 3
         _check_input_size(net, backbone, phase_size, dev)
         opt = torch.optim.Adam(net.parameters(), lr=phase_lr)
         net.train()
         bar = tqdm(range(steps), desc=f"pretrain {backbone} ({phase}, {phase_size} px)", disable=not progress)
         for it in bar:
             opt.param_groups[0]["lr"] = phase_lr * (1 - it / steps) ** 0.9
-            x, y = _batch(rng, phase_size, batch_size, jitter=jitter * phase_size / size, clutter=phase_clutter)
+            x, y = source.next(phase, phase_size, batch_size, jitter=phase_jitter, clutter=phase_clutter)
             with precision.autocast(prec, dev):
                 scores = net(precision.to_layout(x.to(dev), channels_last=True))
             loss = F.cross_entropy(scores.float(), y.to(dev))
@@ -99,8 +95,9 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
             bar.set_postfix(loss=f"{loss.item():.3f}")
         losses[phase] = float(loss.item())
         log.info("%s phase (%d px, %d steps): last loss %.4f", phase, phase_size, steps, losses[phase])
-    accuracy, accuracy_clutter = _held_out_accuracy(net, seed=seed, size=size, n=eval_images, dev=dev, prec=prec,
+    accuracy, accuracy_clutter = _held_out_accuracy(net, source, size=size, n=eval_images, dev=dev, prec=prec,
                                                     jitter=jitter, clutter=clutter)
+    source.close()
     log.info("held-out accuracy %.3f on single objects, %.3f with clutter, %d images each (chance %.3f)", accuracy,
              accuracy_clutter, eval_images, 1 / NUM_OBJECT_CLASSES)
     settings = {"crop_size": crop_size, "crop_iterations": crop_iterations, "iterations": iterations,
@@ -145,8 +142,9 @@ def prune_classifier(source: str | os.PathLike, out: str | os.PathLike, *, backb
         dev = runtime.resolve_device(device)
         s, size = record["settings"], record["image_size"]
         net = precision.to_layout(net.to(dev), channels_last=True)
-        accuracy, accuracy_clutter = _held_out_accuracy(net, seed=s["seed"], size=size, n=s["eval_images"], dev=dev,
-                                                        prec=s["precision"], jitter=s["jitter"], clutter=s["clutter"])
+        accuracy, accuracy_clutter = _held_out_accuracy(net, Images(s["seed"]), size=size, n=s["eval_images"],
+                                                        dev=dev, prec=s["precision"], jitter=s["jitter"],
+                                                        clutter=s["clutter"])
         log.info("%s pruned from %s: held-out accuracy %.3f on single objects (source %.3f), %.3f with clutter",
                  backbone, wanted, accuracy, record["accuracy"], accuracy_clutter)
         summary.update(image_size=size, accuracy=accuracy, accuracy_clutter=accuracy_clutter,
@@ -168,21 +166,20 @@ def _check_input_size(net: torch.nn.Module, backbone: str, size: int, dev: torch
 
 
 @torch.no_grad()
-def _held_out_accuracy(net: torch.nn.Module, *, seed: int, size: int, n: int, dev: torch.device, prec: str,
+def _held_out_accuracy(net: torch.nn.Module, source: Images, *, size: int, n: int, dev: torch.device, prec: str,
                        jitter: float, clutter: int) -> tuple[float, float]:
     """Accuracy on ``n`` fresh single objects, then on ``n`` images with up to ``clutter`` others: the same
-    images for every classifier of the same ``seed`` (a generator never drawn from in training)."""
-    rng = np.random.default_rng(seed + 1_000_003)
-    single = _accuracy(net, rng, size, n, dev, prec, jitter=jitter, clutter=0)
-    return single, _accuracy(net, rng, size, n, dev, prec, jitter=jitter, clutter=clutter)
+    images for every classifier of the same seed (a generator never drawn from in training)."""
+    single = _accuracy(net, source, "single", size, n, dev, prec, jitter=jitter, clutter=0)
+    return single, _accuracy(net, source, "clutter", size, n, dev, prec, jitter=jitter, clutter=clutter)
 
 
-def _accuracy(net: torch.nn.Module, rng: np.random.Generator, size: int, n: int, dev: torch.device, prec: str, *,
+def _accuracy(net: torch.nn.Module, source: Images, stream: str, size: int, n: int, dev: torch.device, prec: str, *,
               jitter: float, clutter: int) -> float:
     net.eval()
     correct = 0
-    for start in range(0, n, 50):
-        x, y = _batch(rng, size, min(50, n - start), jitter=jitter, clutter=clutter)
+    for k in eval_batches(n):
+        x, y = source.next(stream, size, k, jitter=jitter, clutter=clutter)
         with precision.autocast(prec, dev):
             scores = net(precision.to_layout(x.to(dev), channels_last=True))
         correct += int((scores.float().argmax(1).cpu() == y).sum())

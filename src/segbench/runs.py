@@ -144,7 +144,8 @@ def run_table(config: Mapping) -> dict[str, Run]:
         runs.append(Run(name=fig5_run(p), model=f5["model"], width=_width(config, f5["model"]),
                         init=Init("pretrained", models.backbone_of(f5["model"])), iterations=f5["iterations"],
                         sample_p=float(p), batch_size=f5["batch_size"], val_every=f5["val_every"],
-                        recipe=f5["recipe"], lr=f5["lr"], momentum=f5["momentum"], tags=("fig5",)))
+                        recipe=f5["recipe"], lr=f5["lr"], momentum=f5["momentum"],
+                        seeds=tuple(f5["seeds"]) if f5["seeds"] else None, tags=("fig5",)))
     runs += _table4_runs(config) + _table5_runs(config) + _successor_runs(config)
     table = {}
     for run in runs:

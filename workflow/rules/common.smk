@@ -61,6 +61,16 @@ def raw_dir(part):
     return f"{RESULTS}/raw/" + (twin if SYNTHETIC else real)[part]
 
 
+def standin_images(wildcards):
+    """The shared images of a stand-in (rule standin_images) where two or more stand-ins of this config take
+    its input size, else none (it renders its own)."""
+    from segbench.pretrain import INPUT_SIZE
+
+    size = INPUT_SIZE[wildcards.backbone]
+    sharing = [b for b in BACKBONES if b not in models.PRUNED_FROM and INPUT_SIZE[b] == size]
+    return [f"{RESULTS}/pretrain/images-{size}px.h5"] if len(sharing) > 1 else []
+
+
 def backbone_width(backbone):
     return config["models"]["width"][models.FAMILIES[backbone]]
 

@@ -44,10 +44,13 @@ rule table1:
         " > {log} 2>&1"
 
 
+FIG5_FIRST = runs.fig5_run(config["fig5"]["p"][0])  # its first seed's run.json holds the loss floor
+
+
 rule fig5:
     input:
         logs=[p for f in config["fig5"]["p"] for p in seeds_of(runs.fig5_run(f), PATHS.log)],
-        floor=f"{PATHS.run_dir(runs.fig5_run(config['fig5']['p'][0]), SEEDS[0])}/run.json",
+        floor=f"{PATHS.run_dir(FIG5_FIRST, run_seeds(FIG5_FIRST)[0])}/run.json",
     output:
         multiext(f"{RESULTS}/tables/fig5", ".csv", ".tex", ".md"),
         report(f"{RESULTS}/figures/fig5.png", caption="../report/fig5.rst", category="Figure 5", subcategory="Figure",

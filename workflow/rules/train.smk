@@ -2,7 +2,30 @@
 
 if not TORCHVISION:
 
+    rule standin_images:
+        """The pretrain step's images for the stand-ins of one input size, rendered once (deleted after use)."""
+        output:
+            temp(f"{RESULTS}/pretrain/images-{{size}}px.h5"),
+        wildcard_constraints:
+            size=r"\d+",
+        params:
+            c=config["pretrain"],
+        threads: 1
+        priority: 45  # ahead of the stand-ins that wait for it
+        resources:
+            **resources_for("standin_images"),
+        conda:
+            "../envs/segbench.yaml"
+        log:
+            f"{LOGS}/pretrain/images-{{size}}px.log",
+        shell:
+            "segbench standin-images --out {output} --size {wildcards.size} --crop-size {params.c[crop_size]}"
+            " --crop-iterations {params.c[crop_iterations]} --iterations {params.c[iterations]}"
+            " --batch-size {params.c[batch_size]} --clutter {params.c[clutter]} --seed {params.c[seed]} > {log} 2>&1"
+
     rule pretrain:
+        input:
+            images=standin_images,
         output:
             weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
             summary=f"{RESULTS}/pretrain/{{backbone}}.json",
@@ -15,6 +38,7 @@ if not TORCHVISION:
             dropout=opt("--dropout", config["models"]["dropout"]),
             # fp16's loss scaling lives in the training loop only: the stand-in classifier resolves auto instead
             precision="auto" if config["precision"] == "fp16" else config["precision"],
+            images=lambda wc: opt("--images", next(iter(standin_images(wc)), None)),
             device=config["device"],
             provenance=PROVENANCE,
         threads: 1
@@ -30,7 +54,7 @@ if not TORCHVISION:
             " --crop-size {params.c[crop_size]} --crop-iterations {params.c[crop_iterations]}"
             " --iterations {params.c[iterations]} --batch-size {params.c[batch_size]} --lr {params.c[lr]}"
             " --clutter {params.c[clutter]} {params.dropout} --precision {params.precision} --seed {params.c[seed]}"
-            " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
+            " {params.images} --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
 
 else:
 
