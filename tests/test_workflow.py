@@ -57,6 +57,9 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
     with open(out / "tables" / "pretrain.csv", newline="") as f:
         pruned = {row["backbone"]: row for row in csv.DictReader(f)}["resnet50_half"]
     assert pruned["steps"] == "pruned from resnet50"
+    # the three 224 px stand-ins (VGG16, GoogLeNet, ResNet-50) read one rendered file, deleted once they are done
+    assert (out / "logs" / "pretrain" / "images-224px.log").exists()
+    assert not (out / "pretrain" / "images-224px.h5").exists()
     caption = (out / "tables" / "successors.md").read_text()
     assert "from scratch: U-Net (same padding)" in caption
     assert ("seeds per model: 2 (FCN-8s); 1 (U-Net (same padding), Dilation8 front end, Dilation8 + basic context, "
@@ -147,6 +150,16 @@ def test_no_successor_models_means_no_successor_jobs_and_no_table(tmp_path):
     relative = {os.path.relpath(p, tmp_path) for p in outputs}
     assert [p for p in relative if "succ" in p or "resnet" in p] == []
     assert "tables/table2.md" in relative and "report/table2.html" in relative
+
+
+@pytest.mark.parametrize("overrides, rendered", [
+    ([], True),  # VGG16 and GoogLeNet take 224 px: one shared file
+    (["successors={'models': []}", "table1={'backbones': ['alexnet', 'vgg16']}"], False),  # one 224 px stand-in
+])
+def test_stand_ins_share_rendered_images_only_where_two_take_one_size(tmp_path, overrides, rendered):
+    outputs = _dry_run_outputs("--configfile", "config/config.yaml", "--config", f"results={tmp_path}", *overrides)
+    images = {os.path.relpath(p, tmp_path) for p in outputs if "/pretrain/images-" in p}
+    assert images == ({"pretrain/images-224px.h5"} if rendered else set())
 
 
 def test_lint_is_clean():

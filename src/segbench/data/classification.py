@@ -33,8 +33,8 @@ def phases(*, size: int, crop_size: int, crop_iterations: int, iterations: int, 
            clutter: int) -> list[tuple[str, int, int, float, int]]:
     """The training phases that run, as ``(stream, side in px, steps, jitter in px, clutter)``: the crops
     (skipped with ``crop_iterations`` 0; the object's jitter scaled to the canvas), then the input size."""
-    plan = [("crops", crop_size, crop_iterations, jitter * crop_size / size, 0), ("full", size, iterations, jitter,
-                                                                                   clutter)]
+    plan = [("crops", crop_size, crop_iterations, jitter * crop_size / size, 0),
+            ("full", size, iterations, jitter, clutter)]
     return [phase for phase in plan if phase[2] > 0]
 
 
