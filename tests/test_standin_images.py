@@ -26,7 +26,8 @@ def test_the_file_holds_each_stream_in_drawing_order(rendered):
     with h5py.File(rendered) as f:
         assert {k: f[k]["images"].shape for k in f} == {"crops": (6, 48, 48, 3), "full": (6, 224, 224, 3),
                                                           "single": (55, 224, 224, 3), "clutter": (55, 224, 224, 3)}
-        assert (f["crops"].attrs["jitter"], f["full"].attrs["jitter"], f["clutter"].attrs["clutter"]) == (CROP_JITTER, 16.0, 1)
+        jitters = (f["crops"].attrs["jitter"], f["full"].attrs["jitter"], f["clutter"].attrs["clutter"])
+        assert jitters == (CROP_JITTER, 16.0, 1)
         train = np.random.default_rng(5)
         first, classes = draw(train, 48, 3, jitter=CROP_JITTER, clutter=0)
         np.testing.assert_array_equal(f["crops"]["images"][:3], first)

@@ -61,7 +61,7 @@ def raw_dir(part):
     return f"{RESULTS}/raw/" + (twin if SYNTHETIC else real)[part]
 
 
-def standin_images(wildcards):
+def shared_standin_images(wildcards):
     """The shared images of a stand-in (rule standin_images) where two or more stand-ins of this config take
     its input size, else none (it renders its own)."""
     from segbench.pretrain import INPUT_SIZE

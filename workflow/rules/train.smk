@@ -25,7 +25,7 @@ if not TORCHVISION:
 
     rule pretrain:
         input:
-            images=standin_images,
+            images=shared_standin_images,
         output:
             weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
             summary=f"{RESULTS}/pretrain/{{backbone}}.json",
@@ -38,7 +38,7 @@ if not TORCHVISION:
             dropout=opt("--dropout", config["models"]["dropout"]),
             # fp16's loss scaling lives in the training loop only: the stand-in classifier resolves auto instead
             precision="auto" if config["precision"] == "fp16" else config["precision"],
-            images=lambda wc: opt("--images", next(iter(standin_images(wc)), None)),
+            images=lambda wc: opt("--images", next(iter(shared_standin_images(wc)), None)),
             device=config["device"],
             provenance=PROVENANCE,
         threads: 1

@@ -95,7 +95,7 @@ class Images:
 
     def next(self, stream: str, size: int, n: int, *, jitter: float, clutter: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, classes = self.draw(stream, size, n, jitter=jitter, clutter=clutter)
-        return to_input(list(images), MEAN_BGR), torch.from_numpy(np.asarray(classes) - 1)
+        return to_input(images, MEAN_BGR), torch.from_numpy(np.asarray(classes) - 1)
 
     def close(self) -> None:
         if self.path is not None:
@@ -117,10 +117,11 @@ def render_images(out: str | os.PathLike, *, size: int = 224, crop_size: int = 1
                 "iterations": iterations, "batch_size": batch_size, "jitter": jitter, "clutter": clutter,
                 "eval_images": eval_images}
     source = Images(seed)
-    plan = [(stream, side, [batch_size] * steps, jit, clut)
-            for stream, side, steps, jit, clut in phases(size=size, crop_size=crop_size, crop_iterations=crop_iterations,
-                                                         iterations=iterations, jitter=jitter, clutter=clutter)]
-    plan += [(stream, size, eval_batches(eval_images), jitter, clut) for stream, clut in zip(EVAL_STREAMS, (0, clutter))]
+    training = phases(size=size, crop_size=crop_size, crop_iterations=crop_iterations, iterations=iterations,
+                      jitter=jitter, clutter=clutter)
+    plan = [(stream, side, [batch_size] * steps, jit, clut) for stream, side, steps, jit, clut in training]
+    plan += [(stream, size, eval_batches(eval_images), jitter, clut)
+             for stream, clut in zip(EVAL_STREAMS, (0, clutter))]
     total = sum(len(batches) for _, _, batches, _, _ in plan)
     with replacing(out) as tmp, h5py.File(tmp, "w") as f, tqdm(total=total, desc="stand-in images",
                                                                 disable=not progress) as bar:
@@ -130,7 +131,7 @@ def render_images(out: str | os.PathLike, *, size: int = 224, crop_size: int = 1
             group.attrs.update(size=side, jitter=jit, clutter=clut)
             n = sum(batches)
             images = group.create_dataset("images", (n, side, side, 3), dtype=np.uint8,
-                                          chunks=(max(1, max(batches, default=1)), side, side, 3))
+                                          chunks=(max(batches, default=1), side, side, 3))
             classes = group.create_dataset("classes", (n,), dtype=np.int64)
             start = 0
             for k in batches:
