@@ -40,6 +40,7 @@ fi
 
 # A cluster of our own starts empty: jobs saved by an earlier run that was killed (or a machine that
 # restarted with /tmp kept) would be recovered as still running, and the node would never become idle.
+mkdir -p "$DIR"
 if ! running "$DIR/run/slurmctld.pid"; then
     rm -rf "$DIR/ctld" "$DIR/spool"
     [[ -s $DIR/started ]] && say "clearing state left by an earlier run in $DIR"

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segbench import provenance
+from segbench import identity, provenance
 from segbench.provenance import (
     collect,
     config_sha256,
@@ -47,7 +47,7 @@ def test_config_hash_is_canonical_and_rejects_non_json():
 
 def test_collect_hashes_inputs_in_chunks_and_links_their_sidecars(tmp_path):
     big = tmp_path / "train.h5"
-    payload = np.random.default_rng(0).integers(0, 256, 2 * provenance.CHUNK + 12345, dtype=np.uint8).tobytes()
+    payload = np.random.default_rng(0).integers(0, 256, 2 * identity.CHUNK + 12345, dtype=np.uint8).tobytes()
     big.write_bytes(payload)
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"weights")

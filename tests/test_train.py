@@ -1,9 +1,11 @@
 """The training, pretraining and evaluation functions the rules call, on a tiny twin."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -83,7 +85,8 @@ def test_patch_sampling_draws_more_images_per_iteration(stores, tmp_path):
     assert rows[0][4] == "" and 0.0 <= float(rows[1][5]) <= 1.0  # validation on its row only
 
 
-def test_resume_after_sigkill_gives_bit_identical_weights(stores, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_resume_after_a_kill_or_a_stop_gives_bit_identical_weights(stores, tmp_path, sig):
     iterations = 40
     reference = torch.load(_train(stores, tmp_path / "ref", iterations=iterations), weights_only=True)["state_dict"]
     run = tmp_path / "killed"
@@ -96,13 +99,15 @@ def test_resume_after_sigkill_gives_bit_identical_weights(stores, tmp_path):
         while proc.poll() is None and not (run / "checkpoint.pt").exists():
             os.sched_yield()
     finally:
-        proc.kill()
+        proc.send_signal(sig)
         proc.wait()
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 75)
     assert (run / "checkpoint.pt").exists() and not (run / "model.pt").exists()
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     resumed = torch.load(run / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
     assert len((run / "log.csv").read_text().splitlines()) == iterations + 1
+    assert _run_record(run)["start_iteration"] > 0 and not (run / "checkpoint.pt").exists()
 
 
 def test_sigterm_writes_a_checkpoint_and_exits_with_tempfail(stores, tmp_path):
@@ -142,8 +147,73 @@ def _void(path):
     return sum(int((s.label(i) == 255).sum()) for i in range(len(s)))
 
 
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def _same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _run_record(run_dir):
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_a_finished_run_leaves_no_checkpoint_and_records_its_start_and_code(stores, tmp_path):
+    from segbench.identity import code_identity
+
+    _train(stores, tmp_path / "run", iterations=4)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    record = _run_record(tmp_path / "run")
+    assert record["start_iteration"] == 0 and record["code"] == code_identity()
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["meta"]["code"] == code_identity()
+
+
+def test_a_rebuilt_starting_weights_file_at_the_same_path_retrains_from_zero(stores, tmp_path):
+    init = tmp_path / "init.pt"
+    init.write_bytes(stores[2].read_bytes())
+    run = tmp_path / "run"
+    _resumable(stores, run, init=init, iterations=6)
+    record = torch.load(init, weights_only=True)
+    record["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in record["state_dict"].items()}
+    torch.save(record, init)  # other weights, same path
+    rerun = _weights(_train(stores, run, init=init, iterations=6))
+    assert _run_record(run)["start_iteration"] == 0
+    fresh = _weights(_train(stores, tmp_path / "fresh", init=init, iterations=6))
+    assert _same(rerun, fresh)
+    old = _weights(_train(stores, tmp_path / "old", init=stores[2], iterations=6))
+    assert not _same(rerun, old)
+
+
+def test_a_changed_code_identity_retrains_from_zero(stores, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _resumable(stores, run, iterations=6)
+    monkeypatch.setattr("segbench.train.code_identity", lambda: "0.1.0+edited")
+    _train(stores, run, iterations=6)
+    assert _run_record(run)["start_iteration"] == 0 and _run_record(run)["code"] == "0.1.0+edited"
+
+
+def test_the_same_code_and_inputs_resume(stores, tmp_path):
+    run = tmp_path / "run"
+    _resumable(stores, run, iterations=6)
+    resumed = _weights(_train(stores, run, iterations=6))
+    assert _run_record(run)["start_iteration"] == 4
+    assert _same(resumed, _weights(_train(stores, tmp_path / "ref", iterations=6)))
+
+
+def _resumable(stores, run_dir, *, iterations, **kw):
+    """Leave ``run_dir`` as a job stopped after iteration 4 of ``iterations`` leaves it: checkpoint, no model."""
+
+    class Stopped(Exception):
+        pass
+
+    with mock.patch("segbench.train._finish", side_effect=Stopped), pytest.raises(Stopped):
+        _train(stores, run_dir, iterations=iterations, checkpoint_every=4, **kw)
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists()
+
+
 def test_a_checkpoint_of_other_settings_is_not_resumed(stores, tmp_path):
-    _train(stores, tmp_path / "run", iterations=6)  # leaves checkpoint.pt at iteration 6
+    _resumable(stores, tmp_path / "run", iterations=6)  # leaves checkpoint.pt at iteration 4
     changed = torch.load(_train(stores, tmp_path / "run", iterations=4, lr=2e-7), weights_only=True)["state_dict"]
     fresh = torch.load(_train(stores, tmp_path / "fresh", iterations=4, lr=2e-7), weights_only=True)["state_dict"]
     assert all(torch.equal(changed[k], fresh[k]) for k in fresh)

@@ -4,12 +4,17 @@ import csv
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
+import tables_diff
+import torch
 from conftest import ROOT
 
 from segbench.data.store import Store
@@ -110,6 +115,80 @@ def test_second_run_has_nothing_to_do(tiny_run):
     _, args = tiny_run
     result = _snakemake("--cores", "2", "--dry-run", *args)
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_no_rule_log_holds_a_carriage_return(tiny_run):
+    out, _ = tiny_run
+    logs = list((out / "logs").rglob("*.log"))
+    assert len(logs) > 50 and [p for p in logs if b"\r" in p.read_bytes()] == []
+    assert "train fcn8s/seed1: 4/4 (100%)" in (out / "logs" / "train" / "fcn8s" / "seed1.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def forced_rerun(tiny_run, tmp_path_factory):
+    """The tiny run's tables, then the same run again with --forceall (in place)."""
+    out, args = tiny_run
+    before = tmp_path_factory.mktemp("before")
+    shutil.copytree(out / "tables", before / "tables")
+    started = time.time()
+    _snakemake("--cores", "2", "--forceall", *args)
+    return out, before, started
+
+
+@pytest.mark.slow
+def test_forceall_retrains_every_run_from_iteration_0_and_gives_the_same_values(forced_rerun):
+    out, before, started = forced_rerun
+    runs = sorted(out.glob("train/*/seed*/run.json"))
+    assert len(runs) >= 20
+    for path in runs:
+        record = json.loads(path.read_text())
+        assert path.stat().st_mtime >= started and record["start_iteration"] == 0, path
+        assert not path.with_name("checkpoint.pt").exists()
+    names, problems = tables_diff.differences(before, out)
+    assert problems == [] and {"table1.csv", "table2.csv", "fig5.csv", "successors.csv"} <= set(names)
+
+
+def _hard_stop_args(results):
+    """The tiny configuration with its fcn32s-fixed run long enough to be caught between two checkpoints."""
+    longer = results.parent / f"{results.name}.yaml"
+    longer.write_text("train: {iterations: {fcn32s-fixed: 60}, checkpoint_every: 2}\n")
+    return ["--configfile", "config/config.yaml", "tests/tiny-config.yaml", str(longer), "--config",
+            f"results={results}"]
+
+
+@pytest.mark.slow
+def test_a_hard_stop_recovers_as_the_readme_says_with_an_uninterrupted_runs_values(tmp_path):
+    """kill -9 on the whole process group once the first checkpoint exists (an out-of-memory kill, a lost SSH
+    session), then the README's recovery: `snakemake --unlock`, then the same command."""
+    killed, reference = tmp_path / "killed", tmp_path / "reference"
+    target = "evaluate/fcn32s-fixed/seed1/val.json"
+    run_dir = killed / "train" / "fcn32s-fixed" / "seed1"
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen([*SNAKEMAKE, str(killed / target), "--cores", "2", *_hard_stop_args(killed)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while proc.poll() is None and not (run_dir / "checkpoint.pt").exists():
+            os.sched_yield()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended by itself (exit {proc.returncode}) before a checkpoint"
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists()
+    locked = _snakemake(str(killed / target), "--cores", "2", *_hard_stop_args(killed), check=False)
+    assert locked.returncode != 0 and "--unlock" in locked.stdout + locked.stderr  # what the user sees
+    _snakemake("--unlock", *_hard_stop_args(killed))
+    _snakemake(str(killed / target), "--cores", "2", *_hard_stop_args(killed))
+    assert json.loads((run_dir / "run.json").read_text())["start_iteration"] > 0
+    assert not (run_dir / "checkpoint.pt").exists()
+    _snakemake(str(reference / target), "--cores", "2", *_hard_stop_args(reference))
+    resumed, uninterrupted = (json.loads((r / target).read_text()) for r in (killed, reference))
+    assert {k: resumed[k] for k in ("hist", "mean_iu", "loss")} == {k: uninterrupted[k] for k in ("hist", "mean_iu",
+                                                                                                   "loss")}
+    weights = [torch.load(r / "train/fcn32s-fixed/seed1/model.pt", weights_only=True)["state_dict"]
+               for r in (killed, reference)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def test_paper_dry_run_lists_released_models_and_the_test_submissions():

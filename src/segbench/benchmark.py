@@ -32,12 +32,12 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from segbench import cpuinfo, models, runtime
 from segbench.atomic import write_json
 from segbench.cpuinfo import CPU_FLAGS
 from segbench.models.cards import count_flops
+from segbench.progress import progress_bar
 
 MODES = ("fp32", "channels_last", "bf16", "compile")
 PRECISION = {"fp32": "fp32", "channels_last": "fp32", "bf16": "bf16", "compile": "bf16"}
@@ -191,7 +191,7 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
             runners[mode]()
     first_timed = warmup == 0  # no warm-up: the first call is the first trial
     times = {mode: [1000 * first_call[mode]] if first_timed else [] for mode in modes}
-    for _ in tqdm(range(trials - first_timed), desc=f"benchmark {model_name}", disable=not progress):
+    for _ in progress_bar(range(trials - first_timed), desc=f"benchmark {model_name}", disable=not progress):
         for mode in modes:
             start = time.perf_counter()
             runners[mode]()

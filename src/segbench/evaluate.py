@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from segbench import losses, objective, precision, runtime
 from segbench.atomic import write_json
 from segbench.data.store import Store
 from segbench.data.tensors import modality_input
 from segbench.metrics import confusion_matrix, scores
+from segbench.progress import progress_bar
 from segbench.weights import load_model
 
 
@@ -33,8 +33,8 @@ def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device
     heads = objective.heads_of(model, store.num_classes)
     hists = {field: np.zeros((k, k), dtype=np.int64) for field, k in heads.items()}
     loss_total = 0.0
-    for batch in tqdm(objective.batches_by_shape(store, range(len(store)), batch_size), desc="evaluate",
-                      disable=not progress):
+    for batch in progress_bar(objective.batches_by_shape(store, range(len(store)), batch_size), desc="evaluate",
+                              disable=not progress):
         x = precision.to_layout(modality_input(store, batch, modality, norm).to(device), channels_last=channels_last)
         y = {field: t.to(device) for field, t in objective.targets(store, batch, heads).items()}
         out = model(x).float()
@@ -59,7 +59,8 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
     """Evaluate saved weights on a split and write the metrics (with the confusion matrix) as JSON.
 
     Evaluation runs in float32 (channels-last where the run trained so); the JSON also carries the
-    training run's ``seed``, ``precision`` and ``learned`` flag from the weights' metadata, for the tables.
+    training run's ``seed``, ``precision``, ``learned`` flag and code identity from the weights' metadata, for the
+    tables.
     """
     runtime.setup(threads=threads)
     dev = runtime.resolve_device(device)
@@ -77,6 +78,6 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
                             gamma=meta.get("gamma", 2.0), progress=progress)
     result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names,
                   train={k: meta.get(k) for k in ("seed", "precision", "learned", "final_train_loss",
-                                                  "constant_prediction_loss")})
+                                                  "constant_prediction_loss", "code")})
     write_json(out_json, result)
     return result

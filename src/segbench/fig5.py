@@ -7,6 +7,7 @@ average the iterations that exist so far).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -177,5 +178,8 @@ def make_fig5(logs: dict[float, str | os.PathLike | list], *, out_table: str | o
     shown = [(k if single or k in ("p", "curve", "n", "images_per_iteration", "iterations", "images_processed")
               else f"{k}_pm", h) for k, h in TABLE_COLUMNS]
     csv = [c for k, h in TABLE_COLUMNS for c in ([(k, h)] if k in ("p", "curve") else [(k, h), (f"{k}_std", "std")])]
+    runs = [Path(path).with_name("run.json") for paths in logs.values()
+            for path in (paths if isinstance(paths, (list, tuple)) else [paths])]
+    sources = [json.loads(run.read_text()) for run in runs if run.exists()]  # each log's run record: its code
     return figures + write_table(out_table, shown, rows, caption=table_caption, digits=1,
-                                 csv_columns=[("p", "p"), ("curve", "run"), ("n", "n")] + csv[2:])
+                                 csv_columns=[("p", "p"), ("curve", "run"), ("n", "n")] + csv[2:], sources=sources)

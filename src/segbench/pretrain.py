@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from segbench import errors, models, precision, runtime
 from segbench.atomic import torch_save, write_json
 from segbench.data.classification import Images, eval_batches, phases
 from segbench.data.synth_objects import NUM_OBJECT_CLASSES
+from segbench.progress import progress_bar
 
 log = logging.getLogger(__name__)
 INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224, "resnet50": 224,
@@ -82,7 +82,7 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
         _check_input_size(net, backbone, phase_size, dev)
         opt = torch.optim.Adam(net.parameters(), lr=phase_lr)
         net.train()
-        bar = tqdm(range(steps), desc=f"pretrain {backbone} ({phase}, {phase_size} px)", disable=not progress)
+        bar = progress_bar(range(steps), desc=f"pretrain {backbone} ({phase}, {phase_size} px)", disable=not progress)
         for it in bar:
             opt.param_groups[0]["lr"] = phase_lr * (1 - it / steps) ** 0.9
             x, y = source.next(phase, phase_size, batch_size, jitter=phase_jitter, clutter=phase_clutter)

@@ -1,11 +1,11 @@
 """Provenance: where a number came from, written beside the file that holds it.
 
-Every output ``X`` can have a sidecar ``X.provenance.json`` that records the code (git commit and whether
-the checkout had local changes), the resolved configuration and its sha256, the sha256 of every input file
-(with the path of that input's own sidecar, so a chain of sidecars leads from a table back to the dataset
-stores and starting weights), the software and hardware, threads, batch size, seeds, precision and the
-wall time of the job. A table's sidecar (:func:`write_table_provenance`) maps each of its rows to the
-metric files it was built from and their sidecars.
+Every output ``X`` can have a sidecar ``X.provenance.json`` that records the code (git commit, whether the
+checkout had local changes, and the code identity of ``segbench.identity``), the resolved configuration and
+its sha256, the sha256 of every input file (with the path of that input's own sidecar, so a chain of
+sidecars leads from a table back to the dataset stores and starting weights), the software and hardware,
+threads, batch size, seeds, precision and the wall time of the job. A table's sidecar
+(:func:`write_table_provenance`) maps each of its rows to the metric files it was built from and their sidecars.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import torch
 
 from segbench.atomic import write_json
 from segbench.cpuinfo import cpu_info
+from segbench.identity import code_identity, sha256sum
 from segbench.runtime import resolve_device
 
 FORMAT_VERSION = 1
 SUFFIX = ".provenance.json"
-CHUNK = 1 << 20
 UNKNOWN = "unknown"
 
 
@@ -41,15 +41,6 @@ def provenance_path(output: str | os.PathLike) -> Path:
     """Where the provenance of ``output`` lives: ``<output>.provenance.json`` (any output, any suffix)."""
     output = Path(output)
     return output.with_name(output.name + SUFFIX)
-
-
-def sha256sum(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (stores and weights can be gigabytes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def config_sha256(config: Mapping) -> str:
@@ -160,6 +151,7 @@ def collect(*, config: Mapping | None = None, inputs: Sequence[str | os.PathLike
         "format_version": FORMAT_VERSION,
         "written_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git": git_state(),
+        "code": code_identity(),
         "config_sha256": config_sha256(config),
         "config": config,
         "inputs": [file_record(p) for p in inputs if p is not None],
@@ -231,7 +223,7 @@ def _summary(record: Mapping) -> dict:
     keys = ("config_sha256", "seeds", "precision", "batch_size", "threads", "wall_s")
     summary = {k: record.get(k) for k in keys}
     summary.update(git_commit=record.get("git", {}).get("commit"), git_dirty=record.get("git", {}).get("dirty"),
-                   device=record.get("device", {}).get("name"))
+                   code=record.get("code"), device=record.get("device", {}).get("name"))
     return summary
 
 
@@ -248,7 +240,7 @@ def write_table_provenance(table: str | os.PathLike,
     distinct commits and config hashes over all rows, so a mixed table is visible at a glance, and the
     provenance of the table job itself.
     """
-    traced, commits, configs, without = {}, set(), set(), []
+    traced, commits, codes, configs, without = {}, set(), set(), set(), []
 
     def trace(path) -> dict:
         entry = file_record(path)
@@ -258,6 +250,7 @@ def write_table_provenance(table: str | os.PathLike,
         else:
             entry["run"] = _summary(json.loads(Path(entry["provenance"]).read_text()))
             commits.add(str(entry["run"]["git_commit"]))
+            codes.add(str(entry["run"]["code"]))
             configs.add(str(entry["run"]["config_sha256"]))
         return entry
 
@@ -265,6 +258,7 @@ def write_table_provenance(table: str | os.PathLike,
         traced[label] = {role: [trace(p) for p in paths] if isinstance(paths, (list, tuple)) else trace(paths)
                          for role, paths in files.items()}
     record = {"format_version": FORMAT_VERSION, "kind": "table", "rows": traced, "git_commits": sorted(commits),
+              "code_identities": sorted(codes),
               "config_sha256s": sorted(configs), "files_without_provenance": without,
               "table_job": collect(config=config)}
     return write_provenance(table, record)

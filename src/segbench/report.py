@@ -86,9 +86,10 @@ def table2(metrics: dict[str, str | os.PathLike | Sequence], out_prefix: str | o
     unknown = sorted(set(metrics) - known)
     if unknown:
         raise ValueError(f"unknown Table 2 rows {unknown}; expected names from {sorted(known)}")
-    rows = []
+    rows, sources = [], []
     for net, paths in metrics.items():
         results = [_read_json(p) for p in _paths(paths)]
+        sources += results
         row = {"net": net, "learned": _learned(results)}
         _metric_cells(row, results, paper.TABLE2.get(net))
         rows.append(row)
@@ -99,7 +100,7 @@ def table2(metrics: dict[str, str | os.PathLike | Sequence], out_prefix: str | o
                f"paper's; Δ = our mean minus the paper's; '{RANDOM_ROW}' is the control that shows what the "
                "transplanted classifier adds; 'loss < floor' counts the seeds whose training loss fell below the loss "
                "of predicting the class frequencies everywhere" + (f"; {dataset_note}" if dataset_note else ""))
-    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv)
+    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv, sources=sources)
 
 
 def table1(runs: dict[str, dict], out_prefix: str | os.PathLike, *, dataset_note: str = "") -> list[Path]:
@@ -109,7 +110,7 @@ def table1(runs: dict[str, dict], out_prefix: str | os.PathLike, *, dataset_note
     a list of them (one per seed), "benchmark": benchmark JSON}``. The forward time is the fp32 mean at the
     benchmark's size and device. Rows are ordered by our mean IU, best first, so the ordering shows.
     """
-    rows, devices = [], set()
+    rows, devices, sources = [], set(), []
     for backbone, run in runs.items():
         if backbone not in paper.TABLE1:
             raise ValueError(f"unknown Table 1 backbone {backbone!r}; expected one of {sorted(paper.TABLE1)}")
@@ -118,6 +119,7 @@ def table1(runs: dict[str, dict], out_prefix: str | os.PathLike, *, dataset_note
         devices.add(f"{bench['device']} ({bench.get('size', '?')}x{bench.get('size', '?')}, width {bench.get('width', 1.0)})")
         ref = paper.TABLE1[backbone]
         results = [_read_json(p) for p in _paths(run["metrics"])]
+        sources += results
         mean, std, n = mean_std([100.0 * r["mean_iu"] for r in results])
         rows.append({
             "backbone": backbone, "model": run["model"], "n": n,
@@ -143,7 +145,7 @@ def table1(runs: dict[str, dict], out_prefix: str | os.PathLike, *, dataset_note
                "(mean ± std over n seeds; the paper has VGG16 > GoogLeNet > AlexNet); conv layers, parameters, rf "
                "size and stride are those of the full-width nets; forward time measured on " + ", ".join(sorted(devices))
                + (f"; {dataset_note}" if dataset_note else ""))
-    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv)
+    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv, sources=sources)
 
 
 def table_pretrain(summaries: dict[str, str | os.PathLike], out_prefix: str | os.PathLike, *,
@@ -213,8 +215,10 @@ def _dataset_table(metrics, out_prefix, ours: Sequence[str], reference: dict, ba
     if unknown:
         raise ValueError(f"unknown rows {unknown}; expected names from {ours}")
     rows = [_baseline_row(name, reference[name], [k for k, _ in keys], "net") for name in baselines]
+    sources = []
     for net, paths in metrics.items():
         results = [_read_json(p) for p in _paths(paths)]
+        sources += results
         for r in results:  # the geometric head's accuracy (SIFT Flow) under the table's name
             if "label_geo_pixel_acc" in r:
                 r["geo_acc"] = r["label_geo_pixel_acc"]
@@ -232,4 +236,4 @@ def _dataset_table(metrics, out_prefix, ours: Sequence[str], reference: dict, ba
     shown.append(("learned", "loss < floor"))
     csv.append(("learned", "loss < floor"))
     caption += "; Δ = our mean minus the paper's" + (f"; {dataset_note}" if dataset_note else "")
-    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv)
+    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv, sources=sources)

@@ -107,10 +107,11 @@ def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, da
         raise ValueError(f"unknown models {unknown} for the successors table; expected names from "
                          f"{sorted(paper.SUCCESSORS)}")
     order = sorted(runs, key=lambda m: m != FCN)  # stable: FCN-8s first, the rest as given
-    rows, devices = [], set()
+    rows, devices, sources = [], set(), []
     for model in order:
         run = runs[model]
         results = [_read_json(p) for p in _paths(run["metrics"])]
+        sources += results
         row = {"key": model, "model": NAMES[model], "learned": _learned(results), "width": run.get("width"),
                "recipe": run.get("recipe"), "iterations": run.get("iterations"),
                "published_iterations": _published_iterations(model)}
@@ -146,4 +147,4 @@ def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, da
                "on VOC2011 seg11valid, the split our evaluation mirrors; 62.2 on VOC2012 test); parameters without the "
                "training-only auxiliary heads, GFLOPs (2 per multiply-add) of one 500x500 image and output stride "
                "(OS) of the full-width nets. Deviations: " + "; ".join(_deviations(rows, devices, dataset_note)))
-    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv)
+    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv, sources=sources)

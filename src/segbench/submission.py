@@ -21,7 +21,6 @@ from typing import Mapping
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from segbench import runtime
 from segbench.atomic import replacing, write_json
@@ -31,7 +30,8 @@ from segbench.data.store import Store
 from segbench.data.voc import find_test_devkit, read_ids, seg_test_list, voc_palette
 from segbench.errors import MissingInputError, SegbenchError
 from segbench.predict import load_for_store
-from segbench.provenance import sha256sum
+from segbench.identity import sha256sum
+from segbench.progress import progress_bar
 from segbench.tables import write_table
 
 YEARS = ("2011", "2012")
@@ -156,7 +156,7 @@ def write_submission(*, store_path: str | os.PathLike, model_path: str | os.Path
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     expected = {}
-    for i in tqdm(range(len(store)), desc=f"VOC{year} test", disable=not progress):
+    for i in progress_bar(range(len(store)), desc=f"VOC{year} test", disable=not progress):
         expected[store.ids[i]] = store.shape("image", i)[:2]
         write_label_png(partial / f"{store.ids[i]}.png", predictor.labels(store, i, dev))
     shutil.rmtree(folder, ignore_errors=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segbench.atomic import write_text
+from segbench.identity import code_note
 
 
 def _fmt(value, digits: int) -> str:
@@ -18,14 +19,19 @@ def _fmt(value, digits: int) -> str:
 
 
 def write_table(prefix: str | os.PathLike, columns: Sequence[tuple[str, str]], rows: Sequence[dict], *,
-                caption: str, digits: int = 1, csv_columns: Sequence[tuple[str, str]] | None = None) -> list[Path]:
+                caption: str, digits: int = 1, csv_columns: Sequence[tuple[str, str]] | None = None,
+                sources: Sequence[dict] = ()) -> list[Path]:
     """Write ``prefix.csv``, ``prefix.tex`` and ``prefix.md``.
 
     ``columns`` is a list of (key, header) pairs; each row maps keys to values. The CSV uses the keys of
     ``csv_columns`` (default: ``columns``) as its header and full precision (4 decimals); the LaTeX and
-    Markdown use the headers of ``columns`` and ``digits``.
+    Markdown use the headers of ``columns`` and ``digits``. ``sources`` are the run or evaluation records
+    the rows were built from: when they come from more than one code identity, the caption says so
+    (``identity.code_note``).
     """
     prefix = Path(prefix)
+    note = code_note(sources)
+    caption = f"{caption}; {note}" if note else caption
     csv_keys = [k for k, _ in (csv_columns or columns)]
     keys = [k for k, _ in columns]
     headers = [h for _, h in columns]

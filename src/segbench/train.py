@@ -4,7 +4,10 @@ One iteration draws ``batch_size / p`` images with replacement (FCN's data layer
 each step), computes the per-pixel loss, optionally keeps only a Bernoulli(p) subset of the stride-32
 output cells (the paper's "patch sampling", section 3.4), and takes one optimizer step (the recipe's
 schedule sets the lr first). Checkpoints are written every ``checkpoint_every`` iterations and on SIGTERM;
-a rerun resumes from the last one and ends with the same weights as an uninterrupted run (on the CPU).
+a rerun resumes from the last one and ends with the same weights as an uninterrupted run (on the CPU). Only
+a checkpoint of the same settings, code identity and input contents is resumed (``segbench.identity``): a
+rerun after a code change, or with a rebuilt store or starting weights at the same path, starts afresh. The
+checkpoint is removed once ``model.pt`` is written, so a finished run leaves nothing to resume.
 
 At the end the run compares its training loss (mean of the last tenth of the iterations) with the loss of
 the best constant prediction, the training pixels' class frequencies everywhere (which a net that predicts
@@ -24,7 +27,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from segbench import checkpoint, distributed, errors, losses, models, objective, precision, recipes, runtime
 from segbench.atomic import write_json
@@ -33,6 +35,8 @@ from segbench.data.augment import Augmentation
 from segbench.data.store import Store
 from segbench.data.tensors import MODALITIES
 from segbench.evaluate import evaluate_model
+from segbench.identity import code_identity, sha256sum
+from segbench.progress import progress_bar
 from segbench.trainlog import write_log
 from segbench.weights import model_from_record, save_model
 
@@ -149,14 +153,17 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     rows: list[dict] = []
     start, wall, data_rng = 0, 0.0, None
     ckpt_path = out_dir / checkpoint.CHECKPOINT_NAME
-    # Resume only a checkpoint of this very run: a changed setting starts afresh.
-    run_key = repr((str(train_store), model_name, width, str(init), mode, rec, iterations, sample_p, criterion,
-                    gamma, dropout, prec, channels_last, modality, model_options, seed)
+    # Resume only a checkpoint of this very run: a changed setting, code or input content starts afresh.
+    run_key = repr((code_identity(), _contents(train_store), _contents(init),
+                    _contents(val_store if val_store and val_every else None), model_name, width, mode, rec,
+                    iterations, sample_p, criterion, gamma, dropout, prec, channels_last, modality, model_options, seed)
                    + ((ctx.world_size,) if ctx.world_size > 1 else ()))
+    first_iteration = 0
     if checkpoint.latest_checkpoint(out_dir) is not None:
         resumed = checkpoint.load_checkpoint(ckpt_path, model=model, optimizer=optimizer, run_key=run_key)
         if resumed is None:
-            log.warning("%s belongs to a run with other settings: starting from iteration 0", ckpt_path)
+            log.warning("%s belongs to a run with other settings, code or input contents: starting from "
+                        "iteration 0", ckpt_path)
         else:
             start, extra = resumed
             own = extra["ranks"][ctx.rank] if ctx.world_size > 1 else extra
@@ -166,6 +173,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             if "scaler" in extra:
                 scaler.load_state_dict(extra["scaler"])
             data_rng, rows, wall = extra["data_rng"], extra["rows"], extra["wall_s"]
+            first_iteration = start
             log.info("resuming %s from iteration %d", out_dir, start)
 
     def save(iteration):
@@ -189,8 +197,8 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                                world_size=ctx.world_size, augmentation=Augmentation.of(rec), seed=seed),
         sampler, num_workers=num_workers, pin_memory=pin_memory and dev.type == "cuda"))
     with checkpoint.PreemptionGuard() as guard:
-        bar = tqdm(range(start, iterations), desc=f"train {out_dir.name}", disable=not progress or not ctx.main,
-                   initial=start, total=iterations)
+        bar = progress_bar(range(start, iterations), desc=f"train {out_dir.parent.name}/{out_dir.name}",
+                           disable=not progress or not ctx.main, initial=start, total=iterations)
         for it in bar:
             model.train()
             t0 = time.perf_counter()
@@ -231,8 +239,10 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
                       "iterations": iterations, "sample_p": sample_p, "images_per_iter": images_per_iter,
                       "seed": seed, "input_norm": norm, "modality": modality, "criterion": criterion,
                       "gamma": gamma, "dropout": dropout, "precision": prec, "channels_last": channels_last,
-                      "augmentation": _augmentation_meta(rec)},
-                run={"wall_s": wall, "compile": compile, "deterministic": deterministic, "processes": ctx.world_size})
+                      "augmentation": _augmentation_meta(rec), "code": code_identity()},
+                run={"wall_s": wall, "start_iteration": first_iteration, "compile": compile,
+                     "deterministic": deterministic, "processes": ctx.world_size})
+        ckpt_path.unlink(missing_ok=True)  # finished: nothing is left that a rerun could resume
     distributed.barrier(ctx)
     distributed.stop(ctx)
     return path
@@ -259,6 +269,13 @@ def _finish(model, data, heads, rows, out_dir, *, rec, name, width, init, in_cha
                in_channels=in_channels, options=options, meta=meta)
     write_json(out_dir / "run.json", {"model": name, "width": width, "init": None if init is None else str(init),
                                       **meta})
+
+
+def _contents(paths) -> str | tuple | None:
+    """The sha256 of a file, or of each file of a list (None stays None): what a resume key holds of an input."""
+    if paths is None:
+        return None
+    return tuple(sha256sum(p) for p in paths) if isinstance(paths, (list, tuple)) else sha256sum(paths)
 
 
 def _augmentation_meta(rec: recipes.Recipe) -> dict | None:

@@ -22,6 +22,6 @@ rule benchmark:
     log:
         f"{LOGS}/benchmark/{{model}}.log",
     shell:
-        "segbench benchmark {wildcards.model} --out {output.result} --size {params.c[size]} --width {params.c[width]}"
+        "segbench benchmark {wildcards.model} --out {output.result:q} --size {params.c[size]} --width {params.c[width]}"
         " --trials {params.c[trials]} --warmup {params.c[warmup]} --modes {params.modes}"
-        " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
+        " --device {params.device} --threads {threads} {params.provenance} > {log:q} 2>&1"

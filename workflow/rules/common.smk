@@ -81,7 +81,7 @@ def table1_flags(wildcards):
         run = RUNS[runs.table1_run(b)]
         spec = {"model": run.model, "metrics": seeds_of(run.name, PATHS.metrics),
                 "benchmark": f"{RESULTS}/benchmark/{run.model}.json"}
-        flags.append(f"--run {b}='{json.dumps(spec)}'")
+        flags.append(arg("--run", f"{b}={json.dumps(spec)}"))
     return " ".join(flags)
 
 
@@ -129,7 +129,7 @@ def successors_flags(wildcards):
         run = RUNS[name]
         spec = {"metrics": seeds_of(name, PATHS.metrics), "benchmark": successor_benchmark(name),
                 "recipe": run.recipe, "iterations": run.iterations, "width": run.width}
-        flags.append(f"--run {run.model}='{json.dumps(spec)}'")
+        flags.append(arg("--run", f"{run.model}={json.dumps(spec)}"))
     return " ".join(flags)
 
 
@@ -150,9 +150,14 @@ DATASET_NOTES["successors"] = "; ".join(filter(None, [
     "not values" if SYNTHETIC else "real data", _successor_starts() if SUCCESSOR_RUNS else ""]))
 
 
+def arg(flag, value):
+    """A CLI flag with its value, quoted for the shell (paths may hold spaces or quotes)."""
+    return f"{flag} {shlex.quote(str(value))}"
+
+
 def opt(flag, value):
-    """A CLI flag with its value, or nothing when the value is unset."""
-    return "" if value is None else f"{flag} {value}"
+    """A CLI flag with its value, quoted for the shell, or nothing when the value is unset."""
+    return "" if value is None else arg(flag, value)
 
 
 def train_flags(wildcards):
@@ -161,7 +166,7 @@ def train_flags(wildcards):
     init = PATHS.init(run, wildcards.seed)
     return " ".join(filter(None, [
         f"--model {run.model} --width {run.width} --mode {run.mode} --modality {run.modality}",
-        f"--init {' '.join(init)}" if init else "",
+        f"--init {' '.join(map(shlex.quote, init))}" if init else "",
         f"--iterations {run.iterations} --sample-p {run.sample_p}",
         f"--recipe {run.recipe} --criterion {cfg['criterion']} --gamma {cfg['gamma']}",
         opt("--lr", run.lr), opt("--lr-scale", cfg["lr_scale"]), opt("--momentum", run.momentum),
@@ -170,7 +175,7 @@ def train_flags(wildcards):
         f"--num-workers {cfg['num_workers']}", "" if cfg["pin_memory"] else "--no-pin-memory",
         "--compile" if cfg["compile"] else "", "--deterministic" if cfg["deterministic"] else "",
         f"--checkpoint-every {cfg['checkpoint_every']} --seed {wildcards.seed} --device {config['device']}",
-        f"--val-store {PATHS.stores(run)[1]} --val-every {run.val_every}" if run.val_every else "",
+        f"{arg('--val-store', PATHS.stores(run)[1])} --val-every {run.val_every}" if run.val_every else "",
     ]))
 
 
@@ -231,7 +236,7 @@ def final_outputs():
 # Traceability (workflow/rules/trace.smk): provenance sidecars, per-class results, figures, the report.
 
 CONFIG_JSON = f"{RESULTS}/provenance/config.json"  # the resolved config of the latest run (see onstart)
-PROVENANCE = f"--provenance {CONFIG_JSON}"  # the flag with which a subcommand writes its outputs' sidecars
+PROVENANCE = arg("--provenance", CONFIG_JSON)  # the flag with which a subcommand writes its outputs' sidecars
 REPORT = f"{RESULTS}/report.html"
 PAGES = f"{RESULTS}/report"  # the tables and the provenance as HTML pages, for the report
 TABLE_PAGES = {  # name -> (table prefix, title, caption in workflow/report/, report category); one page each

@@ -14,9 +14,9 @@ if SYNTHETIC:
         log:
             f"{LOGS}/data/synth_voc.log",
         shell:
-            "segbench synth-voc --out-dir {params.out_dir} --image-size {params.c[image_size]}"
+            "segbench synth-voc --out-dir {params.out_dir:q} --image-size {params.c[image_size]}"
             " --n-sbd-train {params.c[n_sbd_train]} --n-sbd-val {params.c[n_sbd_val]} --n-voc-train {params.c[n_voc_train]}"
-            " --n-voc-val {params.c[n_voc_val]} --n-overlap {params.c[n_overlap]} --seed {params.c[seed]} > {log} 2>&1"
+            " --n-voc-val {params.c[n_voc_val]} --n-overlap {params.c[n_overlap]} --seed {params.c[seed]} > {log:q} 2>&1"
 
     rule synth_nyud:
         output:
@@ -29,8 +29,8 @@ if SYNTHETIC:
         log:
             f"{LOGS}/data/synth_nyud.log",
         shell:
-            "segbench synth-nyud --out-dir {params.out_dir} --n-images {params.c[n_images]}"
-            " --frame-scale {params.c[frame_scale]} --seed {params.c[seed]} > {log} 2>&1"
+            "segbench synth-nyud --out-dir {params.out_dir:q} --n-images {params.c[n_images]}"
+            " --frame-scale {params.c[frame_scale]} --seed {params.c[seed]} > {log:q} 2>&1"
 
     rule synth_siftflow:
         output:
@@ -43,8 +43,8 @@ if SYNTHETIC:
         log:
             f"{LOGS}/data/synth_siftflow.log",
         shell:
-            "segbench synth-siftflow --out-dir {params.out_dir} --n-train {params.c[n_train]} --n-test {params.c[n_test]}"
-            " --seed {params.c[seed]} > {log} 2>&1"
+            "segbench synth-siftflow --out-dir {params.out_dir:q} --n-train {params.c[n_train]} --n-test {params.c[n_test]}"
+            " --seed {params.c[seed]} > {log:q} 2>&1"
 
 else:
 
@@ -61,7 +61,7 @@ else:
         log:
             f"{LOGS}/data/download_{{dataset}}.log",
         shell:
-            "segbench download {wildcards.dataset} --dest-dir {params.dest_dir} {params.data_root} > {log} 2>&1"
+            "segbench download {wildcards.dataset} --dest-dir {params.dest_dir:q} {params.data_root} > {log:q} 2>&1"
 
 
 rule preprocess_voc:
@@ -76,7 +76,7 @@ rule preprocess_voc:
         voc2011=raw_dir("voc2011"),
         sbd=raw_dir("sbd"),
         out_dir=lambda wc, output: os.path.dirname(output.train),
-        check="" if SYNTHETIC else f"--check-md5 --voc2012 {raw_dir('voc2012')}",
+        check="" if SYNTHETIC else f"--check-md5 {arg('--voc2012', raw_dir('voc2012'))}",
     resources:
         **resources_for("preprocess_voc"),
     conda:
@@ -84,8 +84,8 @@ rule preprocess_voc:
     log:
         f"{LOGS}/data/preprocess_voc.log",
     shell:
-        "segbench preprocess-voc --voc2011 {params.voc2011} --sbd {params.sbd} --out-dir {params.out_dir}"
-        " {params.check} > {log} 2>&1"
+        "segbench preprocess-voc --voc2011 {params.voc2011:q} --sbd {params.sbd:q} --out-dir {params.out_dir:q}"
+        " {params.check} > {log:q} 2>&1"
 
 
 rule preprocess_nyud:
@@ -105,7 +105,7 @@ rule preprocess_nyud:
     log:
         f"{LOGS}/data/preprocess_nyud.log",
     shell:
-        "segbench preprocess-nyud --raw-dir {params.raw_dir} --out-dir {params.out_dir} {params.check} > {log} 2>&1"
+        "segbench preprocess-nyud --raw-dir {params.raw_dir:q} --out-dir {params.out_dir:q} {params.check} > {log:q} 2>&1"
 
 
 rule hha_nyud:
@@ -117,7 +117,7 @@ rule hha_nyud:
         store=f"{RESULTS}/preprocessed/nyud/{{split}}-hha.h5",
         pngs=directory(f"{RESULTS}/preprocessed/nyud/hha/{{split}}"),
     params:
-        train_hha=lambda wc, input: " ".join(f"--train-hha-store {p}" for p in input.train_hha),
+        train_hha=lambda wc, input: " ".join(arg("--train-hha-store", p) for p in input.train_hha),
     threads: HHA_THREADS
     resources:
         **resources_for("hha_nyud"),
@@ -126,8 +126,8 @@ rule hha_nyud:
     log:
         f"{LOGS}/data/hha_nyud_{{split}}.log",
     shell:
-        "segbench hha-nyud --store {input.store} --png-dir {output.pngs} --out {output.store} --threads {threads}"
-        " {params.train_hha} > {log} 2>&1"
+        "segbench hha-nyud --store {input.store:q} --png-dir {output.pngs:q} --out {output.store:q} --threads {threads}"
+        " {params.train_hha} > {log:q} 2>&1"
 
 
 rule preprocess_siftflow:
@@ -147,7 +147,7 @@ rule preprocess_siftflow:
     log:
         f"{LOGS}/data/preprocess_siftflow.log",
     shell:
-        "segbench preprocess-siftflow --raw-dir {params.raw_dir} --out-dir {params.out_dir} {params.check} > {log} 2>&1"
+        "segbench preprocess-siftflow --raw-dir {params.raw_dir:q} --out-dir {params.out_dir:q} {params.check} > {log:q} 2>&1"
 
 
 rule dataset_stats:
@@ -164,4 +164,4 @@ rule dataset_stats:
     log:
         f"{LOGS}/data/dataset_stats_{{dataset}}.log",
     shell:
-        "segbench dataset-stats {wildcards.dataset} --store {input} --out {output} {params.check} > {log} 2>&1"
+        "segbench dataset-stats {wildcards.dataset} --store {input:q} --out {output:q} {params.check} > {log:q} 2>&1"

@@ -19,5 +19,5 @@ rule evaluate:
     log:
         f"{LOGS}/evaluate/{{run}}/seed{{seed}}.log",
     shell:
-        "segbench evaluate --store {input.store} --weights {input.weights} --out {output.metrics}"
-        " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
+        "segbench evaluate --store {input.store:q} --weights {input.weights:q} --out {output.metrics:q}"
+        " --device {params.device} --threads {threads} {params.provenance} > {log:q} 2>&1"

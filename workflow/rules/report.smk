@@ -7,7 +7,7 @@ rule table2:
     output:
         multiext(f"{RESULTS}/tables/table2", ".csv", ".tex", ".md", ".provenance.json"),
     params:
-        runs=lambda wc, input: " ".join(f"--run '{net}={','.join(paths)}'" for net, paths in input.items()),
+        runs=lambda wc, input: " ".join(arg("--run", f"{net}={','.join(paths)}") for net, paths in input.items()),
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
         provenance=PROVENANCE,
@@ -18,8 +18,8 @@ rule table2:
     log:
         f"{LOGS}/report/table2.log",
     shell:
-        "segbench table2 {params.runs} --out-prefix {params.prefix} --note '{params.note}' {params.provenance}"
-        " > {log} 2>&1"
+        "segbench table2 {params.runs} --out-prefix {params.prefix:q} --note {params.note:q} {params.provenance}"
+        " > {log:q} 2>&1"
 
 
 rule table1:
@@ -40,8 +40,8 @@ rule table1:
     log:
         f"{LOGS}/report/table1.log",
     shell:
-        "segbench table1 {params.runs} --out-prefix {params.prefix} --note '{params.note}' {params.provenance}"
-        " > {log} 2>&1"
+        "segbench table1 {params.runs} --out-prefix {params.prefix:q} --note {params.note:q} {params.provenance}"
+        " > {log:q} 2>&1"
 
 
 FIG5_FIRST = runs.fig5_run(config["fig5"]["p"][0])  # its first seed's run.json holds the loss floor
@@ -58,7 +58,7 @@ rule fig5:
         f"{RESULTS}/figures/fig5.pdf",
         sidecars(f"{RESULTS}/tables/fig5", *figure_files(f"{RESULTS}/figures/fig5")),
     params:
-        runs=" ".join(f"--run {p}={','.join(seeds_of(runs.fig5_run(p), PATHS.log))}" for p in config["fig5"]["p"]),
+        runs=" ".join(arg("--run", f"{p}={','.join(seeds_of(runs.fig5_run(p), PATHS.log))}") for p in config["fig5"]["p"]),
         model=config["fig5"]["model"],
         table=lambda wc, output: output[0][: -len(".csv")],
         figure=lambda wc, output: output[3][: -len(".png")],
@@ -70,8 +70,8 @@ rule fig5:
     log:
         f"{LOGS}/report/fig5.log",
     shell:
-        "segbench fig5 {params.runs} --floor-from {input.floor} --model {params.model} --out-table {params.table}"
-        " --out-figure {params.figure} {params.provenance} > {log} 2>&1"
+        "segbench fig5 {params.runs} --floor-from {input.floor:q} --model {params.model} --out-table {params.table:q}"
+        " --out-figure {params.figure:q} {params.provenance} > {log:q} 2>&1"
 
 
 rule table_pretrain:
@@ -80,7 +80,7 @@ rule table_pretrain:
     output:
         multiext(f"{RESULTS}/tables/pretrain", ".csv", ".tex", ".md", ".provenance.json"),
     params:
-        runs=lambda wc, input: " ".join(f"--run {b}={path}" for b, path in zip(BACKBONES, input)),
+        runs=lambda wc, input: " ".join(arg("--run", f"{b}={path}") for b, path in zip(BACKBONES, input)),
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
         provenance=PROVENANCE,
@@ -91,8 +91,8 @@ rule table_pretrain:
     log:
         f"{LOGS}/report/table_pretrain.log",
     shell:
-        "segbench table-pretrain {params.runs} --out-prefix {params.prefix} --note '{params.note}'"
-        " {params.provenance} > {log} 2>&1"
+        "segbench table-pretrain {params.runs} --out-prefix {params.prefix:q} --note {params.note:q}"
+        " {params.provenance} > {log:q} 2>&1"
 
 
 for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)):
@@ -105,8 +105,8 @@ for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)
         output:
             multiext(f"{RESULTS}/tables/{_table}", ".csv", ".tex", ".md", ".provenance.json"),
         params:
-            runs=lambda wc, input: " ".join(f"--run '{row}={','.join(paths)}'" for row, paths in input.items()),
-            note=shlex.quote(DATASET_NOTES[_table]),
+            runs=lambda wc, input: " ".join(arg("--run", f"{row}={','.join(paths)}") for row, paths in input.items()),
+            note=DATASET_NOTES[_table],
             prefix=lambda wc, output: output[0][: -len(".csv")],
             table=_table,
             provenance=PROVENANCE,
@@ -117,8 +117,8 @@ for _table, _rows in (("table4", runs.TABLE4_ROWS), ("table5", runs.TABLE5_ROWS)
         log:
             f"{LOGS}/report/{_table}.log",
         shell:
-            "segbench {params.table} {params.runs} --out-prefix {params.prefix} --note {params.note}"
-            " {params.provenance} > {log} 2>&1"
+            "segbench {params.table} {params.runs} --out-prefix {params.prefix:q} --note {params.note:q}"
+            " {params.provenance} > {log:q} 2>&1"
 
 
 if SUCCESSOR_RUNS:
@@ -131,7 +131,7 @@ if SUCCESSOR_RUNS:
             multiext(f"{RESULTS}/tables/successors", ".csv", ".tex", ".md", ".provenance.json"),
         params:
             runs=successors_flags,
-            note=shlex.quote(DATASET_NOTES["successors"]),
+            note=DATASET_NOTES["successors"],
             prefix=lambda wc, output: output[0][: -len(".csv")],
             provenance=PROVENANCE,
         resources:
@@ -141,5 +141,5 @@ if SUCCESSOR_RUNS:
         log:
             f"{LOGS}/report/table_successors.log",
         shell:
-            "segbench table-successors {params.runs} --out-prefix {params.prefix} --note {params.note}"
-            " {params.provenance} > {log} 2>&1"
+            "segbench table-successors {params.runs} --out-prefix {params.prefix:q} --note {params.note:q}"
+            " {params.provenance} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule perclass:
         provenance=sidecars(*[perclass_csv(m) for m in evaluations()],
                             *figure_files(*[f"{RESULTS}/figures/perclass/{run}" for run in PERCLASS_FIGURES])),
     params:
-        figures=" ".join(f"--figure {run}={path}" for run, path in PERCLASS_FIGURES.items()),
+        figures=" ".join(arg("--figure", f"{run}={path}") for run, path in PERCLASS_FIGURES.items()),
         figure_dir=lambda wc, output: os.path.dirname(output.figures[0]),
         provenance=PROVENANCE,
     resources:
@@ -30,8 +30,8 @@ rule perclass:
     log:
         f"{LOGS}/trace/perclass.log",
     shell:
-        "segbench perclass-all --metrics {input} {params.figures} --figure-dir {params.figure_dir}"
-        " {params.provenance} > {log} 2>&1"
+        "segbench perclass-all --metrics {input:q} {params.figures} --figure-dir {params.figure_dir:q}"
+        " {params.provenance} > {log:q} 2>&1"
 
 
 rule curves:
@@ -47,7 +47,7 @@ rule curves:
         pdf=[f"{RESULTS}/figures/curves/{run}.pdf" for run in RUNS],
         provenance=sidecars(*figure_files(*[f"{RESULTS}/figures/curves/{run}" for run in RUNS])),
     params:
-        runs=" ".join(f"--run {run}={','.join(seeds_of(run, PATHS.log))}" for run in RUNS),
+        runs=" ".join(arg("--run", f"{run}={','.join(seeds_of(run, PATHS.log))}") for run in RUNS),
         out_dir=lambda wc, output: os.path.dirname(output.figures[0]),
         provenance=PROVENANCE,
     resources:
@@ -57,7 +57,7 @@ rule curves:
     log:
         f"{LOGS}/trace/curves.log",
     shell:
-        "segbench curves-all {params.runs} --out-dir {params.out_dir} {params.provenance} > {log} 2>&1"
+        "segbench curves-all {params.runs} --out-dir {params.out_dir:q} {params.provenance} > {log:q} 2>&1"
 
 
 rule qualitative:
@@ -73,7 +73,7 @@ rule qualitative:
     wildcard_constraints:
         dataset="|".join(QUALITATIVE),
     params:
-        models=lambda wc: " ".join(f"--model '{net}={path}'"
+        models=lambda wc: " ".join(arg("--model", f"{net}={path}")
                                    for net, path in QUALITATIVE[wc.dataset]["models"].items()),
         prefix=lambda wc, output: output.figure[: -len(".png")],
         device=config["device"],
@@ -86,8 +86,8 @@ rule qualitative:
     log:
         f"{LOGS}/trace/qualitative_{{dataset}}.log",
     shell:
-        "segbench qualitative --store {input.store} {params.models} --count 4 --out-figure {params.prefix}"
-        " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
+        "segbench qualitative --store {input.store:q} {params.models} --count 4 --out-figure {params.prefix:q}"
+        " --device {params.device} --threads {threads} {params.provenance} > {log:q} 2>&1"
 
 
 # Table 3: the VOC test images come only from the evaluation server (registration); the twin has a test split
@@ -111,8 +111,8 @@ if SYNTHETIC:
         log:
             f"{LOGS}/data/synth_voc_test{{year}}.log",
         shell:
-            "segbench synth-voc-test --out-dir {params.out_dir} --year {wildcards.year} --n-images {params.n_images}"
-            " --image-size {params.c[image_size]} --seed {params.c[seed]} > {log} 2>&1"
+            "segbench synth-voc-test --out-dir {params.out_dir:q} --year {wildcards.year} --n-images {params.n_images}"
+            " --image-size {params.c[image_size]} --seed {params.c[seed]} > {log:q} 2>&1"
 
 else:
 
@@ -133,8 +133,8 @@ else:
         log:
             f"{LOGS}/data/voc_test_images{{year}}.log",
         shell:
-            "segbench voc-test-images --year {wildcards.year} --dest-dir {params.dest_dir} {params.data_root}"
-            " > {log} 2>&1"
+            "segbench voc-test-images --year {wildcards.year} --dest-dir {params.dest_dir:q} {params.data_root}"
+            " > {log:q} 2>&1"
 
 
 rule preprocess_voc_test:
@@ -155,8 +155,8 @@ rule preprocess_voc_test:
     log:
         f"{LOGS}/data/preprocess_voc_test{{year}}.log",
     shell:
-        "segbench preprocess-voc-test --raw-dir {params.raw_dir} --out {output.store} --year {wildcards.year}"
-        " {params.provenance} > {log} 2>&1"
+        "segbench preprocess-voc-test --raw-dir {params.raw_dir:q} --out {output.store:q} --year {wildcards.year}"
+        " {params.provenance} > {log:q} 2>&1"
 
 
 # The archive is the output; the folder it packs (submission/results/VOC<year>/Segmentation/comp6_test_cls/) is
@@ -182,9 +182,9 @@ rule submission:
     log:
         f"{LOGS}/trace/submission_VOC{{year}}.log",
     shell:
-        "segbench submission --store {input.store} --weights {input.weights} --out-dir {params.out_dir}"
-        " --year {wildcards.year} --archive {output.archive} --device {params.device} --threads {threads}"
-        " {params.provenance} > {log} 2>&1"
+        "segbench submission --store {input.store:q} --weights {input.weights:q} --out-dir {params.out_dir:q}"
+        " --year {wildcards.year} --archive {output.archive:q} --device {params.device} --threads {threads}"
+        " {params.provenance} > {log:q} 2>&1"
 
 
 rule table3:
@@ -193,7 +193,7 @@ rule table3:
     output:
         multiext(f"{RESULTS}/tables/table3", ".csv", ".tex", ".md", ".provenance.json"),
     params:
-        submissions=lambda wc, input: " ".join(f"--submission {y}={path}" for y, path in zip(TEST_YEARS, input)),
+        submissions=lambda wc, input: " ".join(arg("--submission", f"{y}={path}") for y, path in zip(TEST_YEARS, input)),
         note=DATA_NOTE,
         prefix=lambda wc, output: output[0][: -len(".csv")],
         provenance=PROVENANCE,
@@ -204,8 +204,8 @@ rule table3:
     log:
         f"{LOGS}/report/table3.log",
     shell:
-        "segbench table3 {params.submissions} --out-prefix {params.prefix} --note '{params.note}'"
-        " {params.provenance} > {log} 2>&1"
+        "segbench table3 {params.submissions} --out-prefix {params.prefix:q} --note {params.note:q}"
+        " {params.provenance} > {log:q} 2>&1"
 
 
 # The authors' released FCN-32s / 16s / 8s (real data: Google Drive downloads), scored with our protocol.
@@ -228,8 +228,8 @@ if RELEASED_VARIANTS:
         log:
             f"{LOGS}/trace/released_model_{{variant}}.log",
         shell:
-            "segbench released-model {wildcards.variant} --out {output.model} --cache {params.cache}"
-            " {params.provenance} > {log} 2>&1"
+            "segbench released-model {wildcards.variant} --out {output.model:q} --cache {params.cache:q}"
+            " {params.provenance} > {log:q} 2>&1"
 
     rule evaluate_released:
         input:
@@ -251,8 +251,8 @@ if RELEASED_VARIANTS:
         log:
             f"{LOGS}/evaluate/released-{{variant}}.log",
         shell:
-            "segbench evaluate --store {input.store} --weights {input.weights} --out {output.metrics}"
-            " --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
+            "segbench evaluate --store {input.store:q} --weights {input.weights:q} --out {output.metrics:q}"
+            " --device {params.device} --threads {threads} {params.provenance} > {log:q} 2>&1"
 
     rule table_released:
         input:
@@ -260,7 +260,7 @@ if RELEASED_VARIANTS:
         output:
             multiext(f"{RESULTS}/tables/released", ".csv", ".tex", ".md", ".provenance.json"),
         params:
-            runs=lambda wc, input: " ".join(f"--run {v}={path}" for v, path in zip(RELEASED_VARIANTS, input)),
+            runs=lambda wc, input: " ".join(arg("--run", f"{v}={path}") for v, path in zip(RELEASED_VARIANTS, input)),
             note=DATA_NOTE,
             prefix=lambda wc, output: output[0][: -len(".csv")],
             provenance=PROVENANCE,
@@ -271,8 +271,8 @@ if RELEASED_VARIANTS:
         log:
             f"{LOGS}/report/table_released.log",
         shell:
-            "segbench table-released {params.runs} --out-prefix {params.prefix} --note '{params.note}'"
-            " {params.provenance} > {log} 2>&1"
+            "segbench table-released {params.runs} --out-prefix {params.prefix:q} --note {params.note:q}"
+            " {params.provenance} > {log:q} 2>&1"
 
 
 # The report: every table as an HTML page with the runs behind its rows, the provenance page, then
@@ -292,8 +292,8 @@ rule report_pages:
         provenance=report(f"{PAGES}/provenance.html", caption="../report/provenance.rst", category="Provenance",
                           labels={"page": "provenance"}),
     params:
-        tables=" ".join(f"--table {name}={prefix}" for name, (prefix, *_) in TABLE_PAGES.items()),
-        titles=" ".join(f"--title '{name}={title}'" for name, (_, title, *_) in TABLE_PAGES.items()),
+        tables=" ".join(arg("--table", f"{name}={prefix}") for name, (prefix, *_) in TABLE_PAGES.items()),
+        titles=" ".join(arg("--title", f"{name}={title}") for name, (_, title, *_) in TABLE_PAGES.items()),
         figures=report_figures(),
         out_dir=lambda wc, output: os.path.dirname(output.provenance),
     resources:
@@ -303,8 +303,8 @@ rule report_pages:
     log:
         f"{LOGS}/trace/report_pages.log",
     shell:
-        "segbench report-pages {params.tables} {params.titles} --figure {params.figures} --out-dir {params.out_dir}"
-        " > {log} 2>&1"
+        "segbench report-pages {params.tables} {params.titles} --figure {params.figures:q} --out-dir {params.out_dir:q}"
+        " > {log:q} 2>&1"
 
 
 rule report:
@@ -314,7 +314,7 @@ rule report:
     output:
         REPORT,
     params:
-        snakemake=f"{sys.executable} -m snakemake",
+        snakemake=f"{shlex.quote(sys.executable)} -m snakemake",
         snakefile=workflow.main_snakefile,
         config=CONFIG_JSON,  # the resolved configuration of this run: the report describes the same jobs
     resources:
@@ -324,4 +324,4 @@ rule report:
     log:
         f"{LOGS}/report/report.log",
     shell:
-        "{params.snakemake} --snakefile {params.snakefile} --configfile {params.config} --report {output} > {log} 2>&1"
+        "{params.snakemake} --snakefile {params.snakefile:q} --configfile {params.config:q} --report {output:q} > {log:q} 2>&1"

@@ -19,9 +19,9 @@ if not TORCHVISION:
         log:
             f"{LOGS}/pretrain/images-{{size}}px.log",
         shell:
-            "segbench standin-images --out {output} --size {wildcards.size} --crop-size {params.c[crop_size]}"
+            "segbench standin-images --out {output:q} --size {wildcards.size} --crop-size {params.c[crop_size]}"
             " --crop-iterations {params.c[crop_iterations]} --iterations {params.c[iterations]}"
-            " --batch-size {params.c[batch_size]} --clutter {params.c[clutter]} --seed {params.c[seed]} > {log} 2>&1"
+            " --batch-size {params.c[batch_size]} --clutter {params.c[clutter]} --seed {params.c[seed]} > {log:q} 2>&1"
 
     rule pretrain:
         input:
@@ -50,11 +50,11 @@ if not TORCHVISION:
         log:
             f"{LOGS}/pretrain/{{backbone}}.log",
         shell:
-            "segbench pretrain --out {output.weights} --backbone {wildcards.backbone} --width {params.width}"
+            "segbench pretrain --out {output.weights:q} --backbone {wildcards.backbone} --width {params.width}"
             " --crop-size {params.c[crop_size]} --crop-iterations {params.c[crop_iterations]}"
             " --iterations {params.c[iterations]} --batch-size {params.c[batch_size]} --lr {params.c[lr]}"
             " --clutter {params.c[clutter]} {params.dropout} --precision {params.precision} --seed {params.c[seed]}"
-            " {params.images} --device {params.device} --threads {threads} {params.provenance} > {log} 2>&1"
+            " {params.images} --device {params.device} --threads {threads} {params.provenance} > {log:q} 2>&1"
 
 else:
 
@@ -72,7 +72,7 @@ else:
         log:
             f"{LOGS}/pretrain/{{backbone}}.log",
         shell:
-            "segbench fetch-weights {wildcards.backbone} --out {output} --cache {params.cache} > {log} 2>&1"
+            "segbench fetch-weights {wildcards.backbone} --out {output:q} --cache {params.cache:q} > {log:q} 2>&1"
 
 
 rule prune_trunk:
@@ -97,8 +97,8 @@ rule prune_trunk:
     log:
         f"{LOGS}/pretrain/{{backbone}}.log",
     shell:
-        "segbench prune-trunk {input} --out {output.weights} --backbone {wildcards.backbone} {params.summary}"
-        " --device cpu --threads {threads} {params.provenance} > {log} 2>&1"
+        "segbench prune-trunk {input:q} --out {output.weights:q} --backbone {wildcards.backbone} {params.summary}"
+        " --device cpu --threads {threads} {params.provenance} > {log:q} 2>&1"
 
 
 rule train:
@@ -125,5 +125,5 @@ rule train:
     log:
         f"{LOGS}/train/{{run}}/seed{{seed}}.log",
     shell:
-        "{params.launch} --train-store {input.store} --out-dir {params.out_dir} {params.flags}"
-        " --threads {threads} {params.provenance} > {log} 2>&1"
+        "{params.launch} --train-store {input.store:q} --out-dir {params.out_dir:q} {params.flags}"
+        " --threads {threads} {params.provenance} > {log:q} 2>&1"

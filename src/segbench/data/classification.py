@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from segbench.data.synth_objects import NUM_OBJECT_CLASSES, render_classification
 from segbench.data.tensors import to_input
 from segbench.data.voc import MEAN_BGR
+from segbench.progress import progress_bar
 
 EVAL_SEED_OFFSET = 1_000_003  # the held-out generator: never drawn from in training
 EVAL_BATCH = 50               # held-out images per forward pass
@@ -123,8 +123,8 @@ def render_images(out: str | os.PathLike, *, size: int = 224, crop_size: int = 1
     plan += [(stream, size, eval_batches(eval_images), jitter, clut)
              for stream, clut in zip(EVAL_STREAMS, (0, clutter))]
     total = sum(len(batches) for _, _, batches, _, _ in plan)
-    with replacing(out) as tmp, h5py.File(tmp, "w") as f, tqdm(total=total, desc="stand-in images",
-                                                                disable=not progress) as bar:
+    with replacing(out) as tmp, h5py.File(tmp, "w") as f, progress_bar(total=total, desc="stand-in images",
+                                                                        disable=not progress) as bar:
         f.attrs["settings"] = json.dumps(settings, sort_keys=True)
         for stream, side, batches, jit, clut in plan:
             group = f.create_group(stream)

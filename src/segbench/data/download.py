@@ -24,10 +24,10 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from tqdm import tqdm
 
 from segbench.atomic import write_json
 from segbench.errors import ChecksumError, MissingInputError, SegbenchError
+from segbench.progress import progress_bar
 
 CHUNK = 1 << 20
 
@@ -162,9 +162,8 @@ def _download(url: str, part: Path, *, size: int | None, timeout: float, progres
         length = response.headers.get("Content-Length")
         total = have + int(length) if length is not None else size
         mode = "ab" if have else "wb"
-        with open(part, mode) as f, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                         desc=part.name[:-5],
-                                         disable=None if progress is None else not progress) as bar:
+        with open(part, mode) as f, progress_bar(total=total, initial=have, unit="B", unit_scale=True,
+                                                 desc=part.name[:-5], disable=progress is False) as bar:
             for chunk in iter(lambda: response.read(CHUNK), b""):
                 f.write(chunk)
                 bar.update(len(chunk))

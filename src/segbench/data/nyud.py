@@ -26,12 +26,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import scipy.io
-from tqdm import tqdm
 
 from segbench.data import stats
 from segbench.data.store import Store, write_store
 from segbench.errors import SegbenchError
 from segbench.hha.camera import NYU_COLOR_CAMERA, crop_camera
+from segbench.progress import progress_bar
 
 CROP_ROWS = slice(45, 470)  # 1-based rows 46..470 -> 425 rows
 CROP_COLS = slice(40, 600)  # 1-based columns 41..600 -> 560 columns
@@ -208,7 +208,7 @@ def preprocess_nyud(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         samples = {}
         for name, idx in splits.items():
             fields = {"image": [], "label": [], "depth": [], "raw_depth": []}
-            for i in tqdm(sorted(idx), desc=f"nyud {name}", disable=None if progress is None else not progress):
+            for i in progress_bar(sorted(idx), desc=f"nyud {name}", disable=progress is False):
                 frame = read_frame(f, int(i))
                 fields["image"].append(crop(frame["image"]))
                 fields["label"].append(to_label40(crop(frame["label894"]), map_class,

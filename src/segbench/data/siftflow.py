@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 from PIL import Image
-from tqdm import tqdm
 
 from segbench.data import stats
 from segbench.data.store import write_store
 from segbench.errors import SegbenchError
+from segbench.progress import progress_bar
 
 SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
 CLASSES = ("awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",
@@ -157,7 +157,7 @@ def preprocess_siftflow(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     samples = {}
     for name, ids in splits.items():
         fields = {"image": [], "label": [], "label_geo": []}
-        for sample_id in tqdm(ids, desc=f"siftflow {name}", disable=None if progress is None else not progress):
+        for sample_id in progress_bar(ids, desc=f"siftflow {name}", disable=progress is False):
             for key, value in read_sample(root, sample_id).items():
                 fields[key].append(value)
         samples[name] = fields

@@ -19,11 +19,11 @@ from typing import Iterator
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from segbench.data.store import write_store
 from segbench.data.synth_objects import render_scene
 from segbench.data.voc import CLASS_NAMES, MEAN_BGR
+from segbench.progress import progress_bar
 
 SBD_TRAIN_IMAGES = 8498  # SBD train, FCN's training split
 LONG_SIDE, SHORT_SIDE = 500, 375
@@ -50,7 +50,7 @@ def write_sbd_like_store(path: str | os.PathLike, *, n: int = SBD_TRAIN_IMAGES, 
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    samples = tqdm(sbd_like_samples(n, seed=seed), total=n, desc="SBD-like store", disable=not progress)
+    samples = progress_bar(sbd_like_samples(n, seed=seed), total=n, desc="SBD-like store", disable=not progress)
     images, labels = itertools.tee(samples)  # consumed in step by write_store: one sample buffered
     ids = [f"{2008 + k % 4}_{k:06d}" for k in range(n)]
     fields = {"image": (image for image, _ in images), "label": (label for _, label in labels)}

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 from PIL import Image
-from tqdm import tqdm
 
 from segbench.atomic import replacing, write_json, write_text
 from segbench.data import MANIFEST
 from segbench.data.synth_objects import render_scene, void_borders
 from segbench.data.voc import voc_palette
+from segbench.progress import progress_bar
 
 
 def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n_sbd_val: int = 40,
@@ -59,7 +59,7 @@ def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n
 
     rng = np.random.default_rng(seed)
     palette = voc_palette()
-    for i in tqdm(ids, desc="synthetic VOC", disable=not progress):
+    for i in progress_bar(ids, desc="synthetic VOC", disable=not progress):
         image, label = render_scene(rng, image_size)
         if i in in_voc:
             with replacing(voc / "JPEGImages" / f"{i}.jpg") as tmp:
@@ -100,7 +100,7 @@ def write_test_split(out_dir: Path, *, year: str = "2012", n_images: int = 4, im
     devkit = out_dir / "VOCdevkit" / f"VOC{year}"
     rng = np.random.default_rng([seed, int(year)])
     ids = [f"{year}_{900000 + k:06d}" for k in range(n_images)]
-    for i in tqdm(ids, desc=f"synthetic VOC{year} test", disable=not progress):
+    for i in progress_bar(ids, desc=f"synthetic VOC{year} test", disable=not progress):
         image, _ = render_scene(rng, image_size)
         with replacing(devkit / "JPEGImages" / f"{i}.jpg") as tmp:
             Image.fromarray(image).save(tmp, format="JPEG", quality=95)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from segbench.data.store import write_store
 from segbench.errors import MissingInputError, SegbenchError
+from segbench.progress import progress_bar
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -159,7 +159,7 @@ def preprocess_voc(voc2011: Path, sbd: Path, out_dir: Path, *, check_md5: bool =
     written = {}
     for split, (ids, load) in sources.items():
         images, labels = [], []
-        for i in tqdm(ids, desc=f"voc {split}", disable=not progress):
+        for i in progress_bar(ids, desc=f"voc {split}", disable=not progress):
             image, label, where = load(i)
             check_sample(image, label, num_classes=n, where=where)
             images.append(image)
@@ -195,7 +195,7 @@ def preprocess_voc_test(raw_dir: Path, out_path: Path, *, year: str, progress: b
     of images only (split ``test<year>``: the test labels are the server's), in test-list order."""
     devkit = find_test_devkit(raw_dir, year)
     ids = read_ids(seg_test_list(devkit))
-    images = (read_image(devkit / "JPEGImages" / f"{i}.jpg") for i in tqdm(ids, desc=f"voc test{year}",
-                                                                          disable=not progress))
+    images = (read_image(devkit / "JPEGImages" / f"{i}.jpg")
+              for i in progress_bar(ids, desc=f"voc test{year}", disable=not progress))
     return write_store(out_path, dataset="voc", split=f"test{year}", ids=ids, fields={"image": images},
                        class_names=CLASS_NAMES, attrs={"mean_bgr": list(MEAN_BGR), "source": f"VOC{year} seg test"})

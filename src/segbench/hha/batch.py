@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from segbench.atomic import replacing
 from segbench.hha.encoding import encode
+from segbench.progress import progress_bar
 
 
 def _encode_args(args):
@@ -26,7 +25,7 @@ def encode_many(depths: Sequence[np.ndarray], raw_depths: Sequence[np.ndarray], 
 
     depths, raw_depths: equally long sequences of H x W depth maps in metres (raw: 0 = missing);
     camera_matrix: the 3 x 3 K shared by all frames. threads: worker processes (1 = in this process).
-    progress: tqdm bar (None = only when stderr is a terminal). Returns a list of H x W x 3 uint8.
+    progress: a bar on a terminal, plain lines in a log (False: none). Returns a list of H x W x 3 uint8.
     Processes, not threads: numpy drops the GIL only inside large ufunc loops, and the per-frame Python
     work then serialises threads (benchmarks/bench_hha.py measures both).
     """
@@ -35,9 +34,9 @@ def encode_many(depths: Sequence[np.ndarray], raw_depths: Sequence[np.ndarray], 
                          "depth per depth (the depth itself if nothing is missing)")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    disable = (not sys.stderr.isatty()) if progress is None else not progress
+    disable = progress is False
     jobs = [(d, r, camera_matrix) for d, r in zip(depths, raw_depths)]
-    bar = tqdm(total=len(jobs), desc="HHA", unit="frame", disable=disable)
+    bar = progress_bar(total=len(jobs), desc="HHA", unit="frame", disable=disable)
     with bar:
         if threads == 1 or len(jobs) <= 1:
             out = []
