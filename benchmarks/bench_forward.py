@@ -9,8 +9,8 @@ with >= 99.5% argmax agreement.
 
 import argparse
 
-from segbench import runtime
-from segbench.benchmark import MODES, run_benchmark, write_benchmark_json
+from segbench.evaluation.benchmark import MODES, run_benchmark, write_benchmark_json
+from segbench.infra import runtime
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from segbench import cpuinfo, hha
+from segbench import hha
+from segbench.infra import cpuinfo
 
 PORT_MEDIAN_S = 3.22  # HHA-REFERENCE.md 3: median of 3 full getHHA calls, 480 x 640, D_RD
 PORT_CONVOLVE_SHARE = 0.72

@@ -3,7 +3,7 @@
     PYTHONPATH=src nice -n 19 python benchmarks/bench_store_rss.py [--dir DIR] [--n 8498] [--reads 300] \
         [--out store_rss.json] [--keep]
 
-Writes two SBD-like stores (``segbench.data.synth_store``: 500 x 375 / 375 x 500 decoded JPEGs and labels),
+Writes two SBD-like stores (``segbench.data.synthetic.sbd_store``: 500 x 375 / 375 x 500 decoded JPEGs and labels),
 ``n`` and ``n // 10`` images, each in a fresh process (about 45 ms per image on one core, so several
 minutes for 8,498, and about 5 GB on disk). Then, each in a fresh process, it opens a store and reads
 ``--reads`` random samples (image and label), as a training loop does: first with the file's pages evicted
@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from segbench.atomic import write_json
+from segbench.infra.atomic import write_json
 
 
 def _peak_mb() -> float:
@@ -43,7 +43,7 @@ def _peak_mb() -> float:
 
 
 def _child_write(path: str, n: int) -> dict:
-    from segbench.data.synth_store import write_sbd_like_store
+    from segbench.data.synthetic.sbd_store import write_sbd_like_store
     start = time.perf_counter()
     write_sbd_like_store(path, n=n, seed=0)
     seconds = time.perf_counter() - start

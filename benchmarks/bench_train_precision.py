@@ -16,8 +16,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from segbench import models, precision, runtime
-from segbench.provenance import cpu_info
+from segbench import models
+from segbench.infra import precision, runtime
+from segbench.infra.provenance import cpu_info
 
 NETS = (("fcn32s_vgg16", 0.125), ("fcn8s_vgg16", 0.125), ("fcn32s_alexnet", 0.25), ("fcn32s_googlenet", 0.5))
 MODES = ("fp32", "fp32 channels-last", "bf16 channels-last")

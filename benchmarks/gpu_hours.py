@@ -53,12 +53,14 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from segbench import cli, losses, objective, recipes
+from segbench import cli
 from segbench.data import nyud, siftflow, voc
 from segbench.data.tensors import MODALITIES
+from segbench.evaluation import losses, objective
+from segbench.evaluation.released import RELEASED
 from segbench.models.cards import count_flops
-from segbench.released import RELEASED
-from segbench.train import initialise
+from segbench.training import recipes
+from segbench.training.train import initialise
 
 ROOT = Path(__file__).resolve().parents[1]
 # Dense tensor-core peaks in TFLOP/s (NVIDIA data sheets; the "with sparsity" figures are twice these).

@@ -9,8 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-import segbench.train as train_module
-from segbench import checkpoint, cli
+import segbench.training.train as train_module
+from segbench import cli
+from segbench.training import checkpoint
 
 
 class StopAt:

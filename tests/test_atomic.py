@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench import atomic, hha
+from segbench import hha
 from segbench.data import download
+from segbench.infra import atomic
 
 
 def test_replacing_keeps_the_old_file_and_no_temp_file_on_error(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from segbench.data.augment import IGNORE, Augmentation, augment, blur, pad_crop, rescale, rotate
-from segbench.recipes import SUCCESSOR_RECIPES, recipe
+from segbench.training.recipes import SUCCESSOR_RECIPES, recipe
 
 # class -> colour; the image's colour encodes its label, so alignment can be read off every pixel
 PALETTE = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40], [40, 220, 220]], dtype=np.uint8)

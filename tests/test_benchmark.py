@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from segbench import models
-from segbench.benchmark import (CPU_FLAGS, PRECISION, argmax_agreement, count_flops, instruction_sets, measure_peak,
-                                run_benchmark, write_benchmark_json)
+from segbench.evaluation.benchmark import (
+    CPU_FLAGS,
+    PRECISION,
+    argmax_agreement,
+    count_flops,
+    instruction_sets,
+    measure_peak,
+    run_benchmark,
+    write_benchmark_json,
+)
 
 
 @pytest.fixture(scope="module")

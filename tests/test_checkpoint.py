@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from segbench.checkpoint import (
+from segbench.training.checkpoint import (
     CHECKPOINT_NAME,
     Preempted,
     PreemptionGuard,

@@ -2,7 +2,8 @@
 
 import torch
 
-from segbench import benchmark, cpuinfo, precision, provenance
+from segbench.evaluation import benchmark
+from segbench.infra import cpuinfo, precision, provenance
 
 XEON = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
         "flags\t\t: fpu sse avx2 avx512f amx_bf16 avx512_bf16 amx_tile\n\n"

@@ -1,4 +1,4 @@
-"""Data-parallel training (segbench.distributed): launcher variables, the launch command, and two CPU processes
+"""Data-parallel training (segbench.training.distributed): launcher variables, the launch command, and two CPU processes
 over gloo on a tiny store, which must follow the single-process loss curve on the same total batch, leave
 every file to process 0 and resume after a stop that only one process was asked for."""
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import ROOT, write_mixed_store
 
-from segbench import distributed
-from segbench.checkpoint import Preempted
-from segbench.train import train
+from segbench.training import distributed
+from segbench.training.checkpoint import Preempted
+from segbench.training.train import train
 
 WIDTH = 0.0625
 ITERATIONS = 4

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from segbench.data.elastic import displacement_field, elastic_deform
-from segbench.losses import unet_weight_map
+from segbench.evaluation.losses import unet_weight_map
 
 
 class ConstantNormal:

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import scipy.io
 
-from segbench.data import nyud, siftflow, synth_nyud, synth_siftflow, synth_voc, voc
+from segbench.data import nyud, siftflow, voc
 from segbench.data.store import write_store
+from segbench.data.synthetic import nyud as synth_nyud
+from segbench.data.synthetic import siftflow as synth_siftflow
+from segbench.data.synthetic import voc as synth_voc
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import segbench
-from segbench.checkpoint import Preempted
 from segbench.cli import main
 from segbench.errors import ChecksumError, DivergenceError, MissingInputError, SegbenchError, StoreError
+from segbench.training.checkpoint import Preempted
 
 
 def _package_exceptions():

@@ -4,8 +4,8 @@ import math
 import pytest
 from PIL import Image
 
-from segbench.fig5 import make_fig5, summarise
-from segbench.trainlog import read_log
+from segbench.reporting.fig5 import make_fig5, summarise
+from segbench.training.trainlog import read_log
 
 # p -> (images per iteration, seconds per iteration, loss drop per iteration, {iteration: val mean IU})
 RUNS = {1.0: (1, 0.5, 1.0, {5: 0.30, 10: 0.40}), 0.5: (2, 0.8, 0.5, {5: 0.35}), 0.25: (4, 1.5, 0.25, {})}

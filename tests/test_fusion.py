@@ -6,7 +6,7 @@ import torch
 from segbench import models
 from segbench.models import fusion
 from segbench.models.layers import BilinearUpsample, bilinear_kernel
-from segbench.weights import load_model, save_model
+from segbench.weights import load_model, load_record, save_model
 
 W = 1 / 16
 C = 5
@@ -68,7 +68,7 @@ def streams(tmp_path_factory):
 def test_late_fusion_is_the_mean_of_the_two_streams(streams, name, stream):
     (color, color_path), (hha, hha_path) = streams[stream, "color"], streams[stream, "hha"]
     fused = models.build(name, C, width=W, in_channels=6)
-    fusion.init_from_streams(fused, color=color_path, hha=hha_path)
+    fusion.init_from_streams(fused, color=load_record(color_path), hha=load_record(hha_path))
     fused.eval()
     x = torch.randn(2, 6, 45, 61)
     with torch.no_grad():
@@ -107,7 +107,8 @@ def test_late_fusion_starts_with_zero_scores_and_frozen_bilinear_upsamplers():
 
 def test_fcn16s_fusion_is_staged_from_the_fcn32s_fusion(streams):
     fused32 = fusion.init_from_streams(models.build("fcn32s_rgbhha_vgg16", C, width=W, in_channels=6),
-                                       color=streams["fcn32s_vgg16", "color"][1], hha=streams["fcn32s_vgg16", "hha"][1])
+                                       color=load_record(streams["fcn32s_vgg16", "color"][1]),
+                                       hha=load_record(streams["fcn32s_vgg16", "hha"][1]))
     fused16 = models.init_from(models.build("fcn16s_rgbhha_vgg16", C, width=W, in_channels=6), fused32)
     for key, value in fused32.state_dict().items():
         if not key.startswith("upscore"):
@@ -122,13 +123,13 @@ def test_fusion_errors_name_what_was_expected(streams, tmp_path):
     net = models.build("fcn32s_rgbhha_vgg16", C, width=W, in_channels=6)
     with pytest.raises(ValueError, match=r"N x 6 x H x W .* got \(1, 3, 20, 20\)"):
         net(torch.zeros(1, 3, 20, 20))
-    color = streams["fcn32s_vgg16", "color"][1]
-    with pytest.raises(ValueError, match=r"fcn16s_vgg16-hha.pt: .*expected \('fcn32s_vgg16', 5, 0.0625, 3\)"):
-        fusion.init_from_streams(net, color=color, hha=streams["fcn16s_vgg16", "hha"][1])
+    color = load_record(streams["fcn32s_vgg16", "color"][1])
+    with pytest.raises(ValueError, match=r"hha stream's weights: .*expected \('fcn32s_vgg16', 5, 0.0625, 3\)"):
+        fusion.init_from_streams(net, color=color, hha=load_record(streams["fcn16s_vgg16", "hha"][1]))
     other = save_model(tmp_path / "c.pt", models.build("fcn32s_vgg16", 6, width=W), name="fcn32s_vgg16",
                        num_classes=6, width=W)
     with pytest.raises(ValueError, match="color stream"):
-        fusion.init_from_streams(net, color=other, hha=color)
+        fusion.init_from_streams(net, color=load_record(other), hha=color)
 
 
 def test_fusion_round_trips_through_a_weights_file(tmp_path):

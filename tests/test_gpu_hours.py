@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from segbench import models
 from segbench.data import nyud, siftflow, voc
 from segbench.models.cards import count_flops

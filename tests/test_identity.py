@@ -4,8 +4,8 @@ import hashlib
 
 import pytest
 
-from segbench import identity
-from segbench.tables import write_table
+from segbench.infra import identity
+from segbench.infra.tables import write_table
 
 
 @pytest.fixture

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from segbench import evaluate as evaluate_module
-from segbench import train as train_module
 from segbench.data import tensors
 from segbench.data.store import Store, StoreError, write_store
-from segbench.data.synth_voc import write_twin
+from segbench.data.synthetic.voc import write_twin
 from segbench.data.voc import preprocess_voc
 from segbench.errors import ChecksumError
-from segbench.pretrain import pretrain_classifier
-from segbench.pretrained import check_sha256_prefix
+from segbench.evaluation import evaluate as evaluate_module
+from segbench.pretraining.imagenet import check_sha256_prefix
+from segbench.pretraining.standins import pretrain_classifier
+from segbench.training import train as train_module
 from segbench.weights import load_model
 
 WIDTH = 0.0625

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from segbench.data.synth_voc import write_twin
+from segbench.data.synthetic.voc import write_twin
 from segbench.data.voc import preprocess_voc
-from segbench.pretrain import pretrain_classifier
-from segbench.train import train
-from segbench.trainlog import read_log
+from segbench.pretraining.standins import pretrain_classifier
+from segbench.training.train import train
+from segbench.training.trainlog import read_log
 
 
 @pytest.fixture(scope="module")

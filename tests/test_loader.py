@@ -1,4 +1,4 @@
-"""Training batches through torch.utils.data (segbench.data.loader): the same index draw as the loop without a
+"""Training batches through torch.utils.data (segbench.training.loader): the same index draw as the loop without a
 loader, the same batches and weights with any number of workers, and resumed runs equal to uninterrupted ones."""
 
 import json
@@ -12,11 +12,12 @@ import pytest
 import torch
 from conftest import ROOT, write_mixed_store
 
-from segbench import checkpoint, losses, objective, precision, recipes, runtime
-from segbench.data import loader
 from segbench.data.store import Store
 from segbench.data.tensors import modality_input
-from segbench.train import initialise, train
+from segbench.evaluation import losses, objective
+from segbench.infra import precision, runtime
+from segbench.training import checkpoint, loader, recipes
+from segbench.training.train import initialise, train
 
 WIDTH = 0.0625
 HEADS = {"label": 3}

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segbench.losses import sampling_mask, segmentation_loss
+from segbench.evaluation.losses import sampling_mask, segmentation_loss
 
 
 def _batch(n=2, c=5, h=40, w=70, seed=0, ignore_fraction=0.2):

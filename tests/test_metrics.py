@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from segbench.metrics import confusion_matrix, scores
+from segbench.evaluation.metrics import confusion_matrix, scores
 
 
 def test_confusion_matrix_rows_are_ground_truth_and_void_is_ignored():

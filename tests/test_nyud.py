@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from segbench import hha
-from segbench.data import MANIFEST, nyud, stats, synth_nyud, tensors
+from segbench.data import MANIFEST, nyud, stats, tensors
 from segbench.data.store import Store, StoreError, write_store
+from segbench.data.synthetic import nyud as synth_nyud
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segbench.metrics import scores
-from segbench.perclass import per_class, perclass, plot_perclass, write_perclass_csv
+from segbench.evaluation.metrics import scores
+from segbench.reporting.perclass import per_class, perclass, plot_perclass, write_perclass_csv
 
 NAMES = ["background", "cat", "dog", "cow"]
 # rows = ground truth, columns = prediction

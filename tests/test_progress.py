@@ -2,7 +2,7 @@
 
 import io
 
-from segbench.progress import LogProgress, progress_bar
+from segbench.infra.progress import LogProgress, progress_bar
 
 
 class Terminal(io.StringIO):

@@ -7,7 +7,7 @@ import torch
 
 from segbench import models
 from segbench.models.prune import prune_resnet
-from segbench.pretrain import prune_classifier, pretrain_classifier
+from segbench.pretraining.standins import pretrain_classifier, prune_classifier
 
 WIDTH = 0.25
 

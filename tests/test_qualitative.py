@@ -8,13 +8,13 @@ import torch
 from PIL import Image
 
 from segbench import models
-from segbench.curves import plot_curves, training_curves
 from segbench.data.store import Store, write_store
 from segbench.data.tensors import modality_input, to_input
 from segbench.data.voc import CLASS_NAMES, MEAN_BGR
-from segbench.trainlog import read_log
-from segbench.predict import load_for_store
-from segbench.qualitative import VOID_RGB, colorize, palette_for, plot_rows, qualitative, select_indices
+from segbench.evaluation.predict import load_for_store
+from segbench.reporting.curves import plot_curves, training_curves
+from segbench.reporting.qualitative import VOID_RGB, colorize, palette_for, plot_rows, qualitative, select_indices
+from segbench.training.trainlog import read_log
 from segbench.weights import save_model
 
 WIDTH = 1 / 16

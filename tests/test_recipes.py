@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from segbench import models, recipes
-from segbench.recipes import (
+from segbench import models
+from segbench.training import recipes
+from segbench.training.recipes import (
     FCN_RECIPES,
     OWN_RECIPE,
     RECIPES,
@@ -230,7 +231,6 @@ def test_pspnet_recipe_puts_its_heads_at_10x_and_biases_at_1x():
 
 def test_config_schema_offers_the_recipes_and_successor_models():
     import yaml
-
     from conftest import ROOT
 
     schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -14,7 +14,7 @@ import torch
 
 from segbench import models
 from segbench.data.download import ChecksumError, DownloadError
-from segbench.released import (
+from segbench.evaluation.released import (
     HEAD_KEYS,
     KEY_MAPS,
     RELEASED,

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-from segbench import paper
-from segbench.report import RANDOM_ROW, mean_std, pm, table1, table2, table_pretrain
-from segbench.tables import write_table
+from segbench.infra.tables import write_table
+from segbench.reporting import published
+from segbench.reporting.paper_tables import RANDOM_ROW, mean_std, pm, table1, table2, table_pretrain
 
 
 def _metrics(tmp_path, name, values, learned=True):
@@ -37,7 +37,7 @@ def test_table2_puts_ours_beside_the_paper(tmp_path):
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["net"] for r in rows] == ["FCN-32s", "FCN-8s", RANDOM_ROW]
     assert float(rows[0]["mean_iu"]) == pytest.approx(25.0) and rows[0]["n"] == "1" and rows[0]["mean_iu_std"] == ""
-    assert float(rows[0]["mean_iu_paper"]) == paper.TABLE2["FCN-32s"]["mean_iu"] == 59.4
+    assert float(rows[0]["mean_iu_paper"]) == published.TABLE2["FCN-32s"]["mean_iu"] == 59.4
     assert float(rows[1]["mean_iu"]) == pytest.approx(55.0) and float(rows[1]["mean_iu_std"]) == pytest.approx(7.0711, 1e-4)
     assert float(rows[1]["pixel_acc_diff"]) == pytest.approx(95.0 - 90.3)
     assert rows[1]["learned"] == "1/2" and rows[2]["mean_iu_paper"] == "" and rows[2]["mean_iu_diff"] == ""

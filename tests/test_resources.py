@@ -11,10 +11,16 @@ import pytest
 import torch
 from conftest import ROOT
 
-from segbench import resources, runtime
 from segbench.errors import SegbenchError
-from segbench.resources import (CPU_RULES, GPU_RULES, asks_for_gpu, rule_resources, sinfo_gpu_partitions,
-                                slurm_gpu_problem)
+from segbench.infra import resources, runtime
+from segbench.infra.resources import (
+    CPU_RULES,
+    GPU_RULES,
+    asks_for_gpu,
+    rule_resources,
+    sinfo_gpu_partitions,
+    slurm_gpu_problem,
+)
 
 
 @pytest.mark.parametrize("rule", ["train", "pretrain", "benchmark", "evaluate"])
@@ -85,7 +91,7 @@ def test_defaults_are_not_shared_between_calls():
 
 
 SNAKEFILE = """
-from segbench.resources import rule_resources
+from segbench.infra.resources import rule_resources
 
 rule all:
     input: "t.txt", "r.txt"

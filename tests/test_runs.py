@@ -6,7 +6,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from segbench import pretrained, runs
+from segbench import runs
+from segbench.pretraining import imagenet as pretrained
 
 
 def _merged(base: dict, layer: dict) -> dict:

@@ -7,10 +7,11 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from segbench.data import siftflow, synth_siftflow
+from segbench.data import siftflow
 from segbench.data.siftflow import SUBDIR
 from segbench.data.store import Store
-from segbench.metrics import confusion_matrix
+from segbench.data.synthetic import siftflow as synth_siftflow
+from segbench.evaluation.metrics import confusion_matrix
 
 
 @pytest.fixture(scope="module")

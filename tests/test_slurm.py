@@ -77,7 +77,7 @@ LOOP = """
 import subprocess, sys, os
 from pathlib import Path
 import torch
-from segbench.checkpoint import Preempted, PreemptionGuard, latest_checkpoint, load_checkpoint, save_checkpoint
+from segbench.training.checkpoint import Preempted, PreemptionGuard, latest_checkpoint, load_checkpoint, save_checkpoint
 
 run_dir, total = Path(sys.argv[1]), int(sys.argv[2])
 model = torch.nn.Linear(4, 1)

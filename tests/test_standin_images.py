@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from segbench.data.classification import EVAL_SEED_OFFSET, Images, draw, eval_batches, phases, render_images
-from segbench.pretrain import pretrain_classifier
+from segbench.pretraining.standins import pretrain_classifier
 
 SETTINGS = dict(crop_size=48, crop_iterations=2, iterations=2, batch_size=3, clutter=1, seed=5, eval_images=55)
 CROP_JITTER = 16.0 * 48 / 224  # the object's jitter scaled to the crop

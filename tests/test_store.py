@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from segbench.data.store import FORMAT_VERSION, Store, StoreError, write_store
-from segbench.data.synth_store import sbd_like_samples, write_sbd_like_store
+from segbench.data.synthetic.sbd_store import sbd_like_samples, write_sbd_like_store
 
 
 def _samples(seed=0, n=7):

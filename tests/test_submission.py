@@ -9,10 +9,10 @@ from PIL import Image
 
 from segbench import models
 from segbench.data.store import Store, write_store
-from segbench.data.voc import CLASS_NAMES, MEAN_BGR, voc_palette
 from segbench.data.tensors import to_input
-from segbench.predict import load_for_store
-from segbench.submission import (
+from segbench.data.voc import CLASS_NAMES, MEAN_BGR, voc_palette
+from segbench.evaluation.predict import load_for_store
+from segbench.evaluation.submission import (
     SubmissionError,
     check_submission,
     results_folder,

@@ -7,8 +7,9 @@ import pytest
 import torch
 from conftest import write_mixed_store
 
-from segbench import cli, precision, runtime
-from segbench.train import _TrainingForward, train
+from segbench import cli
+from segbench.infra import precision, runtime
+from segbench.training.train import _TrainingForward, train
 
 WIDTH = 0.0625
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

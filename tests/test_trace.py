@@ -9,14 +9,10 @@ import pytest
 import torch
 
 from segbench.cli import main
-from segbench.curves import curves_all, plot_curves
 from segbench.data.store import write_store
 from segbench.data.voc import CLASS_NAMES, MEAN_BGR
-from segbench.fig5 import read_log
-from segbench.metrics import scores
-from segbench.pages import provenance_page, read_markdown_table, report_pages, table_page, trace
-from segbench.perclass import csv_path, perclass_all
-from segbench.provenance import (
+from segbench.evaluation.metrics import scores
+from segbench.infra.provenance import (
     collect,
     config_sha256,
     provenance_path,
@@ -27,6 +23,10 @@ from segbench.provenance import (
     write_provenance,
     write_table_provenance,
 )
+from segbench.reporting.curves import curves_all, plot_curves
+from segbench.reporting.fig5 import read_log
+from segbench.reporting.pages import provenance_page, read_markdown_table, report_pages, table_page, trace
+from segbench.reporting.perclass import csv_path, perclass_all
 
 CONFIG = {"results": "results", "seeds": [1, 2], "train": {"iterations": 4}}
 NAMES = ["background", "cat", "dog"]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from segbench.checkpoint import Preempted
-from segbench.data.synth_voc import write_twin
+from segbench.data.synthetic.voc import write_twin
 from segbench.data.voc import preprocess_voc
 from segbench.errors import DivergenceError
-from segbench.evaluate import evaluate
-from segbench.pretrain import pretrain_classifier
-from segbench.train import initialise, train
+from segbench.evaluation.evaluate import evaluate
+from segbench.pretraining.standins import pretrain_classifier
+from segbench.training.checkpoint import Preempted
+from segbench.training.train import initialise, train
 from segbench.weights import load_model
 
 WIDTH = 0.0625
@@ -160,7 +160,7 @@ def _run_record(run_dir):
 
 
 def test_a_finished_run_leaves_no_checkpoint_and_records_its_start_and_code(stores, tmp_path):
-    from segbench.identity import code_identity
+    from segbench.infra.identity import code_identity
 
     _train(stores, tmp_path / "run", iterations=4)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
@@ -188,7 +188,7 @@ def test_a_rebuilt_starting_weights_file_at_the_same_path_retrains_from_zero(sto
 def test_a_changed_code_identity_retrains_from_zero(stores, tmp_path, monkeypatch):
     run = tmp_path / "run"
     _resumable(stores, run, iterations=6)
-    monkeypatch.setattr("segbench.train.code_identity", lambda: "0.1.0+edited")
+    monkeypatch.setattr("segbench.training.train.code_identity", lambda: "0.1.0+edited")
     _train(stores, run, iterations=6)
     assert _run_record(run)["start_iteration"] == 0 and _run_record(run)["code"] == "0.1.0+edited"
 
@@ -207,7 +207,7 @@ def _resumable(stores, run_dir, *, iterations, **kw):
     class Stopped(Exception):
         pass
 
-    with mock.patch("segbench.train._finish", side_effect=Stopped), pytest.raises(Stopped):
+    with mock.patch("segbench.training.train._finish", side_effect=Stopped), pytest.raises(Stopped):
         _train(stores, run_dir, iterations=iterations, checkpoint_every=4, **kw)
     assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists()
 

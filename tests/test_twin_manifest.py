@@ -6,8 +6,11 @@ import os
 
 import pytest
 
-from segbench import atomic
-from segbench.data import MANIFEST, synth_nyud, synth_siftflow, synth_voc
+from segbench.data import MANIFEST
+from segbench.data.synthetic import nyud as synth_nyud
+from segbench.data.synthetic import siftflow as synth_siftflow
+from segbench.data.synthetic import voc as synth_voc
+from segbench.infra import atomic
 
 TWINS = {
     "voc": lambda out: synth_voc.write_twin(out, image_size=32, n_sbd_train=2, n_sbd_val=1, n_voc_train=1,

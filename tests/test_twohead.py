@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segbench import losses, models
+from segbench import models
+from segbench.evaluation import losses
 from segbench.models.layers import BilinearUpsample, bilinear_kernel
 from segbench.weights import load_model, save_model
 

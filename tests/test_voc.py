@@ -8,13 +8,13 @@ from conftest import SHARED
 from PIL import Image
 
 from segbench.data.store import Store, StoreError, write_store
-from segbench.data.synth_objects import (
+from segbench.data.synthetic.objects import (
     NUM_OBJECT_CLASSES,
     class_spec,
     render_scene,
     void_borders,
 )
-from segbench.data.synth_voc import write_twin
+from segbench.data.synthetic.voc import write_twin
 from segbench.data.voc import (
     SEG11VALID_MD5,
     DatasetError,

@@ -12,11 +12,11 @@ from PIL import Image
 from segbench import models
 from segbench.cli import main
 from segbench.data.store import Store
-from segbench.data.synth_voc import write_test_split
+from segbench.data.synthetic.voc import write_test_split
 from segbench.data.voc import MEAN_BGR, find_test_devkit, preprocess_voc_test, seg_test_list
 from segbench.errors import MissingInputError
-from segbench.provenance import provenance_path, write_config
-from segbench.submission import PAPER_TABLE3, extract_test_images, table3
+from segbench.evaluation.submission import PAPER_TABLE3, extract_test_images, table3
+from segbench.infra.provenance import provenance_path, write_config
 from segbench.weights import save_model
 
 TWIN_IDS = [f"2012_90000{k}" for k in range(3)]

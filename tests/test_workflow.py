@@ -18,8 +18,8 @@ import torch
 from conftest import ROOT
 
 from segbench.data.store import Store
-from segbench.provenance import config_sha256, provenance_path
-from segbench.submission import check_submission
+from segbench.evaluation.submission import check_submission
+from segbench.infra.provenance import config_sha256, provenance_path
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 

@@ -2,7 +2,7 @@
 
 This is the only layer that turns flags into keyword arguments; nothing below it reads the config. With
 ``--provenance CONFIG_JSON`` (the resolved configuration the workflow writes when it starts) a subcommand
-also writes the provenance sidecar of each output (``segbench.provenance``).
+also writes the provenance sidecar of each output (``segbench.infra.provenance``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ log = logging.getLogger("segbench")
 
 
 def _synth_voc(a):
-    from segbench.data.synth_voc import write_twin
+    from segbench.data.synthetic.voc import write_twin
 
     write_twin(a.out_dir, image_size=a.image_size, n_sbd_train=a.n_sbd_train, n_sbd_val=a.n_sbd_val,
                n_voc_train=a.n_voc_train, n_voc_val=a.n_voc_val, n_overlap=a.n_overlap, seed=a.seed)
@@ -39,7 +39,7 @@ def _download(a):
 
 
 def _synth_nyud(a):
-    from segbench.data.synth_nyud import write_twin
+    from segbench.data.synthetic.nyud import write_twin
 
     write_twin(a.out_dir, n_images=a.n_images, seed=a.seed, frame_scale=a.frame_scale)
 
@@ -57,7 +57,7 @@ def _hha_nyud(a):
 
 
 def _synth_siftflow(a):
-    from segbench.data.synth_siftflow import write_twin
+    from segbench.data.synthetic.siftflow import write_twin
 
     write_twin(a.out_dir, n_train=a.n_train, n_test=a.n_test, seed=a.seed)
 
@@ -77,7 +77,7 @@ def _dataset_stats(a):
 
 
 def _pretrain(a):
-    from segbench.pretrain import pretrain_classifier
+    from segbench.pretraining.standins import pretrain_classifier
 
     summary = a.out.with_suffix(".json")
     with _tracked(a, a.out, also=[summary], device=a.device, threads=a.threads, batch_size=a.batch_size,
@@ -97,7 +97,7 @@ def _standin_images(a):
 
 
 def _prune_trunk(a):
-    from segbench.pretrain import prune_classifier
+    from segbench.pretraining.standins import prune_classifier
 
     summary = a.out.with_suffix(".json")
     with _tracked(a, a.out, also=[summary] if a.with_summary else [], device=a.device, threads=a.threads):
@@ -105,14 +105,14 @@ def _prune_trunk(a):
 
 
 def _fetch_weights(a):
-    from segbench.pretrained import fetch_torchvision
+    from segbench.pretraining.imagenet import fetch_torchvision
 
     fetch_torchvision(a.backbone, a.out, cache=a.cache)
 
 
 def _train(a):
-    from segbench.distributed import from_env
-    from segbench.train import train
+    from segbench.training.distributed import from_env
+    from segbench.training.train import train
 
     init = a.init[0] if a.init and len(a.init) == 1 else a.init
     main = from_env().main  # under torchrun, process 0 records the run; the others write nothing
@@ -134,7 +134,7 @@ def _train(a):
 
 
 def _evaluate(a):
-    from segbench.evaluate import evaluate
+    from segbench.evaluation.evaluate import evaluate
 
     with _tracked(a, a.out, inputs=[a.store, a.weights], device=a.device, threads=a.threads,
                   precision="fp32") as late:
@@ -146,7 +146,7 @@ def _evaluate(a):
 
 
 def _table2(a):
-    from segbench.report import table2
+    from segbench.reporting.paper_tables import table2
 
     runs = {net: paths.split(",") for net, paths in _pairs(a.run)}
     table2(runs, a.out_prefix, dataset_note=a.note)
@@ -154,7 +154,7 @@ def _table2(a):
 
 
 def _table1(a):
-    from segbench.report import table1
+    from segbench.reporting.paper_tables import table1
 
     runs = {backbone: json.loads(spec) for backbone, spec in _pairs(a.run)}
     table1(runs, a.out_prefix, dataset_note=a.note)
@@ -162,8 +162,8 @@ def _table1(a):
 
 
 def _benchmark(a):
-    from segbench import runtime
-    from segbench.benchmark import run_benchmark, write_benchmark_json
+    from segbench.evaluation.benchmark import run_benchmark, write_benchmark_json
+    from segbench.infra import runtime
 
     runtime.setup(threads=a.threads)
     with _tracked(a, a.out, device=a.device, threads=a.threads, batch_size=1, precision=a.modes):
@@ -180,7 +180,7 @@ def _benchmark(a):
 
 
 def _fig5(a):
-    from segbench.fig5 import make_fig5
+    from segbench.reporting.fig5 import make_fig5
 
     runs = {float(p): paths.split(",") for p, paths in _pairs(a.run)}
     figures = [f"{a.out_figure}.png", f"{a.out_figure}.pdf"]
@@ -199,7 +199,7 @@ def _floor(run_json):
 
 
 def _table4(a):
-    from segbench.report import table4
+    from segbench.reporting.paper_tables import table4
 
     runs = {net: paths.split(",") for net, paths in _pairs(a.run)}
     table4(runs, a.out_prefix, dataset_note=a.note)
@@ -207,7 +207,7 @@ def _table4(a):
 
 
 def _table5(a):
-    from segbench.report import table5
+    from segbench.reporting.paper_tables import table5
 
     runs = {net: paths.split(",") for net, paths in _pairs(a.run)}
     table5(runs, a.out_prefix, dataset_note=a.note)
@@ -215,7 +215,7 @@ def _table5(a):
 
 
 def _table_pretrain(a):
-    from segbench.report import table_pretrain
+    from segbench.reporting.paper_tables import table_pretrain
 
     runs = dict(_pairs(a.run))
     table_pretrain(runs, a.out_prefix, dataset_note=a.note)
@@ -223,7 +223,7 @@ def _table_pretrain(a):
 
 
 def _perclass(a):
-    from segbench.perclass import perclass
+    from segbench.reporting.perclass import perclass
 
     published = json.loads(a.published.read_text()) if a.published else None
     with _tracked(a, a.out_csv, also=[f"{a.out_figure}.png", f"{a.out_figure}.pdf"], inputs=[a.metrics]):
@@ -232,7 +232,7 @@ def _perclass(a):
 
 
 def _perclass_all(a):
-    from segbench.perclass import perclass_all
+    from segbench.reporting.perclass import perclass_all
 
     published = json.loads(a.published.read_text()) if a.published else None
     perclass_all(metrics=a.metrics, figures=dict(_pairs(a.figure)), figure_dir=a.figure_dir, published=published,
@@ -240,7 +240,7 @@ def _perclass_all(a):
 
 
 def _qualitative(a):
-    from segbench.qualitative import qualitative
+    from segbench.reporting.qualitative import qualitative
 
     models = dict(_pairs(a.model))
     with _tracked(a, f"{a.out_figure}.png", also=[f"{a.out_figure}.pdf"], inputs=[a.store, *models.values()],
@@ -250,30 +250,28 @@ def _qualitative(a):
 
 
 def _curves(a):
-    from segbench.curves import training_curves
+    from segbench.reporting.curves import training_curves
 
     with _tracked(a, f"{a.out_figure}.png", also=[f"{a.out_figure}.pdf"], inputs=[a.log]):
         training_curves(log_csv=a.log, out_figure=a.out_figure, run=a.run, window=a.window)
 
 
 def _curves_all(a):
-    from segbench.curves import curves_all
+    from segbench.reporting.curves import curves_all
 
     curves_all(runs={run: logs.split(",") for run, logs in _pairs(a.run)}, out_dir=a.out_dir, window=a.window,
                config=_config(a))
 
 
 def _released_model(a):
-    from segbench.released import released_model
-
-    from segbench.released import RELEASED
+    from segbench.evaluation.released import RELEASED, released_model
 
     with _tracked(a, a.out, inputs=[a.cache / RELEASED[a.variant].file]):
         released_model(a.variant, a.out, cache=a.cache)
 
 
 def _table_released(a):
-    from segbench.released import released_table
+    from segbench.evaluation.released import released_table
 
     runs = dict(_pairs(a.run))
     released_table(runs, a.out_prefix, dataset_note=a.note)
@@ -281,9 +279,7 @@ def _table_released(a):
 
 
 def _submission(a):
-    from segbench.submission import write_submission
-
-    from segbench.submission import results_folder
+    from segbench.evaluation.submission import results_folder, write_submission
 
     with _tracked(a, a.archive or results_folder(a.out_dir, a.year), inputs=[a.store, a.weights, a.ids_list],
                   device=a.device, threads=a.threads, batch_size=1, precision="fp32"):
@@ -293,7 +289,7 @@ def _submission(a):
 
 
 def _table_successors(a):
-    from segbench.report_successors import table_successors
+    from segbench.reporting.successors import table_successors
 
     runs = {model: json.loads(spec) for model, spec in _pairs(a.run)}
     table_successors(runs, a.out_prefix, dataset_note=a.note)
@@ -302,13 +298,13 @@ def _table_successors(a):
 
 
 def _synth_voc_test(a):
-    from segbench.data.synth_voc import write_test_split
+    from segbench.data.synthetic.voc import write_test_split
 
     write_test_split(a.out_dir, year=a.year, n_images=a.n_images, image_size=a.image_size, seed=a.seed)
 
 
 def _voc_test_images(a):
-    from segbench.submission import extract_test_images
+    from segbench.evaluation.submission import extract_test_images
 
     extract_test_images(a.year, a.dest_dir, data_root=a.data_root)
 
@@ -322,7 +318,7 @@ def _preprocess_voc_test(a):
 
 
 def _table3(a):
-    from segbench.submission import table3
+    from segbench.evaluation.submission import table3
 
     archives = dict(_pairs(a.submission))
     table3(archives, a.out_prefix, net=a.net, dataset_note=a.note)
@@ -330,7 +326,7 @@ def _table3(a):
 
 
 def _report_pages(a):
-    from segbench.pages import report_pages
+    from segbench.reporting.pages import report_pages
 
     tables = dict(_pairs(a.table))
     report_pages(tables=tables, titles=dict(_pairs(a.title)), figures=a.figure, out_dir=a.out_dir)
@@ -338,7 +334,7 @@ def _report_pages(a):
 
 def _config(a) -> dict | None:
     """The resolved configuration named by ``--provenance``, or None without it."""
-    from segbench.provenance import read_config
+    from segbench.infra.provenance import read_config
 
     return read_config(a.provenance) if getattr(a, "provenance", None) else None
 
@@ -346,7 +342,7 @@ def _config(a) -> dict | None:
 def _tracked(a, output, **fields):
     """``provenance.tracked(output, **fields)`` with the ``--provenance`` configuration; nothing without it
     (or with ``a`` None)."""
-    from segbench.provenance import tracked_if
+    from segbench.infra.provenance import tracked_if
 
     return tracked_if(None if a is None else _config(a), output, **fields)
 
@@ -355,7 +351,7 @@ def _table_provenance(a, rows, table=None):
     """The sidecar of the table at ``--out-prefix`` (or ``table``): its rows traced to their files."""
     config = _config(a)
     if config is not None:
-        from segbench.provenance import write_table_provenance
+        from segbench.infra.provenance import write_table_provenance
 
         write_table_provenance(table or a.out_prefix, rows, config=config)
 
@@ -436,11 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--check-counts", action="store_true", help="require the published image counts (real data)")
     s.set_defaults(func=_dataset_stats)
 
-    from segbench import models, precision, recipes
-    from segbench.losses import CRITERIA
-    from segbench.pretrain import INPUT_SIZE, pretrain_classifier
+    from segbench import models
     from segbench.data.tensors import MODALITIES
-    from segbench.train import MODES, train
+    from segbench.evaluation.losses import CRITERIA
+    from segbench.infra import precision
+    from segbench.pretraining.standins import INPUT_SIZE, pretrain_classifier
+    from segbench.training import recipes
+    from segbench.training.train import MODES, train
 
     d = _defaults(pretrain_classifier)
     s = sub.add_parser("pretrain", help="train the classifier stand-in for ImageNet weights")

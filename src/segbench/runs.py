@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from segbench import models, recipes
+from segbench import models
+from segbench.training import recipes
 
 TABLE2_NETS = {"FCN-32s-fixed": "fcn32s-fixed", "FCN-32s": "fcn32s", "FCN-16s": "fcn16s", "FCN-8s": "fcn8s"}
 RANDOM_CONTROL = "fcn32s-fixed-random"  # FCN-32s-fixed on a randomly initialised trunk: does the transplant matter?
@@ -73,7 +74,7 @@ SUCCESSOR_FCN = "fcn8s"  # the successors table's first row: Table 2's FCN-8s ru
 POOLED_BN = ("pspnet", "deeplab")  # successors whose global pooling branch has batch norm: batches of 2 or more
 DILATION_FRONT_END = "dilation8_vgg16"
 CONTEXT_MODELS = ("dilation8_basic_vgg16", "dilation8_large_vgg16")  # trained on a trained front end (mode "context")
-# Classifier backbones with torchvision ImageNet weights (segbench.pretrained.WEIGHTS); the others have none
+# Classifier backbones with torchvision ImageNet weights (segbench.pretraining.imagenet.WEIGHTS); the others have none
 TORCHVISION_BACKBONES = ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")
 
 
@@ -197,7 +198,7 @@ def _table5_runs(config: Mapping) -> list[Run]:
 def images_per_iteration(run: Run) -> int:
     """The images one iteration of ``run`` draws (its recipe's batch, or ``batch_size``, over ``sample_p``): the
     most training processes it can be split over (``distributed.processes_for``)."""
-    from segbench import recipes
+    from segbench.training import recipes
 
     batch = recipes.recipe(run.recipe, model_name=run.model, width=run.width, batch_size=run.batch_size).batch_size
     return recipes.images_per_iteration(batch, run.sample_p)

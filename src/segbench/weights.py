@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from segbench import models
-from segbench.atomic import torch_save
 from segbench.errors import MissingInputError
+from segbench.infra.atomic import torch_save
 
 
 def save_model(path: str | os.PathLike, model: torch.nn.Module, *, name: str, num_classes: int, width: float,

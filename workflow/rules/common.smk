@@ -9,12 +9,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from segbench import models, runs
-from segbench.distributed import launch_command, processes_for
+from segbench.training.distributed import launch_command, processes_for
 from segbench.data import MANIFEST
-from segbench.perclass import csv_path as perclass_csv
-from segbench.provenance import provenance_path, write_config
-from segbench.report_successors import NAMES as SUCCESSOR_NAMES
-from segbench.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
+from segbench.reporting.perclass import csv_path as perclass_csv
+from segbench.infra.provenance import provenance_path, write_config
+from segbench.reporting.successors import NAMES as SUCCESSOR_NAMES
+from segbench.infra.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -64,7 +64,7 @@ def raw_dir(part):
 def shared_standin_images(wildcards):
     """The shared images of a stand-in (rule standin_images) where two or more stand-ins of this config take
     its input size, else none (it renders its own)."""
-    from segbench.pretrain import INPUT_SIZE
+    from segbench.pretraining.standins import INPUT_SIZE
 
     size = INPUT_SIZE[wildcards.backbone]
     sharing = [b for b in BACKBONES if b not in models.PRUNED_FROM and INPUT_SIZE[b] == size]

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segbench.data.synth_objects import NUM_OBJECT_CLASSES, render_classification
+from segbench.data.synthetic.objects import NUM_OBJECT_CLASSES, render_classification
 from segbench.data.tensors import to_input
 from segbench.data.voc import MEAN_BGR
-from segbench.progress import progress_bar
+from segbench.infra.progress import progress_bar
 
 EVAL_SEED_OFFSET = 1_000_003  # the held-out generator: never drawn from in training
 EVAL_BATCH = 50               # held-out images per forward pass
@@ -111,7 +111,7 @@ def render_images(out: str | os.PathLike, *, size: int = 224, crop_size: int = 1
     settings (JSON) that ``Images`` checks before reading."""
     import h5py
 
-    from segbench.atomic import replacing
+    from segbench.infra.atomic import replacing
 
     settings = {"seed": seed, "size": size, "crop_size": crop_size, "crop_iterations": crop_iterations,
                 "iterations": iterations, "batch_size": batch_size, "jitter": jitter, "clutter": clutter,

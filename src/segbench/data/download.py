@@ -3,7 +3,7 @@
 Nothing reads a downloaded file before :func:`verify` has accepted it: :func:`fetch` downloads into
 ``<dest>.part`` and renames it to ``dest`` only after the size and md5 checks pass, so a file at
 ``dest`` is always complete. Which md5 matched (SBD has two published values for one URL) is kept
-in the sidecar ``<dest>.md5.json``, written through :mod:`segbench.atomic` like every other file.
+in the sidecar ``<dest>.md5.json``, written through :mod:`segbench.infra.atomic` like every other file.
 The ``.part`` file is the exception, by design: it is appended to in place and kept when a download
 fails, so that the next run resumes where it stopped.
 """
@@ -24,10 +24,9 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-
-from segbench.atomic import write_json
 from segbench.errors import ChecksumError, MissingInputError, SegbenchError
-from segbench.progress import progress_bar
+from segbench.infra.atomic import write_json
+from segbench.infra.progress import progress_bar
 
 CHUNK = 1 << 20
 

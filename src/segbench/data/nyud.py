@@ -31,7 +31,7 @@ from segbench.data import stats
 from segbench.data.store import Store, write_store
 from segbench.errors import SegbenchError
 from segbench.hha.camera import NYU_COLOR_CAMERA, crop_camera
-from segbench.progress import progress_bar
+from segbench.infra.progress import progress_bar
 
 CROP_ROWS = slice(45, 470)  # 1-based rows 46..470 -> 425 rows
 CROP_COLS = slice(40, 600)  # 1-based columns 41..600 -> 560 columns

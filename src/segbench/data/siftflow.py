@@ -27,7 +27,7 @@ from PIL import Image
 from segbench.data import stats
 from segbench.data.store import write_store
 from segbench.errors import SegbenchError
-from segbench.progress import progress_bar
+from segbench.infra.progress import progress_bar
 
 SUBDIR = "spatial_envelope_256x256_static_8outdoorcategories"
 CLASSES = ("awning", "balcony", "bird", "boat", "bridge", "building", "bus", "car", "cow", "crosswalk", "desert",

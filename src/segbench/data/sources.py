@@ -23,10 +23,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from segbench.atomic import write_json
 from segbench.data import MANIFEST
 from segbench.data.download import extract, fetch, sidecar_path, verify
 from segbench.errors import MissingInputError
+from segbench.infra.atomic import write_json
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,29 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from segbench.atomic import write_json
 from segbench.data.store import Store
 from segbench.errors import SegbenchError
+from segbench.infra.atomic import write_json
 
 
 class StatsError(SegbenchError):
     """Image counts differ from the published ones, or the stores do not belong together."""
+
+
+def class_pixels(store: Store, field: str, num_classes: int) -> tuple[np.ndarray, int]:
+    """Pixels per class 0..num_classes-1 of label ``field`` over every sample of ``store``, and the void (255)
+    pixels; a label holding any other value raises ``StatsError`` naming the sample."""
+    counts = np.zeros(num_classes, np.int64)
+    void = 0
+    for i in range(len(store)):
+        hist = np.bincount(store.get(field, i).ravel(), minlength=256)
+        if hist[num_classes:255].any():
+            bad = int(np.flatnonzero(hist[num_classes:255])[0]) + num_classes
+            raise StatsError(f"{store.path}: {field} of {store.ids[i]!r} has value {bad}, expected "
+                             f"0..{num_classes - 1} or 255; rerun the preprocess step")
+        counts += hist[:num_classes]
+        void += int(hist[255])
+    return counts, void
 
 
 def split_stats(store: Store) -> dict:
@@ -26,17 +42,7 @@ def split_stats(store: Store) -> dict:
     if "label_geo" in store.fields:
         label_fields["label_geo"] = list(store.attrs["geo_class_names"])
     for field, names in label_fields.items():
-        counts = np.zeros(len(names), np.int64)
-        void = 0
-        for i in range(len(store)):
-            lab = store.get(field, i)
-            hist = np.bincount(lab.ravel(), minlength=256)
-            if hist[len(names):255].any():
-                bad = int(np.flatnonzero(hist[len(names):255])[0]) + len(names)
-                raise StatsError(f"{store.path}: {field} of {store.ids[i]!r} has value {bad}, expected "
-                                 f"0..{len(names) - 1} or 255; rerun the preprocess step")
-            counts += hist[:len(names)]
-            void += int(hist[255])
+        counts, void = class_pixels(store, field, len(names))
         total = int(counts.sum())
         out["fields"][field] = {
             "pixels": {n: int(c) for n, c in zip(names, counts)},

@@ -24,7 +24,7 @@ Writing streams: each field may be a generator, samples are appended one at a ti
 one sample, not the split. Reading is lazy: only ids, offsets and shapes are held in memory, each
 ``get`` reads one sample, and every process opens its own file handle on first use (HDF5 handles must
 not cross a fork), so a ``Store`` can go to ``torch.utils.data`` workers. Files are written through
-:mod:`segbench.atomic`: a store that exists is complete, and a failed write leaves nothing behind.
+:mod:`segbench.infra.atomic`: a store that exists is complete, and a failed write leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Iterable, Mapping, Sequence
 import h5py
 import numpy as np
 
-from segbench.atomic import replacing
 from segbench.errors import StoreError
+from segbench.infra.atomic import replacing
 
 FORMAT_VERSION = 1
 CHUNK = 1 << 16  # elements per HDF5 chunk: a 500x375 RGB image spans 9 chunks (measured best for reads)
@@ -172,6 +172,14 @@ class Store:
     def shape(self, field: str, i: int) -> tuple[int, ...]:
         """The stored shape of sample ``i`` of ``field``, without reading it: (H, W) or (H, W, C)."""
         return tuple(int(s) for s in self._lookup(field, i)[1])
+
+    def by_size(self, indices: Iterable[int]) -> dict[tuple[int, int], list[int]]:
+        """``indices`` grouped by image size (H, W), sizes in first-seen order, each group in the given order:
+        what one forward pass can take (evaluation's batches, training's groups)."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in indices:
+            groups.setdefault(self.shape("image", int(i))[:2], []).append(int(i))
+        return groups
 
     def get(self, field: str, i: int) -> np.ndarray:
         """Sample ``i`` of ``field`` as an array of its stored shape (one read from the file)."""

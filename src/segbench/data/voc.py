@@ -3,7 +3,7 @@
 FCN trains on SBD ``train`` (8,498 images, labels from ``cls/<id>.mat`` ``GTcls.Segmentation``) and
 validates on ``seg11valid`` (736 images): VOC2011 segmentation ``val`` minus SBD ``train``, read from
 ``JPEGImages`` and the palette PNGs of ``SegmentationClass`` (255 = void border).
-The same code reads the synthetic twin written by :mod:`segbench.data.synth_voc`.
+The same code reads the synthetic twin written by :mod:`segbench.data.synthetic.voc`.
 
 The VOC2011 and VOC2012 segmentation test sets (images without labels, from the evaluation server's
 ``VOC<year>test.tar``) become stores of images only, for the submission of the paper's Table 3.
@@ -19,7 +19,7 @@ from PIL import Image
 
 from segbench.data.store import write_store
 from segbench.errors import MissingInputError, SegbenchError
-from segbench.progress import progress_bar
+from segbench.infra.progress import progress_bar
 
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

@@ -10,9 +10,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from segbench.atomic import replacing
 from segbench.hha.encoding import encode
-from segbench.progress import progress_bar
+from segbench.infra.atomic import replacing
+from segbench.infra.progress import progress_bar
 
 
 def _encode_args(args):

@@ -21,7 +21,6 @@ FCN-16s fusion is then staged from the FCN-32s fusion with ``models.init_from`` 
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Mapping
 
 import torch
@@ -114,22 +113,19 @@ def factory(skips: tuple[str, ...]) -> Callable[..., LateFusionFCN]:
     return make
 
 
-def init_from_streams(fused: LateFusionFCN, *, color: str | os.PathLike | Mapping,
-                      hha: str | os.PathLike | Mapping) -> LateFusionFCN:
+def init_from_streams(fused: LateFusionFCN, *, color: Mapping, hha: Mapping) -> LateFusionFCN:
     """Fill the two streams of ``fused`` from trained single-stream FCNs, in place; returns ``fused``.
 
-    ``color`` and ``hha`` are weights files written by ``segbench.weights.save_model`` (or their loaded
-    records) of ``fused.stream_model`` (``fcn32s_vgg16`` for the FCN-32s fusion), trained on the colour
-    and on the HHA input, with ``fused``'s number of classes and width. Every layer ``L`` of a stream net
-    goes to ``L + "color"`` / ``L + "hha"``; the streams' upsamplers are not copied (the fusion has its
-    own, reset to bilinear). Raises ``ValueError`` naming the file and the mismatch otherwise.
+    ``color`` and ``hha`` are the records of weights files written by ``segbench.weights.save_model``
+    (``segbench.weights.load_record`` reads them) of ``fused.stream_model`` (``fcn32s_vgg16`` for the FCN-32s
+    fusion), trained on the colour and on the HHA input, with ``fused``'s number of classes and width. Every
+    layer ``L`` of a stream net goes to ``L + "color"`` / ``L + "hha"``; the streams' upsamplers are not copied
+    (the fusion has its own, reset to bilinear). Raises ``ValueError`` naming the record and the mismatch
+    otherwise.
     """
-    from segbench.weights import load_record  # segbench.weights imports segbench.models
-
     state = {}
-    for suffix, source in (("color", color), ("hha", hha)):
-        record = source if isinstance(source, Mapping) else load_record(source)
-        where = source if not isinstance(source, Mapping) else f"the {suffix} record"
+    for suffix, record in (("color", color), ("hha", hha)):
+        where = f"the {suffix} stream's weights"
         got = (record["name"], record["num_classes"], record["width"], record.get("in_channels", 3))
         want = (fused.stream_model, fused.num_classes, fused.width, STREAM_CHANNELS)
         if got != want:

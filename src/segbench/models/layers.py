@@ -119,13 +119,20 @@ def _interpolation(line: torch.Tensor, stride: int, n_in: int, offset: int, n_ou
     return torch.where(inside, line[t.clamp(0, line.numel() - 1)], line.new_zeros(()))
 
 
-def crop(x: torch.Tensor, offset: int, like: torch.Tensor) -> torch.Tensor:
-    """Caffe's ``Crop(axis=2)``: the window of ``x`` starting at ``offset`` with ``like``'s spatial size."""
+def crop(x: torch.Tensor, offset: int | tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """Caffe's ``Crop(axis=2)``: the window of ``x`` starting at ``offset`` (one for both axes, or (top, left))
+    with ``like``'s spatial size."""
     h, w = like.shape[-2:]
-    if x.shape[-2] < offset + h or x.shape[-1] < offset + w:
+    top, left = (offset, offset) if isinstance(offset, int) else offset
+    if min(top, left) < 0 or x.shape[-2] < top + h or x.shape[-1] < left + w:
         raise ValueError(f"cannot crop {h}x{w} at offset {offset} from a {tuple(x.shape[-2:])} blob: "
                          "the network's padding is too small for this input size")
-    return x[:, :, offset:offset + h, offset:offset + w]
+    return x[..., top:top + h, left:left + w]
+
+
+def centre_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The centre window of ``x`` with ``like``'s spatial size (U-Net's crop of its contracting path's maps)."""
+    return crop(x, ((x.shape[-2] - like.shape[-2]) // 2, (x.shape[-1] - like.shape[-1]) // 2), like)
 
 
 def set_dropout(module: nn.Module, p: float) -> nn.Module:

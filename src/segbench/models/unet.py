@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from segbench.models.blocks import mirror_pad
-from segbench.models.layers import scaled
+from segbench.models.layers import centre_crop, scaled
 
 CHANNELS = (64, 128, 256, 512, 1024)
 MARGIN = 92  # context lost on each side by the valid net: 184 = 2 * 92
@@ -69,11 +69,6 @@ def _init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, std=math.sqrt(2 / m.weight[0].numel()))
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-def _centre_crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    dh, dw = x.shape[-2] - like.shape[-2], x.shape[-1] - like.shape[-1]
-    return x[..., dh // 2:dh // 2 + like.shape[-2], dw // 2:dw // 2 + like.shape[-1]]
 
 
 class UNet(nn.Module):
@@ -137,7 +132,7 @@ class UNet(nn.Module):
         h = self.drop(skips.pop())
         for i in range(3, -1, -1):
             up = getattr(self, f"upconv{i}")(h)
-            h = getattr(self, f"u{i}")(torch.cat([up, _centre_crop(skips[i], up)], dim=1))  # release order
+            h = getattr(self, f"u{i}")(torch.cat([up, centre_crop(skips[i], up)], dim=1))  # release order
         return self.score(h)
 
     def forward_valid(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""The synthetic twins of each dataset, written in the real on-disk formats."""

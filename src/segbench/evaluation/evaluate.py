@@ -1,0 +1,81 @@
+"""Evaluation on a preprocessed split: one dataset-level confusion matrix, the four metrics of the paper."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from segbench.data.store import Store
+from segbench.data.tensors import modality_input
+from segbench.evaluation import losses, objective
+from segbench.evaluation.metrics import confusion_matrix, scores
+from segbench.evaluation.predict import load_for_store
+from segbench.infra import precision, runtime
+from segbench.infra.atomic import write_json
+from segbench.infra.progress import progress_bar
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device, norm: str = "caffe",
+                   reduction: str = "sum", batch_size: int = 8, channels_last: bool = False, modality: str = "rgb",
+                   criterion: str = "cross_entropy", gamma: float = 2.0, progress: bool = True) -> dict:
+    """Confusion matrix, metrics and mean per-image loss of ``model`` on every image of ``store``.
+
+    ``norm`` is the model's input convention and ``modality`` its input (``data.tensors``); the loss is the
+    training criterion's (``criterion``, ``gamma``) with ``reduction`` "sum" over valid pixels (Caffe's
+    unnormalised loss, per image) or "mean". Classes listed in the store's ``eval_classes`` attribute (if
+    any) restrict the means. A net with several heads is scored on its first head (``label``); every
+    other head adds ``<field>_pixel_acc`` and ``<field>_hist`` (SIFT Flow's geometric accuracy).
+    """
+    was_training = model.training
+    model.eval()
+    heads = objective.heads_of(model, store.num_classes)
+    hists = {field: np.zeros((k, k), dtype=np.int64) for field, k in heads.items()}
+    loss_total = 0.0
+    for batch in progress_bar(objective.batches_by_shape(store, range(len(store)), batch_size), desc="evaluate",
+                              disable=not progress):
+        x = precision.to_layout(modality_input(store, batch, modality, norm).to(device), channels_last=channels_last)
+        y = {field: t.to(device) for field, t in objective.targets(store, batch, heads).items()}
+        out = model(x).float()
+        for field, head_scores in losses.split_heads(out, heads).items():
+            for k in range(len(batch)):  # per image: the "sum" loss is per image, the "mean" one per pixel
+                loss_total += float(losses.segmentation_loss(head_scores[k:k + 1], y[field][k:k + 1],
+                                                             reduction=reduction, criterion=criterion, gamma=gamma))
+            hists[field] += confusion_matrix(y[field].cpu().numpy(), head_scores.argmax(1).cpu().numpy(),
+                                             heads[field])
+    model.train(was_training)
+    main = next(iter(heads))
+    result = scores(hists[main], classes=store.attrs.get("eval_classes"))
+    result.update(loss=loss_total / max(len(store), 1), hist=hists[main].tolist(), images=len(store))
+    for field in list(heads)[1:]:
+        result[f"{field}_pixel_acc"] = scores(hists[field])["pixel_acc"]
+        result[f"{field}_hist"] = hists[field].tolist()
+    return result
+
+
+def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, out_json: str | os.PathLike,
+             device: str = "auto", threads: int | None = None, progress: bool = True) -> dict:
+    """Evaluate saved weights on a split and write the metrics (with the confusion matrix) as JSON.
+
+    Evaluation runs in float32 (channels-last where the run trained so); the JSON also carries the
+    training run's ``seed``, ``precision``, ``learned`` flag and code identity from the weights' metadata, for the
+    tables.
+    """
+    runtime.setup(threads=threads)
+    dev = runtime.resolve_device(device)
+    store = Store(store_path)
+    net = load_for_store(model_path, store, dev)
+    record, meta = net.record, net.record["meta"]
+    channels_last = bool(meta.get("channels_last", False))
+    model = precision.to_layout(net.model, channels_last=channels_last)
+    result = evaluate_model(model, store, device=dev, norm=net.norm, reduction=meta.get("reduction", "sum"),
+                            channels_last=channels_last, modality=net.modality,
+                            criterion=meta.get("criterion", "cross_entropy"), gamma=meta.get("gamma", 2.0),
+                            progress=progress)
+    result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names,
+                  train={k: meta.get(k) for k in ("seed", "precision", "learned", "final_train_loss",
+                                                  "constant_prediction_loss", "code")})
+    write_json(out_json, result)
+    return result

@@ -1,0 +1,1 @@
+"""The pretrain step: the classifier stand-ins for ImageNet, torchvision's and Caffe's weights, and the pruned trunks."""

@@ -1,0 +1,1 @@
+"""The train step: recipes, the loop, its batches, checkpoints, logs and several processes."""
