@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-TIMING = re.compile(r"(^|_)(ms|s|seconds|time|wall)(_|$)|forward|per_iteration_s|time_to")
+TIMING = re.compile(r"(^|_)(ms|s|seconds|time|wall)(_|$)|forward|time_to")
 
 
 def timing_column(name: str) -> bool:
