@@ -167,7 +167,7 @@ def test_kill_between_write_and_rename_leaves_the_previous_checkpoint_as_latest(
     # The child writes checkpoint 1, then dies by SIGKILL inside save 2 right before the rename.
     code = (
         "import os, signal, torch\n"
-        "from segbench import checkpoint as c\n"
+        "from segbench.training import checkpoint as c\n"
         "m = torch.nn.Linear(2, 2); o = torch.optim.SGD(m.parameters(), lr=0.1)\n"
         f"c.save_checkpoint({str(tmp_path / CHECKPOINT_NAME)!r}, model=m, optimizer=o, iteration=1)\n"
         "c.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
