@@ -128,11 +128,11 @@ def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, da
             row["forward_ms"] = bench["modes"]["fp32"]["mean_ms"]
             devices.add(f"{bench['device']} ({bench.get('size', '?')}x{bench.get('size', '?')}, "
                         f"width {bench.get('width', 1.0):g})")
-        published = published.SUCCESSORS[model]
-        row.update({f"paper_{k}": math.nan if published[k] is None else published[k] for k in ("mean_iu", "pixel_acc")})
-        row["paper_mean_iu_text"] = "--" if published["mean_iu"] is None else f"{published['mean_iu']:g}"  # as printed
-        row.update(paper_split=published["split"], paper_setting=published["setting"],
-                   paper_source=published["source"])
+        figure = published.SUCCESSORS[model]
+        row.update({f"paper_{k}": math.nan if figure[k] is None else figure[k] for k in ("mean_iu", "pixel_acc")})
+        row["paper_mean_iu_text"] = "--" if figure["mean_iu"] is None else f"{figure['mean_iu']:g}"  # as printed
+        row.update(paper_split=figure["split"], paper_setting=figure["setting"],
+                   paper_source=figure["source"])
         rows.append(row)
     shown = [("model", "model"), ("n", "n"), ("mean_iu_pm", "mean IU"), ("pixel_acc_pm", "pixel acc."),
              ("params_m", "params (M)"), ("gflops", "GFLOPs"), ("output_stride", "OS"),
