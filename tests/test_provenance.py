@@ -151,7 +151,8 @@ def test_jobs_record_torchvision_without_importing_it():
     """The version comes from torchvision's version.py: model, training and provenance code never import
     torchvision (a second per job); the recorded string equals torchvision.__version__."""
     code = ("import sys\n"
-            "import segbench.cli, segbench.evaluation.evaluate, segbench.models, segbench.infra.provenance, segbench.training.train\n"
+            "import segbench.cli, segbench.evaluation.evaluate, segbench.models, segbench.infra.provenance\n"
+            "import segbench.training.train\n"
             "v = segbench.infra.provenance.software()['torchvision']\n"
             "assert not [m for m in sys.modules if m.startswith('torchvision')], 'torchvision was imported'\n"
             "import torchvision\n"

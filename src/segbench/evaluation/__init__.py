@@ -1,1 +1,2 @@
-"""Scoring nets: the objective and losses, metrics, evaluation, predictions, the forward benchmark, the VOC test submission and the authors' released models."""
+"""Scoring nets: the objective and losses, metrics, evaluation, predictions, the forward benchmark, the VOC
+test submission and the authors' released models."""

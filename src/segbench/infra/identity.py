@@ -1,7 +1,7 @@
 """What a result was computed from: the identity of the code, and the content digest of a file.
 
-A training job resumes a checkpoint only when both match (``segbench.training.train``), and every model, run record
-and provenance sidecar names the code identity it was made with, so that a table built from runs of
+A training job resumes a checkpoint only when both match (``segbench.training.train``), and every model,
+run record and provenance sidecar names the code identity it was made with, so that a table built from runs of
 different code says so. The code identity is the package's version plus the sha256 of every source file of
 the installed package (its relative path and its bytes), so an uncommitted edit changes it as a commit does.
 """

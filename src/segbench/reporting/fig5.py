@@ -1,7 +1,7 @@
 """Figure 5 of the paper: whole-image training against loss ("patch") sampling, and its table.
 
-Built only from the training logs (``segbench.training.trainlog``). Per-iteration losses are noisy, so the curves and the
-time-to-target use a trailing running mean over ``window`` iterations (the first ``window - 1`` points
+Built only from the training logs (``segbench.training.trainlog``). Per-iteration losses are noisy, so the
+curves and the time-to-target use a trailing running mean over ``window`` iterations (the first ``window - 1`` points
 average the iterations that exist so far).
 """
 

@@ -4,10 +4,11 @@ One iteration draws ``batch_size / p`` images with replacement (FCN's data layer
 each step), computes the per-pixel loss, optionally keeps only a Bernoulli(p) subset of the stride-32
 output cells (the paper's "patch sampling", section 3.4), and takes one optimizer step (the recipe's
 schedule sets the lr first). Checkpoints are written every ``checkpoint_every`` iterations and on SIGTERM;
-a rerun resumes from the last one and ends with the same weights as an uninterrupted run (on the CPU). Only
-a checkpoint of the same settings, code identity and input contents is resumed (``segbench.infra.identity``): a
-rerun after a code change, or with a rebuilt store or starting weights at the same path, starts afresh. The
-checkpoint is removed once ``model.pt`` is written, so a finished run leaves nothing to resume.
+a rerun resumes from the last one and ends with the same weights as an uninterrupted run (on the CPU).
+Only a checkpoint of the same settings, code identity and input contents is resumed
+(``segbench.infra.identity``): a rerun after a code change, or with a rebuilt store or starting weights at
+the same path, starts afresh. The checkpoint is removed once ``model.pt`` is written, so a finished run
+leaves nothing to resume.
 
 At the end the run compares its training loss (mean of the last tenth of the iterations) with the loss of
 the best constant prediction, the training pixels' class frequencies everywhere (which a net that predicts
