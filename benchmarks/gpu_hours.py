@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from segbench import cli
+from segbench import cli, models
 from segbench.data import nyud, siftflow, voc
 from segbench.data.tensors import MODALITIES
 from segbench.evaluation import losses, objective
@@ -401,7 +401,7 @@ def category(job: dict) -> str:
     if job["args"] is None or job["args"].command != "train":
         return "evaluation, benchmark, figures, submission"
     run = train_run(job["args"])
-    if run.net.model in recipes.OWN_RECIPE:
+    if models.declared(run.net.model).recipe is not None:
         return "successors (training)"
     return {"nyud": "NYUDv2, Table 4 (training)", "siftflow": "SIFT Flow, Table 5 (training)"}.get(
         run.dataset, "VOC FCNs, Tables 1-2 and Figure 5 (training)")
@@ -421,8 +421,9 @@ def flop_table(runs: dict[str, Run]) -> list[str]:
              "| kept for backward, GB |", "|---|---|---:|---:|---:|---:|---:|"]
     seen = set()
     datasets = list(SIZES)
-    for run in sorted(runs.values(), key=lambda r: (r.net.model in recipes.OWN_RECIPE, datasets.index(r.dataset),
-                                                    r.net.in_channels, r.net.model, r.net.mode)):
+    for run in sorted(runs.values(), key=lambda r: (models.declared(r.net.model).recipe is not None,
+                                                    datasets.index(r.dataset), r.net.in_channels, r.net.model,
+                                                    r.net.mode)):
         key = (run.net, run.dataset, run.size, bool(run.recipe.crop))
         if key in seen:
             continue

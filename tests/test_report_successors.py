@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from segbench import cli
-from segbench.reporting import published
+from segbench import cli, models
 from segbench.reporting.successors import structure, table_successors
 
 
@@ -63,7 +62,7 @@ def test_cards_benchmarks_and_published_figures(written):
     assert 300 < float(fcn["gflops"]) < 400 and float(psp["gflops"]) > 100
     assert float(fcn["paper_mean_iu"]) == 62.7 and fcn["paper_split"] == "VOC2011 seg11valid"
     assert float(fcn["paper_pixel_acc"]) == 90.3 and "62.2 on VOC2012 test" in fcn["paper_setting"]
-    assert float(psp["paper_mean_iu"]) == published.SUCCESSORS["pspnet_resnet50"]["mean_iu"] == 77.05
+    assert float(psp["paper_mean_iu"]) == models.MODELS["pspnet_resnet50"].published["mean_iu"] == 77.05
     assert "semseg" in psp["paper_source"] and unet["paper_mean_iu"] == "" and unet["paper_split"] == ""
 
 

@@ -34,21 +34,6 @@ def test_vgg16_classifier_loads_torchvision_strictly():
 
 
 @pytest.mark.parametrize("backbone,name,size,pad", EQUIVALENCE)
-def test_convolutionalized_classifier_gives_logits(backbone, name, size, pad):
-    """Figure 2: fc layers as convolutions give the logits as a 1x1 map, and a heat map on bigger inputs."""
-    torch.manual_seed(0)
-    cls = models.classifier(backbone, 7, width=W).eval()
-    conv = models.convolutionalize(cls).eval()
-    x = torch.randn(2, 3, size, size)
-    with torch.no_grad():
-        logits, scores = cls(x), conv(x)
-        heat = conv(torch.randn(1, 3, size + 4 * 32, size + 6 * 32))
-    assert scores.shape == (2, 7, 1, 1)
-    assert torch.allclose(scores.flatten(1), logits, atol=1e-4, rtol=1e-4)
-    assert heat.shape == (1, 7, 5, 7)
-
-
-@pytest.mark.parametrize("backbone,name,size,pad", EQUIVALENCE)
 def test_transplanted_fcn_reproduces_the_classifier(backbone, name, size, pad):
     """With the classifier's padding, the transplanted trunk + fc8 as score_fr give the logits at 1x1."""
     torch.manual_seed(0)

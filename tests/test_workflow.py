@@ -223,6 +223,25 @@ def test_paper_dry_run_trains_every_successor_with_imagenet_trunks_and_tables_th
             f"{r}/figures/curves/succ-icnet_resnet50.png"} <= outputs
 
 
+def test_model_options_reach_train_and_evaluate_commands(tmp_path):
+    """successors.model_options: build and train options on `segbench train`, evaluate options on `segbench
+    evaluate`, nothing on the other runs' commands."""
+    extra = tmp_path / "options.yaml"
+    extra.write_text("successors:\n  model_options:\n"
+                     "    deeplabv3plus_resnet50: {output_stride: 8, eval_output_stride: 8}\n"
+                     "    unet_same: {weighted_loss: true}\n")
+    result = _snakemake("--dry-run", "--forceall", "--nolock", "--printshellcmds", "--configfile", "config/config.yaml",
+                        "config/successors.yaml", str(extra), "--config", f"results={tmp_path / 'r'}")
+    commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith(("segbench ", "env "))
+                or " segbench train " in line or "segbench evaluate " in line]
+    flagged = {c.split("--model-options ", 1)[1].split("'", 2)[1] for c in commands if "--model-options" in c}
+    assert flagged == {'{"output_stride": 8}', '{"eval_output_stride": 8}', '{"weighted_loss": true}'}, flagged
+    deeplab = [c for c in commands if "succ-deeplabv3plus_resnet50" in c and "--model-options" in c]
+    assert any("evaluate" in c and "eval_output_stride" in c for c in deeplab)
+    assert any("--train-store" in c and '"output_stride": 8}' in c for c in deeplab)
+    assert not [c for c in commands if "--model-options" in c and "succ-" not in c]
+
+
 def test_no_successor_models_means_no_successor_jobs_and_no_table(tmp_path):
     outputs = _dry_run_outputs("--configfile", "config/config.yaml", "tests/tiny-config.yaml", "--config",
                                f"results={tmp_path}", "successors={'models': []}")

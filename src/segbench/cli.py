@@ -127,7 +127,8 @@ def _train(a):
               gamma=a.gamma, val_store=a.val_store, val_every=a.val_every, checkpoint_every=a.checkpoint_every,
               dropout=a.dropout, precision_mode=a.precision, channels_last=a.channels_last, modality=a.modality,
               seed=a.seed, device=a.device, threads=a.threads, num_workers=a.num_workers,
-              pin_memory=a.pin_memory, compile=a.compile, deterministic=a.deterministic)
+              pin_memory=a.pin_memory, compile=a.compile, deterministic=a.deterministic,
+              model_options=a.model_options)
         if main:
             meta = json.loads(run.read_text())  # what the recipe and "auto" resolved to
             late.update(batch_size=meta["images_per_iter"], precision=meta["precision"])
@@ -139,7 +140,7 @@ def _evaluate(a):
     with _tracked(a, a.out, inputs=[a.store, a.weights], device=a.device, threads=a.threads,
                   precision="fp32") as late:
         result = evaluate(store_path=a.store, model_path=a.weights, out_json=a.out, device=a.device,
-                          threads=a.threads)
+                          threads=a.threads, model_options=a.model_options)
         late["seeds"] = result["train"].get("seed")  # the training run's
     log.info("%s: pixel acc %.4f, mean acc %.4f, mean IU %.4f, f.w. IU %.4f", a.weights, result["pixel_acc"],
              result["mean_acc"], result["mean_iu"], result["fw_iu"])
@@ -517,6 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="processes loading the batches (0: the training process)")
     s.add_argument("--pin-memory", action=argparse.BooleanOptionalAction, default=d["pin_memory"],
                    help="load batches into page-locked memory (GPU only)")
+    _model_options(s)
     _common(s, seed_default=d["seed"])
     _provenance(s)
     s.set_defaults(func=_train)
@@ -525,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", type=Path, required=True)
     s.add_argument("--weights", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
+    _model_options(s)
     _common(s, seed=False)
     _provenance(s)
     s.set_defaults(func=_evaluate)
@@ -708,6 +711,23 @@ def _provenance(s) -> None:
     s.add_argument("--provenance", type=Path, metavar="CONFIG_JSON",
                    help="the run's resolved configuration (written by the workflow): also write the provenance "
                         "sidecar <output>.provenance.json of each output")
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of options, e.g. '{{\"output_stride\": 8}}'; "
+                                         f"got {text!r}")
+    return value
+
+
+def _model_options(s) -> None:
+    s.add_argument("--model-options", type=_json_object, default=None, metavar="JSON",
+                   help="the model's options as a JSON object (its declaration's options; config "
+                        "successors.model_options), e.g. '{\"output_stride\": 8}'")
 
 
 def _common(s, seed: bool = True, seed_default: int | None = None) -> None:

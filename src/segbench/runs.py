@@ -62,6 +62,19 @@ class Run:
     modality: str = "rgb"            # the input (data.tensors.MODALITIES)
     seeds: tuple[int, ...] | None = None  # None = every seed of the config
     tags: tuple[str, ...] = field(default=())  # which tables use it: "table1", "table2", "fig5", "table4", "table5"
+    options: tuple[tuple[str, object], ...] = ()  # the model's options (config successors.model_options), sorted
+
+    @property
+    def model_options(self) -> dict:
+        """``options`` as a dict."""
+        return dict(self.options)
+
+    def options_for(self, *stages: str) -> dict:
+        """The options of the given stages (``models.registry.OPTION_STAGES``): what ``segbench train`` takes
+        ("build", "train") and what ``segbench evaluate`` takes ("evaluate"), so that an evaluation option
+        re-scores a run without retraining it."""
+        split = models.declared(self.model).split_options(self.model_options)
+        return {k: v for stage in stages for k, v in split[stage].items()}
 
 
 # The training and evaluation stores of each dataset, under <results>/preprocessed/<dataset>/
@@ -71,9 +84,6 @@ TABLE4_ROWS = {"FCN-32s RGB": "nyud-rgb", "FCN-32s RGBD": "nyud-rgbd", "FCN-32s 
                "FCN-32s RGB-HHA": "nyud-rgb-hha", "FCN-16s RGB-HHA": "nyud-rgb-hha-16s"}  # Table 4 row -> run
 TABLE5_ROWS = {"FCN-32s (two-headed)": "siftflow-32s", "FCN-16s (two-headed)": "siftflow-16s"}  # Table 5 row -> run
 SUCCESSOR_FCN = "fcn8s"  # the successors table's first row: Table 2's FCN-8s run, every seed
-POOLED_BN = ("pspnet", "deeplab")  # successors whose global pooling branch has batch norm: batches of 2 or more
-DILATION_FRONT_END = "dilation8_vgg16"
-CONTEXT_MODELS = ("dilation8_basic_vgg16", "dilation8_large_vgg16")  # trained on a trained front end (mode "context")
 # Classifier backbones with torchvision ImageNet weights (segbench.pretraining.imagenet.WEIGHTS); the others have none
 TORCHVISION_BACKBONES = ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")
 
@@ -229,14 +239,27 @@ def _successor_runs(config: Mapping) -> list[Run]:
 
     A Dilation net with a context module trains in the paper's two stages, each with the section's recipe and
     length (the paper states none for the second): the front end ``succ-dilation8_vgg16`` (a row of its own,
-    as in the paper's Table 3), then the module on it with the front end frozen (``mode="context"``)."""
+    as in the paper's Table 3), then the module on it with the front end frozen (``mode="context"``).
+    ``successors.model_options`` gives a model its options (``{model: {option: value}}``, the options its
+    declaration lists, e.g. DeepLab's ``output_stride``); an option the model does not have is refused here."""
     c, train = config["successors"], config["train"]
     torchvision = config["pretrain"]["source"] == "torchvision"
     runs = []
+    successors = sorted(name for name, entry in models.MODELS.items() if entry.recipe is not None)
+    options = c.get("model_options") or {}
+    strays = sorted(set(options) - set(c["models"]))
+    if strays:
+        raise ValueError(f"successors.model_options names {strays}, which successors.models does not list "
+                         f"({list(c['models'])})")
     for model in c["models"]:
-        if model not in recipes.OWN_RECIPE:
+        if model not in successors:
             raise ValueError(f"successors.models has {model!r}, which is not a successor model; expected names "
-                             f"from {sorted(recipes.OWN_RECIPE)}")
+                             f"from {successors}")
+        entry = models.declared(model)
+        try:
+            entry.split_options(options.get(model))
+        except ValueError as err:
+            raise ValueError(f"successors.model_options.{model}: {err}") from err
         recipe = c["recipe"] or recipes.own_recipe(model)
         try:
             settings = recipes.recipe(recipe, model_name=model)
@@ -244,10 +267,10 @@ def _successor_runs(config: Mapping) -> list[Run]:
             raise ValueError(f"successors.recipe {recipe!r} does not fit {model}: {err}; use short, a successor "
                              f"recipe ({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own") from err
         published, batch = settings.iterations, c.get("batch_size") or settings.batch_size
-        if batch < 2 and model.startswith(POOLED_BN):
+        if batch < entry.min_batch:
             raise ValueError(f"{model} trains with batch size {batch} (successors.batch_size or recipe {recipe!r}), "
-                             "but its pooling branch's batch norm needs at least 2 images per batch; set "
-                             "successors.batch_size to 2 or more")
+                             f"but its pooling branch's batch norm needs at least {entry.min_batch} images per "
+                             f"batch; set successors.batch_size to {entry.min_batch} or more")
         iterations = c["iterations"] if c["iterations"] is not None else published
         if iterations is None:
             raise ValueError(f"successors.iterations is null (the recipe's published length) but recipe {recipe!r} "
@@ -256,18 +279,20 @@ def _successor_runs(config: Mapping) -> list[Run]:
         common = dict(width=_width(config, model), iterations=int(iterations), recipe=recipe,
                       batch_size=c.get("batch_size"), val_every=train["val_every"], seeds=tuple(c["seeds"]),
                       tags=("successors",))
-        front = successor_run(DILATION_FRONT_END)
-        if model in CONTEXT_MODELS and front not in {r.name for r in runs}:  # stage 1 before the runs on it
-            runs.append(Run(name=front, model=DILATION_FRONT_END,
-                            init=successor_init(DILATION_FRONT_END, torchvision=torchvision), **common))
+        front = entry.front_end and successor_run(entry.front_end)
+        if front and front not in {r.name for r in runs}:  # stage 1 before the runs on it
+            runs.append(Run(name=front, model=entry.front_end, init=successor_init(entry.front_end,
+                            torchvision=torchvision), options=_sorted(options.get(entry.front_end)), **common))
         if successor_run(model) in {r.name for r in runs}:  # the front end, listed after a context model
             continue
-        if model in CONTEXT_MODELS:  # stage 2: the module on the trained, frozen front end
-            runs.append(Run(name=successor_run(model), model=model, init=Init("run", front), mode="context", **common))
-        else:
-            runs.append(Run(name=successor_run(model), model=model,
-                            init=successor_init(model, torchvision=torchvision), **common))
+        init = Init("run", front) if front else successor_init(model, torchvision=torchvision)
+        runs.append(Run(name=successor_run(model), model=model, init=init, mode="context" if front else "full",
+                        options=_sorted(options.get(model)), **common))
     return runs
+
+
+def _sorted(options: Mapping | None) -> tuple[tuple[str, object], ...]:
+    return tuple(sorted((options or {}).items()))
 
 
 def fig5_run(p: float) -> str:

@@ -13,7 +13,6 @@ from segbench.training.distributed import launch_command, processes_for
 from segbench.data import MANIFEST
 from segbench.reporting.perclass import csv_path as perclass_csv
 from segbench.infra.provenance import provenance_path, write_config
-from segbench.reporting.successors import NAMES as SUCCESSOR_NAMES
 from segbench.infra.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
 
 
@@ -135,8 +134,8 @@ def successors_flags(wildcards):
 
 def _successor_starts():
     """How the successor runs start, for the table's caption."""
-    scratch = [SUCCESSOR_NAMES[RUNS[name].model] for name in SUCCESSOR_RUNS if RUNS[name].init.kind == "random"]
-    pruned = [f"{SUCCESSOR_NAMES[RUNS[name].model]} from {models.PRUNED_FROM[RUNS[name].init.name]}"
+    scratch = [models.declared(RUNS[name].model).display for name in SUCCESSOR_RUNS if RUNS[name].init.kind == "random"]
+    pruned = [f"{models.declared(RUNS[name].model).display} from {models.PRUNED_FROM[RUNS[name].init.name]}"
               for name in SUCCESSOR_RUNS if RUNS[name].init.name in models.PRUNED_FROM]
     source = ("ImageNet weights (torchvision)" if TORCHVISION
               else "the pretraining stand-ins (synthetic objects, not ImageNet)")
@@ -176,7 +175,14 @@ def train_flags(wildcards):
         "--compile" if cfg["compile"] else "", "--deterministic" if cfg["deterministic"] else "",
         f"--checkpoint-every {cfg['checkpoint_every']} --seed {wildcards.seed} --device {config['device']}",
         f"{arg('--val-store', PATHS.stores(run)[1])} --val-every {run.val_every}" if run.val_every else "",
+        model_options_flag(wildcards, "build", "train"),
     ]))
+
+
+def model_options_flag(wildcards, *stages):
+    """`--model-options JSON` of a run's options of those stages (config successors.model_options), or nothing."""
+    options = RUNS[wildcards.run].options_for(*stages)
+    return arg("--model-options", json.dumps(options)) if options else ""
 
 
 def resources_for(rule):

@@ -10,6 +10,7 @@ rule evaluate:
         provenance=sidecars(f"{RESULTS}/evaluate/{{run}}/seed{{seed}}/val.json"),
     params:
         device=config["device"],
+        options=lambda wc: model_options_flag(wc, "evaluate"),
         provenance=PROVENANCE,
     threads: 1
     resources:
@@ -20,4 +21,4 @@ rule evaluate:
         f"{LOGS}/evaluate/{{run}}/seed{{seed}}.log",
     shell:
         "segbench evaluate --store {input.store:q} --weights {input.weights:q} --out {output.metrics:q}"
-        " --device {params.device} --threads {threads} {params.provenance} > {log:q} 2>&1"
+        " --device {params.device} --threads {threads} {params.options} {params.provenance} > {log:q} 2>&1"

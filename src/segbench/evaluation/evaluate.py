@@ -7,6 +7,7 @@ import os
 import numpy as np
 import torch
 
+from segbench import models
 from segbench.data.store import Store
 from segbench.data.tensors import modality_input
 from segbench.evaluation import losses, objective
@@ -56,12 +57,15 @@ def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device
 
 
 def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, out_json: str | os.PathLike,
-             device: str = "auto", threads: int | None = None, progress: bool = True) -> dict:
+             device: str = "auto", threads: int | None = None, progress: bool = True,
+             model_options: dict | None = None) -> dict:
     """Evaluate saved weights on a split and write the metrics (with the confusion matrix) as JSON.
 
     Evaluation runs in float32 (channels-last where the run trained so); the JSON also carries the
     training run's ``seed``, ``precision``, ``learned`` flag and code identity from the weights' metadata, for the
-    tables.
+    tables. ``model_options`` are the model's options (config ``successors.model_options``): those of stage
+    "evaluate" change how it is scored (U-Net's ``tile``: overlap-tile inference; DeepLab's
+    ``eval_output_stride``), the others were the training run's and are recorded in the JSON.
     """
     runtime.setup(threads=threads)
     dev = runtime.resolve_device(device)
@@ -69,11 +73,14 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
     net = load_for_store(model_path, store, dev)
     record, meta = net.record, net.record["meta"]
     channels_last = bool(meta.get("channels_last", False))
-    model = precision.to_layout(net.model, channels_last=channels_last)
+    model = precision.to_layout(models.for_evaluation(net.model, record, model_options),
+                                channels_last=channels_last)
     result = evaluate_model(model, store, device=dev, norm=net.norm, reduction=meta.get("reduction", "sum"),
                             channels_last=channels_last, modality=net.modality,
                             criterion=meta.get("criterion", "cross_entropy"), gamma=meta.get("gamma", 2.0),
                             progress=progress)
+    if model_options:
+        result["model_options"] = dict(model_options)
     result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names,
                   train={k: meta.get(k) for k in ("seed", "precision", "learned", "final_train_loss",
                                                   "constant_prediction_loss", "code")})

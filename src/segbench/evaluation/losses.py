@@ -66,6 +66,8 @@ def _focal(scores: torch.Tensor, target: torch.Tensor, *, reduction: str, gamma:
     # where p_t rounds to 1, and changes nothing else (tiny^0 = 1, tiny^gamma underflows to 0 for gamma >= 1)
     weight = (-torch.expm1(log_pt)).clamp_min(torch.finfo(log_pt.dtype).tiny).pow(gamma)
     per_pixel = -(weight * log_pt) * valid
+    if reduction == "none":  # per pixel, 0 where ignored (segmentation_loss's pixel_weights)
+        return per_pixel
     if reduction == "sum":
         return per_pixel.sum()
     return per_pixel.sum() / valid.sum()
@@ -76,7 +78,7 @@ CRITERIA: dict[str, Callable[..., torch.Tensor]] = {"cross_entropy": _cross_entr
 
 def segmentation_loss(scores: torch.Tensor, target: torch.Tensor, *, reduction: str = "sum",
                       criterion: str = "cross_entropy", gamma: float = 2.0, keep: torch.Tensor | None = None,
-                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                      pixel_weights: torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Scalar loss of scores N x C x H x W against int64 labels N x H x W.
 
     Pixels labelled ``ignore_index`` and pixels where ``keep`` (bool N x H x W) is False do not count.
@@ -84,7 +86,9 @@ def segmentation_loss(scores: torch.Tensor, target: torch.Tensor, *, reduction: 
     ``"mean"``: mean over valid pixels. With ``keep`` None or all True, cross-entropy equals
     ``F.cross_entropy(scores, target, ignore_index=255, reduction="sum") / N`` (resp. ``"mean"``) bit for bit.
     ``criterion="focal"`` weights each pixel by ``(1 - p_t) ** gamma``; gamma = 0 is cross-entropy.
-    With no valid pixel the loss is 0 and its gradient is zero (never NaN).
+    ``pixel_weights`` (float N x H x W, e.g. ``unet_weight_map``) multiplies each valid pixel's loss; the
+    reductions still divide by N, resp. the number of valid pixels. With no valid pixel the loss is 0 and
+    its gradient is zero (never NaN).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
@@ -104,6 +108,14 @@ def segmentation_loss(scores: torch.Tensor, target: torch.Tensor, *, reduction: 
         target = target.masked_fill(~keep.to(target.device), ignore_index)
     if not (target != ignore_index).any():
         return scores.sum() * 0.0  # keeps the graph (and a zero gradient) where the mean would be 0 / 0
+    if pixel_weights is not None:
+        if pixel_weights.shape != target.shape:
+            raise ValueError(f"pixel_weights must be shaped like the target {tuple(target.shape)}, got "
+                             f"{tuple(pixel_weights.shape)} (see unet_weight_map)")
+        valid = target != ignore_index
+        per_pixel = CRITERIA[criterion](scores, target, reduction="none", gamma=gamma, ignore_index=ignore_index)
+        weighted = (per_pixel * pixel_weights.to(per_pixel.device) * valid).sum()
+        return weighted / scores.shape[0] if reduction == "sum" else weighted / valid.sum()
     loss = CRITERIA[criterion](scores, target, reduction=reduction, gamma=gamma, ignore_index=ignore_index)
     return loss / scores.shape[0] if reduction == "sum" else loss
 

@@ -47,10 +47,12 @@ def _resized(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def training_loss(model: torch.nn.Module, x: torch.Tensor, y: Mapping[str, torch.Tensor], heads: Mapping[str, int], *,
                   reduction: str, criterion: str = "cross_entropy", gamma: float = 2.0,
-                  keep: torch.Tensor | None = None, autocast=None) -> torch.Tensor:
+                  keep: torch.Tensor | None = None, pixel_weights: torch.Tensor | None = None,
+                  autocast=None) -> torch.Tensor:
     """The training loss of ``model`` on ``x``: the heads' losses summed (weight 1 each) plus the weighted
-    auxiliary losses. ``keep`` (loss sampling) applies to the heads; ``autocast`` is the context manager of
-    the forward pass (e.g. ``precision.autocast``; the loss itself is computed in float32)."""
+    auxiliary losses. ``keep`` (loss sampling) applies to the heads, ``pixel_weights`` (N x H x W, U-Net's
+    weighted loss) to a single head; ``autocast`` is the context manager of the forward pass (e.g.
+    ``precision.autocast``; the loss itself is computed in float32)."""
     with autocast if autocast is not None else nullcontext():
         if hasattr(model, "forward_with_aux"):
             scores, aux = model.forward_with_aux(x)
@@ -59,7 +61,9 @@ def training_loss(model: torch.nn.Module, x: torch.Tensor, y: Mapping[str, torch
     if len(heads) == 1:
         field = next(iter(heads))
         loss = losses.segmentation_loss(scores.float(), y[field], reduction=reduction, criterion=criterion,
-                                        gamma=gamma, keep=keep)
+                                        gamma=gamma, keep=keep, pixel_weights=pixel_weights)
+    elif pixel_weights is not None:
+        raise ValueError(f"per-pixel loss weights are for single-headed nets; this one has heads {dict(heads)}")
     else:
         loss = losses.multi_head_loss(scores.float(), y, heads, reduction=reduction, criterion=criterion,
                                       gamma=gamma, keep=keep)

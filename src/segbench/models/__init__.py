@@ -17,81 +17,24 @@ from typing import Callable
 import torch
 from torch import nn
 
-from segbench.models import alexnet, cards, fusion, googlenet, resnet, twohead, vgg
-from segbench.models.context import DilatedNet, freeze_front_end
-from segbench.models.deeplab import DeepLab
+from segbench.models import alexnet, cards, googlenet, registry, resnet, vgg
+from segbench.models.context import freeze_front_end
 from segbench.models.fcn import FCN
 from segbench.models.geometry import path_geometry
 from segbench.models.icnet import TRUNK_WIDTH as ICNET_TRUNK_WIDTH
-from segbench.models.icnet import ICNet
 from segbench.models.layers import set_dropout
-from segbench.models.pspnet import PSPNet
-from segbench.models.surgery import (
-    convolutionalize,
-    freeze_trunk,
-    init_from,
-    transplant,
-)
-from segbench.models.unet import UNet
+from segbench.models.registry import Declared
+from segbench.models.surgery import freeze_trunk, init_from, transplant
 
-__all__ = ["MODELS", "BACKBONES", "FCN", "build", "classifier", "backbone_of", "card", "transplant", "init_from",
-           "freeze_trunk", "freeze_front_end", "convolutionalize", "set_dropout", "family_of", "FAMILIES", "PRUNED_FROM"]
+__all__ = ["MODELS", "RECIPES", "BACKBONES", "FCN", "Declared", "build", "declared", "classifier", "backbone_of",
+           "card", "transplant", "init_from", "freeze_trunk", "freeze_front_end", "set_dropout", "family_of",
+           "for_evaluation", "FAMILIES", "PRUNED_FROM"]
 
-AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}  # Caffe Scale layers of voc-fcn8s-atonce (lr 0)
-
-
-def _vgg(skips: tuple[str, ...], scales: dict | None = None) -> Callable[..., FCN]:
-    def make(num_classes: int, *, width: float, in_channels: int) -> FCN:
-        layers, channels = vgg.trunk(width=width, in_channels=in_channels)
-        return FCN(backbone="vgg16", trunk=layers, channels=channels, num_classes=num_classes, skips=skips,
-                   skip_scales=scales)
-    return make
-
-
-def _alexnet(flavour: str) -> Callable[..., FCN]:
-    def make(num_classes: int, *, width: float, in_channels: int) -> FCN:
-        layers, channels = alexnet.trunk(flavour, width=width, in_channels=in_channels)
-        return FCN(backbone=flavour, trunk=layers, channels=channels, num_classes=num_classes, final_kernel=63)
-    return make
-
-
-def _googlenet(num_classes: int, *, width: float, in_channels: int) -> FCN:
-    layers, channels = googlenet.trunk(width=width, in_channels=in_channels)
-    return FCN(backbone="googlenet", trunk=layers, channels=channels, num_classes=num_classes, allow_half_crop=True)
-
-
-def _successor(cls: type[nn.Module], **fixed) -> Callable[..., nn.Module]:
-    def make(num_classes: int, *, width: float, in_channels: int, **options) -> nn.Module:
-        return cls(num_classes, width=width, in_channels=in_channels, **fixed, **options)
-    return make
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "fcn32s_vgg16": _vgg(()),
-    "fcn16s_vgg16": _vgg(("pool4",)),
-    "fcn8s_vgg16": _vgg(("pool4", "pool3")),
-    "fcn8s_atonce_vgg16": _vgg(("pool4", "pool3"), AT_ONCE_SCALES),
-    "fcn32s_alexnet": _alexnet("alexnet_caffe"),
-    "fcn32s_alexnet_tv": _alexnet("alexnet"),
-    "fcn32s_googlenet": _googlenet,
-    "fcn32s_rgbhha_vgg16": fusion.factory(()),  # NYUDv2 late fusion (Table 4): N x 6 x H x W input
-    "fcn16s_rgbhha_vgg16": fusion.factory(("pool4",)),
-    "fcn32s_siftflow_vgg16": twohead.factory(()),  # SIFT Flow semantic + geometric heads (Table 5)
-    "fcn16s_siftflow_vgg16": twohead.factory(("pool4",)),
-    "fcn8s_siftflow_vgg16": twohead.factory(("pool4", "pool3")),
-    "unet": _successor(UNet, padding="valid"),
-    "unet_same": _successor(UNet, padding="same"),
-    "dilation8_vgg16": _successor(DilatedNet),
-    "dilation8_basic_vgg16": _successor(DilatedNet, context="basic"),
-    "dilation8_large_vgg16": _successor(DilatedNet, context="large"),
-    "pspnet_resnet50": _successor(PSPNet, depth=50),
-    "pspnet_resnet101": _successor(PSPNet, depth=101),
-    "deeplabv3_resnet50": _successor(DeepLab, depth=50),
-    "deeplabv3_resnet101": _successor(DeepLab, depth=101),
-    "deeplabv3plus_resnet50": _successor(DeepLab, depth=50, decoder=True),
-    "deeplabv3plus_resnet101": _successor(DeepLab, depth=101, decoder=True),
-    "icnet_resnet50": _successor(ICNet),
-}
+# The architecture families, one module each: its MODELS list declares its models (name, display name, trunk,
+# recipe, published figure, options; segbench.models.registry) and its RECIPES its papers' recipes. This line
+# registers them: a new family file is added here and nowhere else.
+FAMILY_MODULES = ("fcn", "fusion", "twohead", "unet", "context", "pspnet", "deeplab", "icnet")
+MODELS, RECIPES = registry.collect(FAMILY_MODULES)  # model name -> Declared; recipe name -> its settings
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "vgg16": lambda num_classes, width: vgg.VGG16Classifier(num_classes, width=width),
@@ -109,13 +52,6 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 # ICNet's half-width trunk, as its authors compressed their trained PSPNet's ResNet-50
 PRUNED_FROM = {"resnet50_half": "resnet50"}
 
-_BACKBONE_OF = {"fcn32s_alexnet": "alexnet_caffe", "fcn32s_alexnet_tv": "alexnet", "fcn32s_googlenet": "googlenet",
-                "unet": None, "unet_same": None, "pspnet_resnet50": "resnet50", "pspnet_resnet101": "resnet101",
-                "deeplabv3_resnet50": "resnet50", "deeplabv3_resnet101": "resnet101",
-                "deeplabv3plus_resnet50": "resnet50", "deeplabv3plus_resnet101": "resnet101",
-                "icnet_resnet50": "resnet50_half"}
-
-
 # Backbone -> the family whose channel width the configuration sets (config models.width); U-Net's is "unet".
 FAMILIES = {"vgg16": "vgg16", "alexnet": "alexnet", "alexnet_caffe": "alexnet", "googlenet": "googlenet",
             "resnet50": "resnet", "resnet101": "resnet", "resnet50_half": "resnet"}
@@ -132,25 +68,54 @@ def _check(name: str, table: dict, what: str) -> None:
         raise ValueError(f"unknown {what} {name!r}; expected one of {sorted(table)}")
 
 
+def declared(name: str) -> Declared:
+    """Model ``name``'s declaration (``MODELS``); raises for an unknown name, listing the known ones."""
+    _check(name, MODELS, "model")
+    return MODELS[name]
+
+
 def build(name: str, num_classes: int, width: float = 1.0, in_channels: int = 3, **options) -> nn.Module:
     """The model ``name`` (see ``MODELS``): input N x in_channels x H x W -> scores N x num_classes x H x W.
 
     ``width`` multiplies every trunk and fc channel count (score layers keep ``num_classes``). FCN score
     layers start at zero, upsamplers are frozen bilinear; the trunk is randomly initialised until
-    ``transplant`` fills it. ``options`` go to the successor models' constructors: ``output_stride`` (8 or
-    16), ``separable`` and ``multi_grid`` for DeepLab, ``noise_std`` for the context modules.
+    ``transplant`` fills it. ``options`` are the model's build options (its declaration's ``options`` of stage
+    "build": ``output_stride`` (8 or 16), ``separable`` and ``multi_grid`` for DeepLab, ``noise_std`` for the
+    context modules); an option it does not declare, or one of another stage, raises.
     """
-    _check(name, MODELS, "model")
+    model = declared(name)
     if width <= 0 or num_classes < 1 or in_channels < 1:
         raise ValueError(f"need width > 0, num_classes >= 1 and in_channels >= 1; got width={width}, "
                          f"num_classes={num_classes}, in_channels={in_channels}")
-    return MODELS[name](num_classes, width=width, in_channels=in_channels, **options)
+    stages = model.split_options(options)
+    other = {k: v for stage in ("train", "evaluate") for k, v in stages[stage].items()}
+    if other:
+        raise ValueError(f"{sorted(other)} of model {name} are not build options (they apply in training or "
+                         "evaluation; see its declaration's options)")
+    return model.make(num_classes, width=width, in_channels=in_channels, **options)
+
+
+def for_evaluation(model: nn.Module, record: dict, options: dict | None) -> nn.Module:
+    """The net that scores ``model`` (rebuilt from weights ``record``, ``segbench.weights``) under the
+    evaluate-stage ``options`` of its declaration (U-Net's overlap tiles, DeepLab's evaluation output
+    stride); ``model`` itself when there are none."""
+    entry = declared(record["name"])
+    evaluate = entry.split_options(options)["evaluate"]
+    if not evaluate:
+        return model
+
+    def rebuild(**overrides) -> nn.Module:
+        net = build(record["name"], record["num_classes"], width=record["width"],
+                    in_channels=record.get("in_channels", 3), **{**record.get("options", {}), **overrides})
+        net.load_state_dict(model.state_dict())
+        return net.to(next(model.parameters()).device).train(model.training)
+
+    return entry.for_evaluation(model, rebuild, **evaluate)
 
 
 def backbone_of(name: str) -> str | None:
     """The classifier backbone (a ``BACKBONES`` key) that model ``name`` is transplanted from (None: U-Net)."""
-    _check(name, MODELS, "model")
-    return _BACKBONE_OF.get(name, "vgg16")
+    return declared(name).backbone
 
 
 def classifier(backbone: str, num_classes: int, *, width: float = 1.0) -> nn.Module:

@@ -31,6 +31,7 @@ from segbench.models import vgg
 from segbench.models.blocks import mirror_pad, resize
 from segbench.models.geometry import path_geometry
 from segbench.models.layers import scaled
+from segbench.models.registry import Declared
 from segbench.models.surgery import train_only
 
 MARGIN = 186  # the release's reflection margin: (380 - 8) / 2
@@ -166,3 +167,33 @@ class DilatedNet(nn.Module):
         if self.context is not None:
             y = self.context(y)
         return resize(y, (STRIDE * cells_h, STRIDE * cells_w))[..., :h, :w]
+
+
+# Yu & Koltun 2016, section 4, VOC model of Table 2 (fyu/dilation ``train.py``): lr 1e-3, momentum 0.9, batch 14,
+# 60K iterations; the code's weight decay 5e-4, 500-pixel crops, random mirror, step policy x0.1 every 100K
+# iterations (so constant within 60K), Caffe's bias 2x. The release crops 500 pixels from the image after
+# padding it by 186 (so the central 128 x 128 is supervised); ours crops 500 pixels of the image and the model
+# mirrors the 186-pixel margin around the crop. The paper trains the context module on its own afterwards
+# (batch 60 on stored front-end maps); here it is a second run on images with the same recipe, on the trained
+# front end held frozen (``front_end``; segbench.runs trains both stages).
+RECIPES = {"dilation": {"batch_size": 14, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd",
+                        "schedule": "fixed", "lr": 1e-3, "weight_decay": 5e-4, "crop": 500, "flip": True,
+                        "iterations": 60_000}}
+_NOISE = {"noise_std": ("build", "std of the Gaussian noise added to the identity initialisation (default 0 "
+                                 "basic, 0.01 large)")}
+MODELS = [
+    Declared("dilation8_vgg16", DilatedNet, display="Dilation8 front end", recipe="dilation",
+             published={"mean_iu": 67.6, "pixel_acc": None, "split": "VOC2012 test",
+                        "setting": "front end, VOC + SBD training, no CRF", "source": "Yu & Koltun 2016, Table 2"}),
+    Declared("dilation8_basic_vgg16", DilatedNet, display="Dilation8 + basic context", recipe="dilation",
+             fixed={"context": "basic"}, options=_NOISE, front_end="dilation8_vgg16",
+             published={"mean_iu": 71.3, "pixel_acc": None, "split": "VOC2012 val",
+                        "setting": "front end + basic context, VOC + SBD + COCO training, no CRF",
+                        "source": "Yu & Koltun 2016, Table 3"}),
+    Declared("dilation8_large_vgg16", DilatedNet, display="Dilation8 + large context", recipe="dilation",
+             fixed={"context": "large"}, options=_NOISE, front_end="dilation8_vgg16",
+             published={"mean_iu": 72.1, "pixel_acc": None, "split": "VOC2012 val",
+                        "setting": "front end + large context, VOC + SBD + COCO training, no CRF "
+                                   "(73.5 on VOC2012 test, Table 4)",
+                        "source": "Yu & Koltun 2016, Table 3"}),
+]

@@ -29,6 +29,7 @@ from torch import nn
 
 from segbench.models.blocks import conv_bn_relu, resize
 from segbench.models.layers import scaled
+from segbench.models.registry import Declared
 from segbench.models.resnet import ResNetTrunk
 
 RATES_OS16 = (6, 12, 18)
@@ -120,3 +121,36 @@ class DeepLab(ResNetTrunk):
             low = self.project(f["layer1"])
             h = self.decoder(torch.cat([resize(h, low.shape[-2:]), low], dim=1))
         return resize(self.cls(h), x.shape[-2:])
+
+
+def _for_evaluation(model: DeepLab, rebuild, *, eval_output_stride: int | None = None) -> nn.Module:
+    return model if eval_output_stride is None else rebuild(output_stride=eval_output_stride)
+
+
+# Chen et al. 2017, section 4.1 (v3) and 2018, section 4 (v3+, trained "as DeepLabv3"): poly base 0.007, batch
+# 16, crop 513, 30K iterations, random scale 0.5-2 and left-right flip, output stride 16 (the model's default);
+# momentum 0.9 and weight decay 1e-4 for ResNets from tensorflow/models ``research/deeplab`` (v3+'s 4e-5 is
+# Xception's). No head multiplier (none is reported for the authors' TensorFlow code; jfzhang95's PyTorch port
+# uses 10x).
+_RECIPE = {"batch_size": 16, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "poly",
+           "lr": 0.007, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "crop": 513, "scale_range": (0.5, 2.0),
+           "flip": True, "iterations": 30_000}
+RECIPES = {"deeplabv3": _RECIPE, "deeplabv3plus": dict(_RECIPE)}
+_OPTIONS = {"output_stride": ("build", "16 (the papers' training setting) or 8 (dilated layer3 too)"),
+            "separable": ("build", "true: atrous depthwise-separable convs in the ASPP and decoder (Xception's SC)"),
+            "multi_grid": ("build", "unit rates of layer4's three blocks (default [1, 2, 4])"),
+            "eval_output_stride": ("evaluate", "score with this output stride (the papers evaluate at 8 a net "
+                                               "trained at 16; same weights)")}
+_V3 = {"mean_iu": 77.21, "pixel_acc": None, "split": "VOC2012 val",
+       "setting": "ResNet-101, ASPP + image pooling, multi-grid (1, 2, 4), OS 16, single scale, trainaug, no COCO",
+       "source": "Chen et al. 2017 (arXiv:1706.05587), section 4"}
+_V3P = {"mean_iu": 78.85, "pixel_acc": None, "split": "VOC2012 val",
+        "setting": "ResNet-101 + decoder, train and eval OS 16, single scale, trainaug, no COCO",
+        "source": "Chen et al. 2018 (arXiv:1802.02611), Table 3"}
+MODELS = [  # min_batch 2: the image pooling branch has batch norm
+    Declared(f"deeplabv3{plus}_resnet{depth}", DeepLab, display=f"DeepLabv3{'+' if plus else ''} (ResNet-{depth})",
+             backbone=f"resnet{depth}", recipe=f"deeplabv3{plus}", published=_V3P if plus else _V3,
+             fixed={"depth": depth, "decoder": bool(plus)}, options=_OPTIONS, min_batch=2,
+             for_evaluation=_for_evaluation)
+    for plus in ("", "plus") for depth in (50, 101)
+]

@@ -18,8 +18,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from segbench.models import alexnet, googlenet, vgg
 from segbench.models.geometry import crop_offset
 from segbench.models.layers import BilinearUpsample, crop
+from segbench.models.registry import Declared
 
 # Per skip stage: (upsampler feeding the fusion, score layer of the skip blob); the final upsampler by count.
 _SKIP_NAMES = {"pool4": ("upscore2", "score_pool4"), "pool3": ("upscore_pool4", "score_pool3")}
@@ -85,3 +87,42 @@ class FCN(nn.Module):
             tap = taps[skip] * self.skip_scales[skip] if skip in self.skip_scales else taps[skip]
             h = h + crop(getattr(self, score_name)(tap), self.crops[score_name], like=h)  # fuse_<skip>
         return getattr(self, self.final_name).window(h, self.crops[self.final_name], x.shape[-2:])  # upscore + crop
+
+
+AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}  # Caffe Scale layers of voc-fcn8s-atonce (lr 0)
+
+
+def fcn_vgg16(num_classes: int, *, width: float, in_channels: int, skips: tuple[str, ...] = (),
+              skip_scales: dict[str, float] | None = None) -> FCN:
+    layers, channels = vgg.trunk(width=width, in_channels=in_channels)
+    return FCN(backbone="vgg16", trunk=layers, channels=channels, num_classes=num_classes, skips=skips,
+               skip_scales=skip_scales)
+
+
+def fcn_alexnet(num_classes: int, *, width: float, in_channels: int, flavour: str) -> FCN:
+    layers, channels = alexnet.trunk(flavour, width=width, in_channels=in_channels)
+    return FCN(backbone=flavour, trunk=layers, channels=channels, num_classes=num_classes, final_kernel=63)
+
+
+def fcn_googlenet(num_classes: int, *, width: float, in_channels: int) -> FCN:
+    layers, channels = googlenet.trunk(width=width, in_channels=in_channels)
+    return FCN(backbone="googlenet", trunk=layers, channels=channels, num_classes=num_classes, allow_half_crop=True)
+
+
+# The paper's nets (Tables 1 and 2); FCN-8s is also the first row of the successors table. Their recipes
+# (heavy, paper, short) are segbench.training.recipes' own.
+MODELS = [
+    Declared("fcn32s_vgg16", fcn_vgg16, display="FCN-32s"),
+    Declared("fcn16s_vgg16", fcn_vgg16, display="FCN-16s", fixed={"skips": ("pool4",)}),
+    Declared("fcn8s_vgg16", fcn_vgg16, display="FCN-8s", fixed={"skips": ("pool4", "pool3")},
+             published={"mean_iu": 62.7, "pixel_acc": 90.3, "split": "VOC2011 seg11valid",
+                        "setting": "VGG16, SBD train, single scale (62.2 on VOC2012 test, Table 3)",
+                        "source": "Long et al. 2015, Table 2"}),
+    Declared("fcn8s_atonce_vgg16", fcn_vgg16, display="FCN-8s at-once",
+             fixed={"skips": ("pool4", "pool3"), "skip_scales": AT_ONCE_SCALES}),
+    Declared("fcn32s_alexnet", fcn_alexnet, display="FCN-AlexNet", backbone="alexnet_caffe",
+             fixed={"flavour": "alexnet_caffe"}),
+    Declared("fcn32s_alexnet_tv", fcn_alexnet, display="FCN-AlexNet (torchvision)", backbone="alexnet",
+             fixed={"flavour": "alexnet"}),
+    Declared("fcn32s_googlenet", fcn_googlenet, display="FCN-GoogLeNet", backbone="googlenet"),
+]

@@ -21,7 +21,7 @@ FCN-16s fusion is then staged from the FCN-32s fusion with ``models.init_from`` 
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from torch import nn
 from segbench.models import vgg
 from segbench.models.fcn import _SKIP_NAMES, FCN
 from segbench.models.layers import BilinearUpsample, crop
+from segbench.models.registry import Declared
 
 # modality -> weight of its scores in score_fused (Eltwise SUM coeff), in input-channel order
 STREAMS = {"color": 0.5, "hha": 0.5}
@@ -102,15 +103,13 @@ class LateFusionFCN(nn.Module):
                              f"'rgb_hha'), got {tuple(x.shape)}")
 
 
-def factory(skips: tuple[str, ...]) -> Callable[..., LateFusionFCN]:
-    """The ``models.MODELS`` entry of the late-fusion net with ``skips``: it takes in_channels = 6 only."""
-    def make(num_classes: int, *, width: float, in_channels: int) -> LateFusionFCN:
-        want = STREAM_CHANNELS * len(STREAMS)
-        if in_channels != want:
-            raise ValueError(f"the late-fusion FCN takes {want} input channels (BGR then HHA), got "
-                             f"in_channels={in_channels}")
-        return LateFusionFCN(num_classes=num_classes, skips=skips, width=width)
-    return make
+def fcn_rgb_hha(num_classes: int, *, width: float, in_channels: int, skips: tuple[str, ...] = ()) -> LateFusionFCN:
+    """The late-fusion net with ``skips``: it takes in_channels = 6 only."""
+    want = STREAM_CHANNELS * len(STREAMS)
+    if in_channels != want:
+        raise ValueError(f"the late-fusion FCN takes {want} input channels (BGR then HHA), got "
+                         f"in_channels={in_channels}")
+    return LateFusionFCN(num_classes=num_classes, skips=skips, width=width)
 
 
 def init_from_streams(fused: LateFusionFCN, *, color: Mapping, hha: Mapping) -> LateFusionFCN:
@@ -144,3 +143,9 @@ def init_from_streams(fused: LateFusionFCN, *, color: Mapping, hha: Mapping) -> 
         if isinstance(module, BilinearUpsample):
             module.reset_bilinear()
     return fused
+
+
+MODELS = [  # NYUDv2 late fusion (Table 4): N x 6 x H x W input
+    Declared("fcn32s_rgbhha_vgg16", fcn_rgb_hha, display="FCN-32s RGB-HHA"),
+    Declared("fcn16s_rgbhha_vgg16", fcn_rgb_hha, display="FCN-16s RGB-HHA", fixed={"skips": ("pool4",)}),
+]

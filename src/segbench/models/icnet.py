@@ -35,6 +35,7 @@ from torch import nn
 
 from segbench.models.blocks import conv_bn_relu, resize
 from segbench.models.layers import scaled
+from segbench.models.registry import Declared
 from segbench.models.resnet import ResNetTrunk
 
 BINS = (1, 2, 3, 6)
@@ -122,3 +123,19 @@ class ICNet(ResNetTrunk):
         """Main scores N x K x H x W and the two guidance heads (scores, loss weight) at 1/16 and 1/8."""
         scores, sub4_out, sub24_out = self._cascade(x)
         return scores, {"sub4": (sub4_out, LOSS_WEIGHTS["sub4"]), "sub24": (sub24_out, LOSS_WEIGHTS["sub24"])}
+
+
+# Zhao et al. 2018: the paper's recipe was not verified (recalled: batch 16, poly base 0.01, momentum 0.9, weight
+# decay 1e-4, mirror and resize 0.5-2); 30K iterations as the release's Cityscapes model (train set). *Ours*:
+# crop 473 (PSPNet's VOC crop; the paper's is not known), no head multiplier.
+RECIPES = {"icnet": {"batch_size": 16, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "poly",
+                     "lr": 0.01, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "crop": 473, "scale_range": (0.5, 2.0),
+                     "flip": True, "iterations": 30_000}}
+MODELS = [
+    Declared("icnet_resnet50", ICNet, display="ICNet (ResNet-50, half width)", backbone="resnet50_half",
+             recipe="icnet",
+             published={"mean_iu": None, "pixel_acc": None, "split": "--",
+                        "setting": "no VOC result published; Cityscapes val 67.7 (train set, 30K iterations), "
+                                   "test 69.5 (train + val)",
+                        "source": "hszhao/ICNet README (the authors' release)"}),
+]

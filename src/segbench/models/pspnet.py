@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from segbench.models.blocks import conv_bn_relu, resize
+from segbench.models.registry import Declared
 from segbench.models.resnet import ResNetTrunk
 
 BINS = (1, 2, 3, 6)
@@ -78,3 +79,24 @@ class PSPNet(ResNetTrunk):
         """Main scores N x K x H x W and ``{"aux": (N x K x H x W, 0.4)}`` (deep supervision on layer3)."""
         scores, layer3 = self._scores(x)
         return scores, {"aux": (resize(self.aux(layer3), x.shape[-2:]), self.aux_weights["aux"])}
+
+
+# Zhao et al. 2017, section 5.1 (hszhao/semseg ``config/voc2012``): poly base 0.01, momentum 0.9, weight decay
+# 1e-4, batch 16, 30K iterations on VOC, random mirror, resize 0.5-2, rotation -10..10 degrees and Gaussian
+# blur; crop 473 and the 10x lr of the pyramid pooling, classifier and auxiliary head, blur with p 0.5 from
+# semseg. Auxiliary loss 0.4 (the model's).
+RECIPES = {"pspnet": {"batch_size": 16, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "poly",
+                      "lr": 0.01, "weight_decay": 1e-4, "head_lr_mult": 10.0, "bias_lr_mult": 1.0, "crop": 473,
+                      "scale_range": (0.5, 2.0), "flip": True, "rotate": 10.0, "blur": 0.5, "iterations": 30_000}}
+_TEST = "paper: 82.6 VOC2012 test, ResNet-101, VOC data only, multi-scale (Zhao et al. 2017)"
+_SOURCE = "hszhao/semseg README (the authors' PyTorch code)"
+MODELS = [  # min_batch 2: the pyramid pooling's 1 x 1 bin has batch norm
+    Declared("pspnet_resnet50", PSPNet, display="PSPNet (ResNet-50)", backbone="resnet50", recipe="pspnet",
+             fixed={"depth": 50}, min_batch=2,
+             published={"mean_iu": 77.05, "pixel_acc": None, "split": "VOC2012 val",
+                        "setting": "PSPNet50, trainaug, single scale; " + _TEST, "source": _SOURCE}),
+    Declared("pspnet_resnet101", PSPNet, display="PSPNet (ResNet-101)", backbone="resnet101", recipe="pspnet",
+             fixed={"depth": 101}, min_batch=2,
+             published={"mean_iu": 79.07, "pixel_acc": None, "split": "VOC2012 val",
+                        "setting": "PSPNet101, trainaug, single scale; " + _TEST, "source": _SOURCE}),
+]

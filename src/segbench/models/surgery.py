@@ -11,7 +11,6 @@ they share (``fc`` dropped; dilation changes no weight shape).
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
@@ -145,31 +144,3 @@ def freeze_trunk(fcn: FCN) -> FCN:
         if isinstance(module, nn.BatchNorm2d):
             module.momentum = 0.0
     return fcn
-
-
-def convolutionalize(classifier: nn.Module) -> nn.Sequential:
-    """Figure 2 of the paper: the classifier with its fully connected layers cast as convolutions.
-
-    Works for the VGG16 and AlexNet layouts (``features`` / ``avgpool(k)`` / ``classifier``). The first
-    Linear becomes a k x k conv (k = the avgpool's output size), the others 1x1 convs; the classifier's
-    usual padding is kept. Input N x 3 x H x W -> N x num_classes x h x w, with h = w = 1 at the
-    classifier's own input size (224, or 227 for the Caffe AlexNet) and a coarse heat map beyond it.
-    """
-    if not all(hasattr(classifier, a) for a in ("features", "avgpool", "classifier")):
-        raise TypeError(f"{type(classifier).__name__} is not in the features/avgpool/classifier layout")
-    k = classifier.avgpool.output_size
-    k = k if isinstance(k, int) else k[0]
-    layers = [copy.deepcopy(classifier.features)]
-    first = True
-    for module in classifier.classifier:
-        if isinstance(module, nn.Linear):
-            kernel = k if first else 1
-            conv = nn.Conv2d(module.in_features // kernel ** 2, module.out_features, kernel)
-            with torch.no_grad():
-                conv.weight.copy_(module.weight.reshape(conv.weight.shape))
-                conv.bias.copy_(module.bias)
-            layers.append(conv)
-            first = False
-        else:
-            layers.append(copy.deepcopy(module))
-    return nn.Sequential(*layers)

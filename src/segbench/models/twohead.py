@@ -16,14 +16,13 @@ The reference trains it with the sum of the heads' two unnormalised losses (``lo
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
 from segbench.models import vgg
 from segbench.models.fcn import _SKIP_NAMES, FCN
 from segbench.models.layers import crop
+from segbench.models.registry import Declared
 
 HEAD_SUFFIX = {"label": "_sem", "label_geo": "_geo"}  # store field -> layer-name suffix, output order
 GEO_CLASSES = 3  # sky, horizontal, vertical
@@ -70,8 +69,12 @@ class TwoHeadFCN(nn.Module):
         return getattr(self, self.final_name + suffix).window(h, self.crops[self.final_name], like.shape[-2:])
 
 
-def factory(skips: tuple[str, ...]) -> Callable[..., TwoHeadFCN]:
-    """The ``models.MODELS`` entry of the two-headed net with ``skips`` (num_classes = semantic classes)."""
-    def make(num_classes: int, *, width: float, in_channels: int) -> TwoHeadFCN:
-        return TwoHeadFCN(num_classes=num_classes, skips=skips, width=width, in_channels=in_channels)
-    return make
+def fcn_two_head(num_classes: int, *, width: float, in_channels: int, skips: tuple[str, ...] = ()) -> TwoHeadFCN:
+    """The two-headed net with ``skips`` (num_classes = semantic classes)."""
+    return TwoHeadFCN(num_classes=num_classes, skips=skips, width=width, in_channels=in_channels)
+
+
+MODELS = [  # SIFT Flow semantic + geometric heads (Table 5)
+    Declared("fcn32s_siftflow_vgg16", fcn_two_head, display="FCN-32s (two-headed)"),
+    Declared("fcn16s_siftflow_vgg16", fcn_two_head, display="FCN-16s (two-headed)", fixed={"skips": ("pool4",)}),
+]

@@ -26,6 +26,7 @@ from torch import nn
 
 from segbench.models.blocks import mirror_pad
 from segbench.models.layers import centre_crop, scaled
+from segbench.models.registry import Declared
 
 CHANNELS = (64, 128, 256, 512, 1024)
 MARGIN = 92  # context lost on each side by the valid net: 184 = 2 * 92
@@ -181,3 +182,43 @@ def predict_tiled(model: UNet, x: torch.Tensor, *, tile: int = 572, step: int | 
                 result = y.new_empty(y.shape[0], y.shape[1], rows * step, cols * step)
             result[..., i * step:(i + 1) * step, j * step:(j + 1) * step] = y[..., :step, :step]
     return result[..., :h, :w]
+
+
+class OverlapTile(nn.Module):
+    """The valid U-Net scored by ``predict_tiled`` with ``tile``-pixel tiles (evaluation option ``tile``)."""
+
+    def __init__(self, net: UNet, tile: int):
+        super().__init__()
+        unet_output_size(tile)  # raises on a size that does not tile
+        self.net, self.tile = net, int(tile)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return predict_tiled(self.net, x, tile=self.tile)
+
+
+def _for_evaluation(model: UNet, rebuild, *, tile: int | None = None) -> nn.Module:
+    return model if tile is None else OverlapTile(model, tile)
+
+
+# Ronneberger et al. 2015, section 3: Caffe SGD, one large tile per step, momentum 0.99, shifts, rotations,
+# gray-value variations and the 3x3-grid elastic deformation (sigma 10 px). The paper states no learning rate,
+# schedule, weight decay or length (about 10 h on one Titan). *Ours*: lr 1e-3, so that lr / (1 - momentum)
+# = 0.1 equals PSPNet's 0.01 / (1 - 0.9); weight decay 5e-4 and the bias 2x of Caffe nets of the time (FCN,
+# Dilation); a fixed lr; 30K iterations like the other VOC recipes; rotations of up to 10 degrees (the paper
+# gives no range; PSPNet's). No gray-value variation (its form is not given). Crop 388 = the output of the
+# paper's 572-pixel tile: the model mirrors the 92-pixel context itself.
+RECIPES = {"unet": {"batch_size": 1, "momentum": 0.99, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed",
+                    "lr": 1e-3, "weight_decay": 5e-4, "crop": 388, "rotate": 10.0, "elastic": True,
+                    "iterations": 30_000}}
+_PUBLISHED = {"mean_iu": None, "pixel_acc": None, "split": "--", "setting": "no VOC result published",
+              "source": "Ronneberger et al. 2015: ISBI cell tracking 2015 mean IoU 92% (PhC-U373), 77.5% (DIC-HeLa)"}
+_WEIGHTED = ("train", "true: the paper's weighted loss (Eq. 2: class balance + w0 10, sigma 5 px border term)")
+MODELS = [
+    Declared("unet", UNet, display="U-Net", backbone=None, recipe="unet", published=_PUBLISHED,
+             fixed={"padding": "valid"}, for_evaluation=_for_evaluation,
+             options={"weighted_loss": _WEIGHTED,
+                      "tile": ("evaluate", "overlap-tile inference with tiles of this many pixels (572 in the "
+                                           "paper); the result equals whole-image scoring")}),
+    Declared("unet_same", UNet, display="U-Net (same padding)", backbone=None, recipe="unet", published=_PUBLISHED,
+             fixed={"padding": "same"}, options={"weighted_loss": _WEIGHTED}),
+]

@@ -1,7 +1,8 @@
 """The paper's published numbers (CVPR 2015), for the tables that stand beside ours.
 
 Metrics are percentages; forward times are milliseconds on a Tesla K40c (Table 1: mean of 20 trials at
-500 x 500). Source: the paper's Tables 1, 2, 4 and 5 (with the baselines they print).
+500 x 500). Source: the paper's Tables 1, 2, 4 and 5 (with the baselines they print). The successors table's published
+figures are declared with each model (``segbench.models.MODELS[name].published``).
 """
 
 TABLE1 = {  # backbone -> row
@@ -39,45 +40,3 @@ TABLE5 = {  # SIFT Flow test (pixel acc, mean acc, mean IU, f.w. IU, geometric p
 }
 TABLE5_BASELINES = ("Liu et al.", "Tighe et al. [33]", "Tighe et al. [34] 1", "Tighe et al. [34] 2", "Farabet et al. 1",
                     "Farabet et al. 2", "Pinheiro et al.")
-
-# "Beyond FCN": the published mean IU (percent) of each successor on PASCAL VOC, with the split, the setting
-# and the source; None where the paper reports no VOC result. FCN-8s's row is this paper's (the VOC2011
-# seg11valid split that our evaluation mirrors). The numbers come from the papers' tables as restated in
-# SUCCESSORS-REFERENCE (sections 2.5, 3.5, 5.4, 6.4, 7.4, 8.5); the PSPNet-50 figure is the authors' own code.
-_PSP_TEST = "paper: 82.6 VOC2012 test, ResNet-101, VOC data only, multi-scale (Zhao et al. 2017)"
-_UNET = {"mean_iu": None, "pixel_acc": None, "split": "--", "setting": "no VOC result published",
-         "source": "Ronneberger et al. 2015: ISBI cell tracking 2015 mean IoU 92% (PhC-U373), 77.5% (DIC-HeLa)"}
-_DL3 = {"mean_iu": 77.21, "pixel_acc": None, "split": "VOC2012 val",
-        "setting": "ResNet-101, ASPP + image pooling, multi-grid (1, 2, 4), OS 16, single scale, trainaug, no COCO",
-        "source": "Chen et al. 2017 (arXiv:1706.05587), section 4"}
-_DL3P = {"mean_iu": 78.85, "pixel_acc": None, "split": "VOC2012 val",
-         "setting": "ResNet-101 + decoder, train and eval OS 16, single scale, trainaug, no COCO",
-         "source": "Chen et al. 2018 (arXiv:1802.02611), Table 3"}
-SUCCESSORS = {  # models.MODELS name -> published VOC figure
-    "fcn8s_vgg16": {"mean_iu": 62.7, "pixel_acc": 90.3, "split": "VOC2011 seg11valid",
-                    "setting": "VGG16, SBD train, single scale (62.2 on VOC2012 test, Table 3)",
-                    "source": "Long et al. 2015, Table 2"},
-    "unet": _UNET, "unet_same": _UNET,
-    "dilation8_vgg16": {"mean_iu": 67.6, "pixel_acc": None, "split": "VOC2012 test",
-                        "setting": "front end, VOC + SBD training, no CRF",
-                        "source": "Yu & Koltun 2016, Table 2"},
-    "dilation8_basic_vgg16": {"mean_iu": 71.3, "pixel_acc": None, "split": "VOC2012 val",
-                              "setting": "front end + basic context, VOC + SBD + COCO training, no CRF",
-                              "source": "Yu & Koltun 2016, Table 3"},
-    "dilation8_large_vgg16": {"mean_iu": 72.1, "pixel_acc": None, "split": "VOC2012 val",
-                              "setting": "front end + large context, VOC + SBD + COCO training, no CRF "
-                                         "(73.5 on VOC2012 test, Table 4)",
-                              "source": "Yu & Koltun 2016, Table 3"},
-    "pspnet_resnet50": {"mean_iu": 77.05, "pixel_acc": None, "split": "VOC2012 val",
-                        "setting": "PSPNet50, trainaug, single scale; " + _PSP_TEST,
-                        "source": "hszhao/semseg README (the authors' PyTorch code)"},
-    "pspnet_resnet101": {"mean_iu": 79.07, "pixel_acc": None, "split": "VOC2012 val",
-                         "setting": "PSPNet101, trainaug, single scale; " + _PSP_TEST,
-                         "source": "hszhao/semseg README (the authors' PyTorch code)"},
-    "deeplabv3_resnet50": _DL3, "deeplabv3_resnet101": _DL3,
-    "deeplabv3plus_resnet50": _DL3P, "deeplabv3plus_resnet101": _DL3P,
-    "icnet_resnet50": {"mean_iu": None, "pixel_acc": None, "split": "--",
-                       "setting": "no VOC result published; Cityscapes val 67.7 (train set, 30K iterations), "
-                                  "test 69.5 (train + val)",
-                       "source": "hszhao/ICNet README (the authors' release)"},
-}

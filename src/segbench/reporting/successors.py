@@ -4,9 +4,10 @@ Built only from saved files: per model its evaluation JSONs (one per seed; mean 
 ``report``), its model card (``models.card``: parameters without the training-only auxiliary heads, GFLOPs
 of one 500 x 500 image at 2 FLOP per multiply-add, output stride) and its benchmark JSON (``segbench
 benchmark``: the fp32 mean forward time). Cards describe the full-width nets, as published; the width each
-net was trained at is a column of the CSV and named in the caption. The published figures
-(``published.SUCCESSORS``) come from the papers' own data, splits, backbones and inference: the columns
-"published on" and "setting" say which, and the caption names every way our runs differ from them.
+net was trained at is a column of the CSV and named in the caption. The published figures (each model's
+declared ``published``, ``segbench.models.registry``) come from the papers' own data, splits, backbones and
+inference: the columns "published on" and "setting" say which, and the caption names every way our runs differ
+from them.
 """
 
 from __future__ import annotations
@@ -20,17 +21,10 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from segbench import models
 from segbench.infra.tables import write_table
 from segbench.models import cards
-from segbench.reporting import published
 from segbench.reporting.paper_tables import _learned, _paths, _read_json, mean_std, pm
 from segbench.training import recipes
 
 FCN = "fcn8s_vgg16"
-NAMES = {"fcn8s_vgg16": "FCN-8s", "unet": "U-Net", "unet_same": "U-Net (same padding)",
-         "dilation8_vgg16": "Dilation8 front end", "dilation8_basic_vgg16": "Dilation8 + basic context",
-         "dilation8_large_vgg16": "Dilation8 + large context", "pspnet_resnet50": "PSPNet (ResNet-50)",
-         "pspnet_resnet101": "PSPNet (ResNet-101)", "deeplabv3_resnet50": "DeepLabv3 (ResNet-50)",
-         "deeplabv3_resnet101": "DeepLabv3 (ResNet-101)", "deeplabv3plus_resnet50": "DeepLabv3+ (ResNet-50)",
-         "deeplabv3plus_resnet101": "DeepLabv3+ (ResNet-101)", "icnet_resnet50": "ICNet (ResNet-50, half width)"}
 FCN_RECIPES_OF_PAPER = ("heavy", "paper")  # the FCN paper's own (the reference code's, the CVPR text's)
 
 
@@ -49,20 +43,22 @@ def structure(model: str) -> dict:
 
 
 def _own(model: str) -> tuple[str, ...]:
-    return FCN_RECIPES_OF_PAPER if model.startswith("fcn") else (recipes.own_recipe(model),)
+    own = models.declared(model).recipe
+    return FCN_RECIPES_OF_PAPER if own is None else (own,)
 
 
 def _published_iterations(model: str) -> int | None:
-    if model.startswith("fcn"):
+    own = models.declared(model).recipe
+    if own is None:
         return 100_000  # the reference solvers' length per stage
-    return recipes.recipe(recipes.own_recipe(model), model_name=model).iterations
+    return recipes.recipe(own, model_name=model).iterations
 
 
 def _grouped(pairs: list[tuple[str, str]]) -> str:
     """"A (x, y); B (z)" from (value, model) pairs, values in first-seen order."""
     groups: dict[str, list[str]] = {}
     for value, model in pairs:
-        groups.setdefault(value, []).append(NAMES[model])
+        groups.setdefault(value, []).append(models.declared(model).display)
     return "; ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
 
 
@@ -98,23 +94,25 @@ def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, da
     """The successors table: mean IU and pixel accuracy (mean ± std over seeds, percent), parameters, GFLOPs,
     output stride and forward time per model, beside the published mean IU with its split, setting and source.
 
-    ``runs`` maps a model name (a ``published.SUCCESSORS`` key: ``fcn8s_vgg16`` and the successor models) to
+    ``runs`` maps a model name (one whose declaration has a ``published`` figure: ``fcn8s_vgg16`` and the
+    successor models) to
     ``{"metrics": evaluation JSON or a list of them (one per seed), "benchmark": its benchmark JSON or None,
     "recipe": the recipe it was trained with, "iterations": its length, "width": its channel width}``; all
     but "metrics" may be left out (then not shown, and not named in the caption). FCN-8s is the first row,
     the others follow in the given order. ``dataset_note`` names the data (e.g. the synthetic twin).
     """
-    unknown = sorted(set(runs) - set(published.SUCCESSORS))
+    rowed = sorted(name for name, entry in models.MODELS.items() if entry.published is not None)
+    unknown = sorted(set(runs) - set(rowed))
     if unknown:
-        raise ValueError(f"unknown models {unknown} for the successors table; expected names from "
-                         f"{sorted(published.SUCCESSORS)}")
+        raise ValueError(f"unknown models {unknown} for the successors table; expected names from {rowed}")
     order = sorted(runs, key=lambda m: m != FCN)  # stable: FCN-8s first, the rest as given
     rows, devices, sources = [], set(), []
     for model in order:
         run = runs[model]
         results = [_read_json(p) for p in _paths(run["metrics"])]
         sources += results
-        row = {"key": model, "model": NAMES[model], "learned": _learned(results), "width": run.get("width"),
+        row = {"key": model, "model": models.declared(model).display, "learned": _learned(results),
+               "width": run.get("width"),
                "recipe": run.get("recipe"), "iterations": run.get("iterations"),
                "published_iterations": _published_iterations(model)}
         for key in ("mean_iu", "pixel_acc"):
@@ -128,7 +126,7 @@ def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, da
             row["forward_ms"] = bench["modes"]["fp32"]["mean_ms"]
             devices.add(f"{bench['device']} ({bench.get('size', '?')}x{bench.get('size', '?')}, "
                         f"width {bench.get('width', 1.0):g})")
-        figure = published.SUCCESSORS[model]
+        figure = models.declared(model).published
         row.update({f"paper_{k}": math.nan if figure[k] is None else figure[k] for k in ("mean_iu", "pixel_acc")})
         row["paper_mean_iu_text"] = "--" if figure["mean_iu"] is None else f"{figure['mean_iu']:g}"  # as printed
         row.update(paper_split=figure["split"], paper_setting=figure["setting"],

@@ -42,47 +42,14 @@ Scaling the learning rate of ``heavy`` and ``paper`` (``base_lr`` replaces the r
   with a FloatingPointError naming the lr).
 - With the mean loss (``paper``), the pixel count drops out: only the width and budget part remains.
 
-The successors' own recipes (``SUCCESSOR_RECIPES``; ``own_recipe(model)`` names a successor model's), as
-published; * marks values the paper does not state, chosen here (see below). SGD on the mean loss over
-valid pixels throughout; "poly" is lr x (1 - it / iterations) ** 0.9 per iteration; head / bias = lr
-multipliers of the new layers (``head_prefixes``) and of the biases; scale = random rescale factor, rot =
-random rotation in [-r, r] degrees, blur = probability of a 5x5 Gaussian blur; crops pad the image with the
-mean colour and the labels with 255 (``segbench.data.augment``):
-
-    recipe         lr     sched   mom.  wd     batch  crop  iters  augmentation                       head  bias
-    unet           1e-3*  fixed*  0.99  5e-4*  1      388   30K*   shift (crop), rot 10*, elastic     1x    2x
-    dilation       1e-3   fixed   0.9   5e-4   14     500   60K    mirror                             1x    2x
-    pspnet         0.01   poly    0.9   1e-4   16     473   30K    scale 0.5-2, mirror, rot 10, blur  10x   1x
-    deeplabv3      0.007  poly    0.9   1e-4   16     513   30K    scale 0.5-2, mirror                1x    1x
-    deeplabv3plus  0.007  poly    0.9   1e-4   16     513   30K    scale 0.5-2, mirror                1x    1x
-    icnet          0.01   poly    0.9   1e-4   16     473*  30K    scale 0.5-2, mirror                1x    1x
-
-- U-Net (Ronneberger et al. 2015, section 3): Caffe SGD, one large tile per step, momentum 0.99, shifts,
-  rotations, gray-value variations and the 3x3-grid elastic deformation (sigma 10 px). The paper states no
-  learning rate, schedule, weight decay or length (about 10 h on one Titan). *Ours*: lr 1e-3, so that
-  lr / (1 - momentum) = 0.1 equals PSPNet's 0.01 / (1 - 0.9); weight decay 5e-4 and the bias 2x of Caffe
-  nets of the time (FCN, Dilation); a fixed lr; 30K iterations like the other VOC recipes; rotations of
-  up to 10 degrees (the paper gives no range; PSPNet's). No gray-value variation (its form is not given).
-  Crop 388 = the output of the paper's 572-pixel tile: the model mirrors the 92-pixel context itself.
-- Dilation front end (Yu & Koltun 2016, section 4, VOC model of Table 2; fyu/dilation ``train.py``): lr
-  1e-3, momentum 0.9, batch 14, 60K iterations; the code's weight decay 5e-4, 500-pixel crops, random mirror,
-  step policy x0.1 every 100K iterations (so constant within 60K), Caffe's bias 2x. The release crops 500
-  pixels from the image after padding it by 186 (so the central 128 x 128 is supervised); ours crops 500
-  pixels of the image and the model mirrors the 186-pixel margin around the crop. The paper trains the
-  context module on its own afterwards (batch 60 on front-end maps); here front end and context train
-  together with the front-end recipe.
-- PSPNet (Zhao et al. 2017, section 5.1; hszhao/semseg ``config/voc2012``): poly base 0.01, momentum 0.9,
-  weight decay 1e-4, batch 16, 30K iterations on VOC, random mirror, resize 0.5-2, rotation -10..10 degrees
-  and Gaussian blur; crop 473 and the 10x lr of the pyramid pooling, classifier and auxiliary head, blur
-  with p 0.5 from semseg. Auxiliary loss 0.4 (the model's).
-- DeepLabv3 (Chen et al. 2017, section 4.1) and v3+ (Chen et al. 2018, section 4): poly base 0.007, batch
-  16, crop 513, 30K iterations, random scale 0.5-2 and left-right flip, output stride 16 (the model's
-  default); momentum 0.9 and weight decay 1e-4 for ResNets from tensorflow/models ``research/deeplab``
-  (v3+'s 4e-5 is Xception's). No head multiplier (none is reported for the authors' TensorFlow code;
-  jfzhang95's PyTorch port uses 10x).
-- ICNet (Zhao et al. 2018): the paper's recipe was not verified (recalled: batch 16, poly base 0.01,
-  momentum 0.9, weight decay 1e-4, mirror and resize 0.5-2); 30K iterations as the release's Cityscapes
-  model (train set). *Ours*: crop 473 (PSPNet's VOC crop; the paper's is not known), no head multiplier.
+The successors' own recipes (``SUCCESSOR_RECIPES``; ``own_recipe(model)`` names a successor model's) are
+declared, with where each value comes from and which ones the papers do not state, beside the models in
+their family files (``RECIPES`` in ``segbench.models.unet``, ``context``, ``pspnet``, ``deeplab``, ``icnet``).
+SGD on the mean loss over valid pixels throughout; "poly" is lr x (1 - it / iterations) ** 0.9 per iteration;
+``head_lr_mult`` / ``bias_lr_mult`` are the lr multipliers of the new layers (``head_prefixes``) and of the
+biases; ``scale_range`` a random rescale factor, ``rotate`` a random rotation in [-r, r] degrees, ``blur``
+the probability of a 5x5 Gaussian blur; crops pad the image with the mean colour and the labels with 255
+(``segbench.data.augment``).
 """
 
 from __future__ import annotations
@@ -97,36 +64,17 @@ from segbench import models
 WEIGHT_DECAY = 5e-4
 BIAS_LR_MULT = 2.0  # Caffe lr_mult 2 / decay_mult 0 on every bias
 
-# batch size, momentum (Adam's beta1 for "short"), loss normalisation, optimizer and schedule of each recipe;
-# the successors' also their lr, weight decay, multipliers, augmentation and length (Recipe's fields)
+# batch size, momentum (SGD) or beta1 (Adam), loss normalisation, optimizer and schedule of the FCN recipes
+# (Recipe's fields); the successors' recipes, declared by their model families, also set their lr, weight
+# decay, multipliers, augmentation and length
 _SETTINGS = {
     "heavy": {"batch_size": 1, "momentum": 0.99, "reduction": "sum", "optimizer": "sgd", "schedule": "fixed"},
     "paper": {"batch_size": 20, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed"},
-    "short": {"batch_size": 4, "momentum": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly",
+    "short": {"batch_size": 4, "beta1": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly",
               "head_lr_mult": 10.0},
-    "unet": {"batch_size": 1, "momentum": 0.99, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed",
-             "lr": 1e-3, "weight_decay": 5e-4, "crop": 388, "rotate": 10.0, "elastic": True, "iterations": 30_000},
-    "dilation": {"batch_size": 14, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed",
-                 "lr": 1e-3, "weight_decay": 5e-4, "crop": 500, "flip": True, "iterations": 60_000},
-    "pspnet": {"batch_size": 16, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "poly",
-               "lr": 0.01, "weight_decay": 1e-4, "head_lr_mult": 10.0, "bias_lr_mult": 1.0, "crop": 473,
-               "scale_range": (0.5, 2.0), "flip": True, "rotate": 10.0, "blur": 0.5, "iterations": 30_000},
-    "deeplabv3": {"batch_size": 16, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "poly",
-                  "lr": 0.007, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "crop": 513, "scale_range": (0.5, 2.0),
-                  "flip": True, "iterations": 30_000},
-    "icnet": {"batch_size": 16, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "poly",
-              "lr": 0.01, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "crop": 473, "scale_range": (0.5, 2.0),
-              "flip": True, "iterations": 30_000},
 }
-_SETTINGS["deeplabv3plus"] = dict(_SETTINGS["deeplabv3"])  # v3+ trains "as DeepLabv3" (its section 4)
 FCN_RECIPES = ("heavy", "paper", "short")
-SUCCESSOR_RECIPES = ("unet", "dilation", "pspnet", "deeplabv3", "deeplabv3plus", "icnet")
-# each successor model's own recipe
-OWN_RECIPE = {"unet": "unet", "unet_same": "unet", "dilation8_vgg16": "dilation", "dilation8_basic_vgg16": "dilation",
-              "dilation8_large_vgg16": "dilation", "pspnet_resnet50": "pspnet", "pspnet_resnet101": "pspnet",
-              "deeplabv3_resnet50": "deeplabv3", "deeplabv3_resnet101": "deeplabv3",
-              "deeplabv3plus_resnet50": "deeplabv3plus", "deeplabv3plus_resnet101": "deeplabv3plus",
-              "icnet_resnet50": "icnet"}
+SUCCESSOR_RECIPES = tuple(models.RECIPES)
 SHORT_LR_AT_FULL_WIDTH = 2.5e-5
 POLY_POWER = 0.9
 # lr of a net trained straight from its classifier (FCN-32s, FCN-8s at-once), per backbone family
@@ -149,11 +97,12 @@ class Recipe:
 
     name: str
     batch_size: int      # images per iteration before loss sampling (the loop draws batch_size / p)
-    momentum: float
     weight_decay: float
     lr: float            # of the weights; biases get bias_lr_mult x lr
     reduction: str       # "sum" (Caffe normalize: false) or "mean" (normalize: true), see losses
     optimizer: str = "sgd"   # "sgd" or "adam" (AdamW: decoupled weight decay)
+    momentum: float | None = None  # SGD's momentum (None for Adam)
+    beta1: float | None = None     # Adam's first-moment decay (None for SGD); beta2 is 0.999
     schedule: str = "fixed"  # "fixed" (Caffe lr_policy fixed) or "poly": lr x (1 - it / iterations) ** 0.9
     head_lr_mult: float = 1.0  # lr multiplier of the layers no classifier provides (see make_optimizer)
     bias_lr_mult: float = BIAS_LR_MULT  # Caffe's 2x on biases; 1 for the PyTorch/TensorFlow-era recipes
@@ -187,17 +136,17 @@ def recipe(name: str, *, model_name: str, width: float = 1.0, lr_scale: float = 
     (``SUCCESSOR_RECIPES``) has one lr for any model and ``width``, and carries its crop, augmentation and
     published length (``Recipe.iterations``); the FCN recipes have none (whole, unchanged images).
     """
-    if name not in _SETTINGS:
-        raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(_SETTINGS)}")
+    if name not in _SETTINGS and name not in models.RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(_SETTINGS) + sorted(models.RECIPES)}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
     family = models.family_of(model_name)  # raises for an unknown model, listing the valid ones
     if name == "short":
         return _short(model_name, width=width, lr_scale=lr_scale, base_lr=base_lr, batch_size=batch_size,
                       momentum=momentum)
-    if name in SUCCESSOR_RECIPES:  # one lr for any model and width (the papers train full-width nets)
+    if name in models.RECIPES:  # one lr for any model and width (the papers train full-width nets)
         _check_overrides(base_lr, lr_scale, batch_size, momentum)
-        start_lr = _SETTINGS[name]["lr"] if base_lr is None else base_lr
+        start_lr = models.RECIPES[name]["lr"] if base_lr is None else base_lr
         return _resolved(name, lr=start_lr * lr_scale, batch_size=batch_size, momentum=momentum)
     stage = _stage(model_name)
     if stage not in _STAGE_DIVISOR[name] or family not in _BASE_LR[name]:
@@ -227,13 +176,21 @@ def _check_overrides(base_lr, lr_scale, batch_size, momentum) -> None:
         raise ValueError(f"momentum must be in [0, 1) (or None for the recipe's), got {momentum}")
 
 
+def _momentum(name: str, settings: dict, momentum: float | None) -> None:
+    if momentum is None:
+        return
+    if settings["optimizer"] != "sgd":
+        raise ValueError(f"recipe {name!r} trains with Adam, which has no momentum setting (its beta1 is "
+                         f"{settings['beta1']}); leave momentum null (train.momentum, fig5.momentum)")
+    settings["momentum"] = float(momentum)
+
+
 def _resolved(name: str, *, lr: float, batch_size: int | None, momentum: float | None) -> Recipe:
-    settings = {"weight_decay": WEIGHT_DECAY, **_SETTINGS[name]}
+    settings = {"weight_decay": WEIGHT_DECAY, **(_SETTINGS.get(name) or models.RECIPES[name])}
     settings.pop("lr", None)
     if batch_size is not None:
         settings["batch_size"] = int(batch_size)
-    if momentum is not None:
-        settings["momentum"] = float(momentum)
+    _momentum(name, settings, momentum)
     return Recipe(name=name, lr=lr, **settings)
 
 
@@ -246,11 +203,13 @@ def images_per_iteration(batch_size: int, sample_p: float) -> int:
 
 
 def own_recipe(model_name: str) -> str:
-    """The recipe of the paper that introduced successor model ``model_name`` (``OWN_RECIPE``)."""
-    if model_name not in OWN_RECIPE:
+    """The recipe of the paper that introduced successor model ``model_name`` (its declaration's ``recipe``)."""
+    own = models.declared(model_name).recipe
+    if own is None:
+        with_own = sorted(name for name, entry in models.MODELS.items() if entry.recipe)
         raise ValueError(f"model {model_name!r} is not a successor with a recipe of its own; expected one of "
-                         f"{sorted(OWN_RECIPE)} (the FCNs use heavy, paper or short)")
-    return OWN_RECIPE[model_name]
+                         f"{with_own} (the FCNs use heavy, paper or short)")
+    return own
 
 
 def head_parameter(model: nn.Module, name: str) -> bool:
@@ -286,7 +245,7 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     groups = [groups[k] for k in order if k in groups]
     # foreach: one multi-tensor update per step (PyTorch's default on GPUs; on a CPU the same bits, 1 s less per run)
     if recipe.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.momentum, 0.999), foreach=True)
+        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, 0.999), foreach=True)
     return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, foreach=True)
 
 

@@ -122,6 +122,10 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     results are the same bits either way, ``segbench.training.loader``), into pinned memory on a GPU if
     ``pin_memory``. Started by torchrun or srun with N processes, the run is data-parallel
     (``segbench.training.distributed``): the batch is the total of all processes, process 0 writes the files.
+    ``model_options`` are the model's declared options (``segbench.models.registry``): its build options
+    (DeepLab's ``output_stride``, ...) go to the net and are stored with the weights, ``weighted_loss`` (U-Net)
+    weights each pixel's loss by ``losses.unet_weight_map`` of its label map; evaluate options are refused
+    only if the model does not declare them (``segbench evaluate`` applies them).
     ``modality`` picks the input (``data.tensors.MODALITIES``: rgb, hha, rgbd, rgb_hha); nets with several
     heads (``model.heads``) learn every head's store field. Log columns: iteration, images_seen, train_loss
     (of the whole batch), wall_s (training and waiting for data; validation excluded), val_loss,
@@ -132,6 +136,8 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {sorted(MODALITIES)}, got {modality!r}")
     ctx = distributed.from_env()
+    options = models.declared(model_name).split_options(model_options)
+    weighted_loss = bool(options["train"].get("weighted_loss", False))
     rec = recipes.recipe(recipe, model_name=model_name, width=width, base_lr=lr, lr_scale=lr_scale,
                          batch_size=batch_size, momentum=momentum)
     images_per_iter = recipes.images_per_iteration(rec.batch_size, sample_p)  # expected effective batch stays fixed
@@ -148,7 +154,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     data = Store(train_store)
     val = Store(val_store) if val_store and val_every and ctx.main else None
     model, norm = initialise(model_name, data.num_classes, width=width, init=init, mode=mode, dropout=dropout,
-                             in_channels=MODALITIES[modality], options=model_options)
+                             in_channels=MODALITIES[modality], options=options["build"])
     heads = objective.heads_of(model, data.num_classes)
     model = precision.to_layout(model.to(dev), channels_last=channels_last)
     optimizer = recipes.make_optimizer(model, rec)
@@ -214,7 +220,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
             recipes.apply_schedule(optimizer, rec, it, iterations)
             loss = _step(forward, ddp, optimizer, scaler, batch, heads=heads, dev=dev, reduction=rec.reduction,
                          sample_p=sample_p, mask_gen=mask_gen, criterion=criterion, gamma=gamma, prec=prec,
-                         channels_last=channels_last, ctx=ctx)
+                         channels_last=channels_last, ctx=ctx, weighted_loss=weighted_loss)
             # one decision for all processes: the batch's loss, and whether any process was asked to stop
             loss, stop = distributed.all_sum([loss, guard.requested], ctx, dev)
             wall += time.perf_counter() - t0
@@ -241,8 +247,9 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     path = out_dir / "model.pt"
     if ctx.main:
         _finish(model, data, heads, rows, out_dir, rec=rec, name=model_name, width=width, init=init,
-                in_channels=MODALITIES[modality], options=model_options,
-                meta={"recipe": recipe, "optimizer": rec.optimizer, "schedule": rec.schedule, "lr": rec.lr,
+                in_channels=MODALITIES[modality], options=options["build"],
+                meta={"model_options": dict(model_options or {}), "recipe": recipe, "optimizer": rec.optimizer,
+                      "schedule": rec.schedule, "lr": rec.lr,
                       "batch_size": rec.batch_size, "reduction": rec.reduction, "mode": mode,
                       "iterations": iterations, "sample_p": sample_p, "images_per_iter": images_per_iter,
                       "seed": seed, "input_norm": norm, "modality": modality, "criterion": criterion,
@@ -317,9 +324,10 @@ def _training_forward(model, ctx, dev, *, compile):
 
 
 def _step(forward, ddp, optimizer, scaler, batch, *, heads, dev, reduction, sample_p, mask_gen, criterion, gamma,
-          prec, channels_last, ctx) -> float:
+          prec, channels_last, ctx, weighted_loss=False) -> float:
     """One optimizer step over this process's groups of ``batch`` (one image size each, gradients accumulated);
-    returns this process's part of the batch's loss."""
+    returns this process's part of the batch's loss. ``weighted_loss``: U-Net's per-pixel weights
+    (``losses.unet_weight_map`` of each label map as drawn)."""
     optimizer.zero_grad(set_to_none=True)
     parts = []
     for group in batch.groups:
@@ -327,14 +335,17 @@ def _step(forward, ddp, optimizer, scaler, batch, *, heads, dev, reduction, samp
         y = {field: t.to(dev, non_blocking=True) for field, t in group.y.items()}
         shape = tuple(next(iter(y.values())).shape)
         keep = None if sample_p == 1.0 else losses.sampling_mask(shape, sample_p, generator=mask_gen).to(dev)
-        parts.append((x, y, keep))
+        pixel_weights = (torch.stack([losses.unet_weight_map(t) for t in group.y[next(iter(heads))]]).to(dev)
+                         if weighted_loss else None)
+        parts.append((x, y, keep, pixel_weights))
     weights = _loss_weights(batch, parts, heads=heads, reduction=reduction, ctx=ctx, dev=dev)
     total = 0.0
-    for k, ((x, y, keep), weight) in enumerate(zip(parts, weights)):
+    for k, ((x, y, keep, pixel_weights), weight) in enumerate(zip(parts, weights)):
         # DistributedDataParallel averages the gradients in the last backward pass only
         with ddp.no_sync() if ddp is not None and k < len(parts) - 1 else nullcontext():
             loss = objective.training_loss(forward, x, y, heads, reduction=reduction, criterion=criterion,
-                                           gamma=gamma, keep=keep, autocast=precision.autocast(prec, dev))
+                                           gamma=gamma, keep=keep, pixel_weights=pixel_weights,
+                                           autocast=precision.autocast(prec, dev))
             loss = loss * weight
             if reduction == "sum" and sample_p != 1.0:
                 loss = loss / sample_p  # a summed loss over the kept cells, per base-batch image: same scale as p = 1
@@ -353,6 +364,6 @@ def _loss_weights(batch, parts, *, heads, reduction, ctx, dev) -> list[float]:
     main = next(iter(heads))
     averaged_over = [len(group.indices) if reduction == "sum"  # per image
                      else int(((y[main] != losses.IGNORE_INDEX) & (True if keep is None else keep)).sum())  # per pixel
-                     for group, (_, y, keep) in zip(batch.groups, parts)]
+                     for group, (_, y, keep, _) in zip(batch.groups, parts)]
     return distributed.loss_weights([(group.size, n) for group, n in zip(batch.groups, averaged_over)], batch.sizes,
                                     batch.images, ctx, dev)
