@@ -1,6 +1,7 @@
 """Cluster resources per rule: a GPU for the network rules only with device cuda, never for data or reports;
 GPU requests that the cluster cannot satisfy stop the run before any submission; auto's device choice."""
 
+import json
 import os
 import re
 import stat
@@ -16,7 +17,10 @@ from segbench.infra import resources, runtime
 from segbench.infra.resources import (
     CPU_RULES,
     GPU_RULES,
+    HHA_MAIN_MB,
+    HHA_WORKER_MB,
     asks_for_gpu,
+    hha_processes,
     rule_resources,
     sinfo_gpu_partitions,
     slurm_gpu_problem,
@@ -27,7 +31,9 @@ from segbench.infra.resources import (
 def test_network_rules_request_one_gpu_only_with_device_cuda(rule):
     res = rule_resources(rule, device="cuda")
     assert res["gpu"] == 1
-    assert "cpus_per_task" not in res and res["mem_mb"] > 0 and res["runtime"] > 0  # CPUs follow threads
+    # CPUs follow threads (one); the benchmark's 8 threads are its request, whatever the device
+    assert res.get("cpus_per_task") == (8 if rule == "benchmark" else None)
+    assert res["mem_mb"] > 0 and res["runtime"] > 0
     for device in ("auto", "cpu"):
         assert rule_resources(rule, device=device) == {k: v for k, v in res.items() if k != "gpu"}
 
@@ -83,6 +89,29 @@ def test_training_processes_and_workers_scale_the_train_request():
         rule_resources("evaluate", device="cuda", processes=2)
     with pytest.raises(ValueError, match="got processes=0, workers=0"):
         rule_resources("train", device="cuda", processes=0)
+
+
+def test_hha_workers_are_bounded_by_the_jobs_cpus_and_memory():
+    res = rule_resources("hha_nyud", device="cuda")
+    assert res["cpus_per_task"] == hha_processes(res) == 4
+    assert res["mem_mb"] == HHA_MAIN_MB + 4 * HHA_WORKER_MB == 6600
+    assert hha_processes({"cpus_per_task": 64, "mem_mb": 8000}) == 13  # the old request: memory, not cores, bounds it
+    assert hha_processes({"cpus_per_task": 2, "mem_mb": 64000}) == 2
+    assert hha_processes({"mem_mb": HHA_MAIN_MB + HHA_WORKER_MB}) == 1  # no cpus_per_task: one
+    with pytest.raises(ValueError, match=r"resources.hha_nyud.mem_mb is 4000, below the 6150 MB .* raise it"):
+        hha_processes({"cpus_per_task": 4, "mem_mb": 4000})
+
+
+def test_the_time_limit_replaces_the_default_and_an_override_wins():
+    import yaml
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    assert schema["properties"]["train"]["properties"]["time_limit"]["default"] == resources.TRAIN_TIME_LIMIT == 1440
+    assert rule_resources("train", device="cuda")["runtime"] == 1440
+    assert rule_resources("train", device="cuda", runtime=240)["runtime"] == 240
+    assert rule_resources("train", device="cuda", runtime=240, overrides={"train": {"runtime": 90}})["runtime"] == 90
+    with pytest.raises(ValueError, match="time limit of rule 'train' must be a whole number of minutes >= 1, got 0"):
+        rule_resources("train", device="cuda", runtime=0)
 
 
 def test_defaults_are_not_shared_between_calls():
@@ -266,3 +295,86 @@ def test_auto_without_a_visible_gpu_is_the_cpu_and_cuda_is_an_error(monkeypatch)
     assert runtime.resolve_device("auto").type == "cpu"
     with pytest.raises(SegbenchError, match="'cuda' was asked for but no CUDA GPU is visible"):
         runtime.resolve_device("cuda")
+
+
+def _dry_run_jobs(*args) -> dict[str, list[tuple[set[str], str]]]:
+    """rule name -> [(its resources, its shell command)] per job, from `snakemake --dry-run -p --forceall`."""
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--nolock", "-p", *args],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs: dict[str, list[tuple[set[str], str]]] = {}
+    for rule, body, command in re.findall(r"^(?:local)?rule (\w+):\n(.*?)^Shell command: ([^\n]*)", result.stdout,
+                                          flags=re.M | re.S):
+        jobs.setdefault(rule, []).append((set(re.search(r"resources: (.*)", body).group(1).split(", ")), command))
+    return jobs
+
+
+def test_the_paper_jobs_under_the_slurm_profile_ask_for_what_they_use(tmp_path):
+    (tmp_path / "limit.yaml").write_text("train: {time_limit: 240}\n")
+    jobs = _dry_run_jobs("--profile", "slurm", "--cores", "16", "--configfile", "config/config.yaml",
+                         "config/paper.yaml", tmp_path / "limit.yaml")
+    for res, command in jobs["hha_nyud"]:  # 4 workers in 4 CPUs and the memory of the frames and 4 workers
+        assert {"cpus_per_task=4", "mem_mb=6600", "runtime=60"} <= res and "--threads 4 " in command, (res, command)
+    for res, command in jobs["benchmark"]:  # 8 CPUs, 8 threads: not every core --cores allows (16 here)
+        assert {"cpus_per_task=8", "gpu=1"} <= res and "--threads 8 " in command, (res, command)
+    for res, _ in jobs["preprocess_voc"]:
+        assert "mem_mb=2000" in res
+    assert len(jobs["train"]) > 20
+    for res, _ in jobs["train"]:  # train.time_limit, and the profile's early SIGTERM to the job steps
+        assert {"runtime=240", "slurm_extra=--signal=TERM@300"} <= res, res
+    assert not [rule for rule, runs in jobs.items() if rule != "train"
+                for res, _ in runs if any(r.startswith("slurm_extra=") for r in res)]
+
+
+def test_the_slurm_profile_asks_for_sigterm_to_the_job_steps_before_the_time_limit():
+    import yaml
+
+    profile = yaml.safe_load((ROOT / "slurm" / "config.yaml").read_text())
+    extra = profile["set-resources"]["train"]["slurm_extra"]
+    assert extra == "'--signal=TERM@300'"  # quoted: Snakemake reads the value as a Python expression
+    assert "B:" not in extra  # B: would signal the batch shell (Snakemake), not the training in its srun step
+    doc = (ROOT / "docs" / "cluster.md").read_text()
+    assert "--signal=TERM@300" in doc and not re.search(r"--signal=(?!TERM@300\b)", doc)  # docs name this one
+
+
+def test_a_config_slurm_extra_that_the_profile_would_replace_stops_the_run(tmp_path):
+    (tmp_path / "extra.yaml").write_text('resources:\n  train: {slurm_extra: "--qos=long"}\n')
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--cores", "1", "--nolock", "--profile",
+                             "slurm", "--configfile", "config/config.yaml", "tests/tiny-config.yaml",
+                             tmp_path / "extra.yaml", "--config", f"results={tmp_path}/r"],
+                            cwd=ROOT, capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert ("the config's resources.train sets slurm_extra='--qos=long', but --set-resources sets train:slurm_extra"
+            in out)
+
+
+LOCAL_RULES = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    configs = ConfigSettings(configfiles=[Path(p) for p in sys.argv[1:]])
+    workflow = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=Path("Snakefile"),
+                            workdir=Path.cwd(), config_settings=configs)._workflow
+    # Snakemake 9 keeps the localrules in a private set: no public query answers outside a cluster executor
+    print(json.dumps({"local": sorted(workflow._localrules), "rules": sorted(r.name for r in workflow.rules),
+                      "fetch_weights": {**workflow.get_rule("fetch_weights").resources}
+                      if workflow.is_rule("fetch_weights") else None}, default=str))
+"""
+
+
+@pytest.mark.parametrize("configs", [["config/config.yaml", "config/paper.yaml"], ["config/config.yaml"]],
+                         ids=["paper", "default"])
+def test_downloads_run_on_the_submitting_host(configs):
+    result = subprocess.run([sys.executable, "-c", LOCAL_RULES, *configs], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(found["local"]) <= set(found["rules"])  # no "localrules ... not present" warning
+    if configs[-1] == "config/paper.yaml":
+        assert {"download", "fetch_weights", "released_model", "voc_test_images"} <= set(found["local"])
+        assert not set(found["fetch_weights"]) & {"gpu", "gpu_model", "gres", "slurm_partition"}
+    else:  # twins and stand-ins: nothing to fetch
+        assert set(found["local"]) == {"report"}

@@ -1,5 +1,6 @@
 import hashlib
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -174,3 +175,28 @@ def test_store_round_trip_and_errors(tmp_path):
         Store(tmp_path / "bad.h5")
     with pytest.raises(StoreError, match="run the preprocess step"):
         Store(tmp_path / "missing.h5")
+
+
+def _peak_bytes(root, out_dir):
+    """Peak of the Python and numpy memory that preprocess_voc allocates (decoded images and labels included)."""
+    tracemalloc.start()
+    try:
+        preprocess_voc(root / "VOCdevkit/VOC2011", root / "benchmark_RELEASE/dataset", out_dir, progress=False)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_preprocess_memory_does_not_grow_with_the_image_count(tmp_path):
+    size, n = 128, 6
+    pair = size * size * 4  # one decoded RGB image and its label
+    peaks = {}
+    for count in (n, n, 4 * n):  # the first run pays for imports and caches
+        root = tmp_path / f"twin{count}"
+        if not root.exists():
+            write_twin(root, image_size=size, n_sbd_train=count, n_sbd_val=1, n_voc_train=1, n_voc_val=2, n_overlap=1,
+                       seed=1, progress=False)
+        peaks[count] = _peak_bytes(root, tmp_path / f"out{count}-{len(peaks)}")
+    assert len(Store(tmp_path / f"out{4 * n}-1" / "train.h5")) == 4 * n
+    # holding the split would add 3n pairs (1.2 MB here); streaming holds one pair whatever the count
+    assert peaks[4 * n] - peaks[n] < 2 * pair, peaks

@@ -1,4 +1,7 @@
-# Forward-time benchmark (Table 1): runs alone on all cores so that nothing else disturbs the timing.
+# Forward-time benchmark (Table 1): batch-1 forward passes on the CPUs it asks SLURM for (cpus_per_task), as
+# many threads; locally, as many as --cores allows of them.
+
+BENCHMARK_RESOURCES = resources_for("benchmark")
 
 
 rule benchmark:
@@ -10,13 +13,14 @@ rule benchmark:
         modes=",".join(config["benchmark"]["modes"]),
         device=config["device"],
         provenance=PROVENANCE,
-    threads: 64  # all cores (capped at --cores), so that nothing runs beside the timing
-    # First, while every core is free: a job that needs all cores, queued among one-core jobs, waits until
-    # none runs (the end of the run), which left cores idle at the end of the embedded default. Snakemake
-    # starts the jobs whose priorities sum highest, so this is above any two one-core jobs together.
+    # what it asks for (one GPU: cpus_per_gpu, where a site asks that way), capped at --cores
+    threads: BENCHMARK_RESOURCES.get("cpus_per_task") or BENCHMARK_RESOURCES.get("cpus_per_gpu") or 1
+    # First, while every core is free: a job that needs many cores, queued among one-core jobs, waits until
+    # enough are idle (at worst the end of the run), which left cores idle at the end of the embedded default.
+    # Snakemake starts the jobs whose priorities sum highest, so this is above any two one-core jobs together.
     priority: 100
     resources:
-        **resources_for("benchmark"),
+        **BENCHMARK_RESOURCES,
     conda:
         "../envs/segbench.yaml"
     log:

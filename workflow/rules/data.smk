@@ -1,5 +1,15 @@
 # Datasets: synthetic twins (embedded default) or downloads (real data), then the HDF5 stores.
 
+from segbench.infra.resources import hha_processes
+
+# Jobs that fetch from the network run on the host that runs Snakemake (the login node under --profile slurm):
+# compute nodes often have no network. download here, voc_test_images and released_model in trace.smk (each
+# with `localrule: True`); fetch_weights is train.smk's.
+if TORCHVISION:
+
+    localrules:
+        fetch_weights,
+
 
 if SYNTHETIC:
 
@@ -51,6 +61,7 @@ else:
     rule download:
         output:
             raw_ready("{dataset}"),
+        localrule: True
         params:
             dest_dir=lambda wc, output: os.path.dirname(output[0]),
             data_root=opt("--data-root", config["data"]["data_root"]),
@@ -108,6 +119,12 @@ rule preprocess_nyud:
         "segbench preprocess-nyud --raw-dir {params.raw_dir:q} --out-dir {params.out_dir:q} {params.check} > {log:q} 2>&1"
 
 
+# HHA: as many worker processes as the job's CPUs and memory hold (resources.hha_processes), and it asks SLURM
+# for those CPUs; one for the twin's few small frames (seconds), so that it does not wait for free cores.
+HHA_RESOURCES = resources_for("hha_nyud")
+HHA_THREADS = 1 if SYNTHETIC else hha_processes(HHA_RESOURCES)
+
+
 rule hha_nyud:
     input:
         store=f"{RESULTS}/preprocessed/nyud/{{split}}.h5",
@@ -120,7 +137,7 @@ rule hha_nyud:
         train_hha=lambda wc, input: " ".join(arg("--train-hha-store", p) for p in input.train_hha),
     threads: HHA_THREADS
     resources:
-        **resources_for("hha_nyud"),
+        **{**HHA_RESOURCES, "cpus_per_task": HHA_THREADS},
     conda:
         "../envs/segbench.yaml"
     log:

@@ -119,6 +119,7 @@ else:
     ruleorder: voc_test_images > download  # download's raw/{dataset}/ would also match raw/voc-test<year>/
 
     rule voc_test_images:
+        localrule: True  # a download: on the host that runs Snakemake, not a compute node (see data.smk)
         output:
             f"{RESULTS}/raw/voc-test{{year}}/{MANIFEST}",
         wildcard_constraints:
@@ -213,6 +214,7 @@ rule table3:
 if RELEASED_VARIANTS:
 
     rule released_model:
+        localrule: True  # a download: on the host that runs Snakemake, not a compute node (see data.smk)
         output:
             model=f"{RESULTS}/released/{{variant}}/model.pt",
             provenance=sidecars(f"{RESULTS}/released/{{variant}}/model.pt"),

@@ -38,8 +38,10 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def resolve(precision: str, device: torch.device) -> str:
-    """``"fp32"``, ``"bf16"`` or ``"fp16"``: ``auto`` is bf16 on a CUDA GPU that supports it or a CPU with bf16
-    instructions (``BF16_CPU_FLAGS``), else fp32. fp16 is refused on any device but CUDA (a ValueError)."""
+    """``"fp32"``, ``"bf16"`` or ``"fp16"``: ``auto`` is bf16 on a CUDA GPU with bf16 in hardware (Ampere and
+    later, not the emulation of V100 or T4) or a CPU with bf16 instructions (``BF16_CPU_FLAGS``), else fp32
+    (never fp16, whose loss scaling is a choice to make knowingly). fp16 is refused on any device but CUDA (a
+    ValueError)."""
     if precision not in TRAINING_PRECISIONS:
         raise ValueError(f"precision must be one of {TRAINING_PRECISIONS}, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
@@ -48,8 +50,17 @@ def resolve(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cuda_has_native_bf16() else "fp32"
     return "bf16" if cpu_flags() & set(BF16_CPU_FLAGS) else "fp32"
+
+
+def cuda_has_native_bf16() -> bool:
+    """Whether the current CUDA GPU does bf16 arithmetic in hardware (compute capability 8.0 and later, and ROCm).
+
+    ``torch.cuda.is_bf16_supported()`` is also true where bf16 tensors merely work, emulated in float32 (V100,
+    T4: capability 7.x), which makes a step slower than fp32 and less exact; ``including_emulation=False``
+    counts the hardware alone."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def autocast(precision: str, device: torch.device):

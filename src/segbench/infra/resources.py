@@ -5,12 +5,13 @@ overrides=config.get("resources"))``. The keys are the ones snakemake-executor-p
 sbatch options: ``gpu`` -> ``--gpus``, ``cpus_per_task`` -> ``--cpus-per-task``, ``mem_mb`` -> ``--mem``,
 ``runtime`` (minutes) -> ``--time``; ``gpu_model``, ``slurm_partition``, ``slurm_extra`` ... may come
 from ``overrides``. CPUs: the plugin asks for the rule's ``threads`` (training runs on one thread so that
-results do not depend on the node; ``hha_nyud`` and ``benchmark`` take all cores) unless ``cpus_per_task``
-is set. A training job of P processes with W data-loading workers each sets it to P x (1 + W) when that
-exceeds 1, and asks for P GPUs with ``device: cuda`` (one task running torchrun, which starts the P
-processes: ``segbench.training.distributed``), and P times the memory. ``cpus_per_task`` in ``overrides`` replaces
-it. Run locally, Snakemake only limits the resources given to ``--resources``, so ``gpu: 1`` does not stop
-a CPU-only laptop from running the pipeline.
+results do not depend on the node) unless ``cpus_per_task`` is set. ``benchmark`` and ``hha_nyud`` set it,
+and their rules take it as their threads (:func:`hha_processes`: as many HHA workers as the CPUs and the
+memory hold), so that a job uses what it asks for. A training job of P processes with W data-loading workers
+each sets it to P x (1 + W) when that exceeds 1, and asks for P GPUs with ``device: cuda`` (one task running
+torchrun, which starts the P processes: ``segbench.training.distributed``), and P times the memory.
+``cpus_per_task`` in ``overrides`` replaces it. Run locally, Snakemake only limits the resources given to
+``--resources``, so ``gpu: 1`` does not stop a CPU-only laptop from running the pipeline.
 
 Only ``device: cuda`` asks SLURM for GPUs. ``auto`` asks for none, so the same command runs on a CPU-only
 cluster and on a GPU cluster; a network job then uses CUDA only where SLURM gave it a GPU (see
@@ -26,21 +27,32 @@ from collections.abc import Mapping
 
 from segbench.infra.runtime import DEVICES
 
+TRAIN_TIME_LIMIT = 1440  # minutes: the config's train.time_limit when it is not set (the schema's default)
+# hha_nyud's memory (docs/cluster.md, "Memory of the data jobs"; measured on 425 x 560 frames of the NYUD twin):
+# the main process holds every frame of the split (about 550 MB for the CLI, then 5.1-5.8 MB per frame: 4.6 GB for
+# the 795 train frames), each worker process one frame's float64 encoding (108 MB at its peak).
+HHA_MAIN_MB = 6000
+HHA_WORKER_MB = 150
+HHA_CPUS = 4  # at 0.2-0.35 s per frame, 4 workers encode the 795 train frames in one to two minutes
+
 # Rules that run a network: with device "cuda" they ask SLURM for one GPU each.
 GPU_RULES = {
     "pretrain": {"gpu": 1, "mem_mb": 16000, "runtime": 720},
-    "train": {"gpu": 1, "mem_mb": 16000, "runtime": 1440},
+    "train": {"gpu": 1, "mem_mb": 16000, "runtime": TRAIN_TIME_LIMIT},
     "evaluate": {"gpu": 1, "mem_mb": 16000, "runtime": 120},
-    "benchmark": {"gpu": 1, "mem_mb": 16000, "runtime": 60},
+    # batch-1 forward passes: 8 threads on the CPU (the usual share of a GPU node's cores per GPU), and the rule
+    # runs with as many threads as it asks for
+    "benchmark": {"gpu": 1, "cpus_per_task": 8, "mem_mb": 16000, "runtime": 60},
 }
 # Data and report rules: never a GPU, whatever the device.
 CPU_RULES = {
     "synth_voc": {"mem_mb": 4000, "runtime": 60},
     "download": {"mem_mb": 4000, "runtime": 480},
-    "preprocess_voc": {"mem_mb": 8000, "runtime": 120},
+    # streams one image at a time: 0.70 GB peak RSS for 100 and for 400 images of 500 x 500 (the CLI's imports)
+    "preprocess_voc": {"mem_mb": 2000, "runtime": 120},
     "synth_nyud": {"mem_mb": 4000, "runtime": 60},
     "preprocess_nyud": {"mem_mb": 8000, "runtime": 120},
-    "hha_nyud": {"mem_mb": 8000, "runtime": 480},
+    "hha_nyud": {"cpus_per_task": HHA_CPUS, "mem_mb": HHA_MAIN_MB + HHA_CPUS * HHA_WORKER_MB, "runtime": 60},
     "synth_siftflow": {"mem_mb": 4000, "runtime": 60},
     "preprocess_siftflow": {"mem_mb": 8000, "runtime": 120},
     "dataset_stats": {"mem_mb": 8000, "runtime": 60},
@@ -55,7 +67,7 @@ GPU_KEYS = ("gpu", "gpu_model", "cpus_per_gpu", "tasks_per_gpu", "gres")
 
 
 def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] | None = None, processes: int = 1,
-                   workers: int = 0) -> dict:
+                   workers: int = 0, runtime: int | None = None) -> dict:
     """The Snakemake resources of ``rule``: its defaults, with ``overrides[rule]`` replacing keys.
 
     ``device`` is the config's device: "cuda" gives the network rules ``gpu: 1``; "auto" and "cpu" give
@@ -63,10 +75,12 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
     for a GPU, which the job then uses; with "cpu" that is refused). ``processes`` and ``workers`` (train
     only: the config's ``train.processes`` and ``train.num_workers``) scale the request: ``gpu: processes``
     with "cuda", ``mem_mb`` times ``processes``, and ``cpus_per_task: processes x (1 + workers)`` when that
-    exceeds 1. ``overrides`` is the config's ``resources:`` section, rule name -> {resource: value}; a value
-    of None removes that key, and a string of digits becomes an int. Raises ValueError for an unknown rule
-    (here or in ``overrides``), an unknown device, processes or workers for another rule than train or out
-    of range, or a GPU override on a CPU rule or with device "cpu".
+    exceeds 1. ``runtime`` (minutes) replaces the rule's time limit: the train rule's is the config's
+    ``train.time_limit``. ``overrides`` is the config's ``resources:`` section, rule name -> {resource: value};
+    a value of None removes that key, and a string of digits becomes an int; its ``runtime`` wins over the
+    ``runtime`` argument. Raises ValueError for an unknown rule (here or in ``overrides``), an unknown device,
+    processes or workers for another rule than train or out of range, a runtime below 1, or a GPU override on
+    a CPU rule or with device "cpu".
     """
     valid = sorted({*GPU_RULES, *CPU_RULES})
     if rule not in GPU_RULES and rule not in CPU_RULES:
@@ -82,7 +96,11 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
     if (processes, workers) != (1, 0) and rule != "train":
         raise ValueError(f"only the train rule runs several processes or data-loading workers; got "
                          f"processes={processes}, workers={workers} for rule {rule!r}")
+    if runtime is not None and (not isinstance(runtime, int) or runtime < 1):
+        raise ValueError(f"the time limit of rule {rule!r} must be a whole number of minutes >= 1, got {runtime!r}")
     resources = dict(GPU_RULES.get(rule) or CPU_RULES[rule])
+    if runtime is not None:
+        resources["runtime"] = runtime
     if rule == "train":
         resources.update(gpu=processes, mem_mb=resources["mem_mb"] * processes)
         if processes * (1 + workers) > 1:
@@ -107,6 +125,19 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
         else:
             resources[key] = value
     return resources
+
+
+def hha_processes(resources: Mapping) -> int:
+    """The HHA worker processes that an hha_nyud job with these ``resources`` can run: one per CPU
+    (``cpus_per_task``), as many as its ``mem_mb`` holds beside the main process (``HHA_MAIN_MB`` plus
+    ``HHA_WORKER_MB`` each). Raises ValueError when ``mem_mb`` does not hold the main process and one worker."""
+    cpus, mem_mb = int(resources.get("cpus_per_task") or 1), int(resources.get("mem_mb") or 0)
+    fit = (mem_mb - HHA_MAIN_MB) // HHA_WORKER_MB
+    if fit < 1:
+        raise ValueError(f"resources.hha_nyud.mem_mb is {mem_mb}, below the {HHA_MAIN_MB + HHA_WORKER_MB} MB that the "
+                         f"HHA step needs with one worker ({HHA_MAIN_MB} MB for the frames of a split, "
+                         f"{HHA_WORKER_MB} MB per worker); raise it")
+    return min(cpus, fit)
 
 
 def asks_for_gpu(resources: Mapping) -> bool:
