@@ -12,6 +12,7 @@ The hierarchy (classes defined elsewhere are named by module)::
     ├── StoreError                 a preprocessed store is unreadable, outdated or lacks a field or attribute
     ├── DivergenceError            also FloatingPointError: the training loss stopped being finite
     ├── WeightsError               also KeyError: a state dict's keys do not match the network's
+    ├── weights.WeightsFileError   a weights file is not torch.save's: a web page, empty, truncated
     ├── data.download.DownloadError, data.download.ExtractError
     ├── data.voc.DatasetError, data.nyud.NyudError, data.siftflow.SiftFlowError   raw files not as published
     ├── data.stats.StatsError, submission.SubmissionError

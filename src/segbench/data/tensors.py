@@ -2,7 +2,8 @@
 
 Two input conventions exist: ``caffe`` (the FCN reference and our pretraining stand-in: BGR, 0-255, minus
 the dataset's mean colour) and ``torchvision`` (its ImageNet weights: RGB in [0, 1], minus the ImageNet
-mean, divided by its standard deviation). The starting weights decide which one a model uses.
+mean, divided by its standard deviation). The starting weights decide which one a model uses;
+``caffe_scale`` and ``first_conv_lr_mult`` relate the two scales (a recipe set for one, used with the other).
 ``modality_input`` builds the inputs of Table 4's nets (colour, HHA, RGB-D, colour + HHA) from a store.
 """
 
@@ -35,6 +36,35 @@ def to_input(images: Sequence[np.ndarray], mean_bgr: Sequence[float], norm: str 
     else:
         raise ValueError(f"input norm must be one of {NORMS}, got {norm!r}")
     return torch.from_numpy(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+
+
+def caffe_scale(norm: str) -> float:
+    """How many times larger the ``caffe`` convention's inputs are than ``norm``'s: 1 for ``caffe``; for
+    ``torchvision`` 255 x the ImageNet standard deviation, about 57.6 (channels 57.1-58.4), as 0-255 pixels
+    minus a mean become (pixel / 255 - mean) / std."""
+    if norm not in NORMS:
+        raise ValueError(f"input norm must be one of {NORMS}, got {norm!r}")
+    return 1.0 if norm == "caffe" else float(np.sqrt(np.mean((255.0 * IMAGENET_STD_RGB.astype(np.float64)) ** 2)))
+
+
+def first_conv_lr_mult(norm: str, optimizer: str = "sgd") -> float:
+    """The lr multiplier of the first conv's weights that makes a recipe set for Caffe's 0-255 inputs train a
+    net on ``norm``'s inputs the same way (``optimizer``: "sgd" or "adam"); every other parameter keeps the lr.
+
+    With inputs k = ``caffe_scale(norm)`` times smaller, the same function has first-conv weights k times
+    larger and their gradient (an outer product with the input) k times smaller; all later activations and
+    gradients are unchanged. SGD's step (lr x gradient) must grow by k^2 to move the weights by k times
+    Caffe's step: k^2, about 3,300 for ``torchvision``. Adam's step is about lr whatever the gradient's scale:
+    k. Exact up to the small offset between the dataset's mean colour and ImageNet's (and conv1's weight
+    decay, which would need 1 / k^2 of the recipe's for SGD). The derivation, in full, is in
+    ``segbench.pretraining.imagenet``.
+    """
+    k = caffe_scale(norm)
+    if optimizer == "sgd":
+        return k * k
+    if optimizer == "adam":
+        return k
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
 
 
 def to_target(labels: Sequence[np.ndarray]) -> torch.Tensor:

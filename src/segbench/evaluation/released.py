@@ -29,7 +29,7 @@ from segbench import models
 from segbench.data.download import ChecksumError, DownloadError, fetch
 from segbench.infra.tables import write_table
 from segbench.evaluation.metrics import METRICS
-from segbench.weights import save_model
+from segbench.weights import read_weights_file, save_model
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,8 @@ def convert_released(variant: str, pth: str | os.PathLike, out: str | os.PathLik
     released files) and every tensor's shape is checked against our model of that size.
     """
     spec = _variant(variant)
-    loaded = torch.load(pth, map_location="cpu", weights_only=True)
+    hint = drive_hint(DRIVE_URL.format(spec.drive_id), spec.md5, dest=pth, command=f"segbench released-model {variant}")
+    loaded = read_weights_file(pth, fetch_hint=hint)
     if isinstance(loaded, Mapping) and "model_state_dict" in loaded:  # pytorch-fcn's trainer checkpoints
         loaded = loaded["model_state_dict"]
     state = to_segbench(loaded, variant)
@@ -163,6 +164,13 @@ def convert_released(variant: str, pth: str | os.PathLike, out: str | os.PathLik
     meta = {"input_norm": "caffe", "reduction": "sum", "source": "released", "released": variant,
             "file": spec.file, "drive_id": spec.drive_id, "md5": spec.md5}
     return save_model(out, model, name=spec.model, num_classes=num_classes, width=width, meta=meta)
+
+
+def drive_hint(url: str, md5: str, *, dest: str | os.PathLike, command: str) -> str:
+    """How to get a Google Drive file right, for the error raised when ``dest`` is not it."""
+    return (f"download it again from {url} (md5 {md5}). Google Drive answers a first request for a file over "
+            "about 100 MB with a virus-scan confirmation page, which a plain download saves under the file's name: "
+            f"`{command}` follows that confirmation; or download it in a browser (or with gdown) and put it at {dest}")
 
 
 class _DrivePage(HTMLParser):

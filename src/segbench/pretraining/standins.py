@@ -34,6 +34,7 @@ from segbench.data.synthetic.objects import NUM_OBJECT_CLASSES
 from segbench.infra import precision, runtime
 from segbench.infra.atomic import torch_save, write_json
 from segbench.infra.progress import progress_bar
+from segbench.weights import read_weights_file
 
 log = logging.getLogger(__name__)
 INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224, "resnet50": 224,
@@ -129,7 +130,8 @@ def prune_classifier(source: str | os.PathLike, out: str | os.PathLike, *, backb
     if not Path(source).exists():
         raise errors.MissingInputError(f"{source} does not exist: run the pretrain (or fetch-weights) step for "
                                        f"{wanted} first")
-    record = torch.load(source, map_location="cpu", weights_only=True)
+    record = read_weights_file(source, fetch_hint=f"delete it and rerun the pretrain (or fetch-weights) step for "
+                                                  f"{wanted}")
     if record.get("backbone") != wanted:
         raise ValueError(f"{source} holds a {record.get('backbone')!r} classifier, but {backbone} is pruned from "
                          f"{wanted!r}: run the pretrain (or fetch-weights) step for {wanted}")
