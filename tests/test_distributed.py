@@ -74,11 +74,11 @@ def _env(**extra):
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def _two_processes(args, record, stop=None):
+def _two_processes(args, record, stop=None, **env):
     """``tests/dist_train.py args`` as ranks 0 and 1 of one run (the variables torchrun would set); exit codes."""
     record.mkdir()
     common = _env(WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                  SEGBENCH_TEST_RECORD=str(record), **({"SEGBENCH_TEST_STOP": stop} if stop else {}))
+                  SEGBENCH_TEST_RECORD=str(record), **({"SEGBENCH_TEST_STOP": stop} if stop else {}), **env)
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "dist_train.py"), *args],
                               env={**common, "RANK": str(r), "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for r in range(2)]
@@ -146,3 +146,53 @@ def test_process_0_alone_writes_and_a_stop_asked_of_process_1_is_resumed(runs, t
     assert all(torch.equal(resumed[key], whole[key]) for key in whole)
     # the log of the stopped part came back from the checkpoint: one row per iteration, the uninterrupted losses
     assert [r[:3] for r in _rows(tmp_path / "run")] == [r[:3] for r in _rows(two.parent)]
+
+
+def test_processes_with_fewer_forward_passes_add_empty_ones_when_batch_norm_is_synchronised(runs, tmp_path):
+    """SyncBatchNorm (GPUs) makes each forward and backward pass a collective call, so every process must make as
+    many. Taken as synchronised here on the CPU (SyncBatchNorm itself needs CUDA) for a successor without batch
+    norm (Dilation's front end, which trains batch norm on batch statistics had it any): 5 images in passes of 1
+    are 3 passes in process 0 and 2 in process 1, which adds an empty one each iteration; the weights are the
+    single process's on the same batch."""
+    store = runs[0]
+    flags = dict(zip(FLAGS[::2], FLAGS[1::2]), **{"--model": "dilation8_vgg16", "--batch-size": "5"})
+    single = train(train_store=store, out_dir=tmp_path / "single", model_name="dilation8_vgg16", width=WIDTH,
+                   recipe="short", batch_size=5, dropout=0.0, iterations=ITERATIONS, checkpoint_every=0, seed=1,
+                   device="cpu", threads=1, progress=False)
+    five = [item for pair in flags.items() for item in pair]
+    args = ["train", "--train-store", str(store), "--out-dir", str(tmp_path / "two"), *five, "--micro-batch", "1",
+            "--checkpoint-every", "0"]
+    codes, out = _two_processes(args, tmp_path / "record", SEGBENCH_TEST_EQUAL_PASSES="1")
+    assert codes == [0, 0], out
+    assert (tmp_path / "record" / "rank1.txt").read_text().splitlines() == ["empty_pass"] * ITERATIONS
+    assert "empty_pass" not in (tmp_path / "record" / "rank0.txt").read_text()
+    a, b = _weights(single), _weights(tmp_path / "two" / "model.pt")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+    assert torch.load(tmp_path / "two" / "model.pt", weights_only=True)["meta"]["sync_batch_norm"]
+
+
+def test_a_process_that_would_get_fewer_images_than_a_pooling_batch_norm_needs_is_refused(tmp_path, monkeypatch):
+    """Two CPU processes (gloo, no SyncBatchNorm) each normalise over their own images: PSPNet's 1 x 1 pooling
+    bin needs 2 in each, so a batch of 2 is refused before anything is loaded, naming the processes that fit."""
+    for name, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"pspnet_resnet50's batch norm needs at least 2 images in each process, "
+                                         r"which normalises over its own images \(2 processes on the cpu: "
+                                         r"SyncBatchNorm needs GPUs\), but 2 images give some process 1: use at "
+                                         r"most 1 processes"):
+        train(train_store=tmp_path / "unused.h5", out_dir=tmp_path / "run", model_name="pspnet_resnet50", width=WIDTH,
+              recipe="short", batch_size=2, iterations=1, device="cpu")
+
+
+def test_two_processes_of_two_images_train_a_pooling_batch_norm_net(tmp_path):
+    """The same net with 2 images in each process trains: each process's pooling bin normalises over its 2 (one
+    image size, so one forward pass each)."""
+    store = write_mixed_store(tmp_path / "train.h5", sizes=((48, 48),), n=4)
+    args = ["train", "--train-store", str(store), "--out-dir", str(tmp_path / "run"), "--model", "pspnet_resnet50",
+            "--width", str(WIDTH), "--recipe", "short", "--batch-size", "4", "--iterations", "1", "--seed", "1",
+            "--checkpoint-every", "0", "--device", "cpu", "--threads", "1"]
+    codes, out = _two_processes(args, tmp_path / "record")
+    assert codes == [0, 0], out
+    meta = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["meta"]
+    assert (meta["processes"], meta["batch_norm"], meta["sync_batch_norm"]) == (2, "batch", False)

@@ -10,7 +10,10 @@ drops the final average pooling, and scores the last inception output (stride 32
   inherits torchvision's two deviations from the 2014 paper: the "5x5" branch uses a **3x3** conv (a
   known torchvision bug kept for its weights) and **pool4 is 2x2/2** (the paper's is 3x3/2).
 - **Batch norm kept** (torchvision's ``BasicConv2d`` = conv without bias + BN(eps 1e-3) + ReLU); the
-  2014 net had none. BN weights/biases count as learnable parameters.
+  2014 net had none. BN weights/biases count as learnable parameters. In training, every FCN recipe keeps it
+  frozen (``training.recipes``, "Batch norm"): eval mode, the classifier's running statistics, a fixed
+  per-channel affine map as close as BN gets to the 2014 net, its scale and shift still learning. Batch
+  statistics of 1-20 whole images padded by 100 pixels are dominated by the padding.
 - **No auxiliary heads**, no final average pooling and no dropout (the classifier's dropout sat after
   the pooling the FCN removes); ``fc`` (the classifier) is dropped like fc8 and replaced by the zero
   ``score_fr`` on inception5b (1024 channels).

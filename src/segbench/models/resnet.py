@@ -32,7 +32,6 @@ WIDTHS = (64, 128, 256, 512)  # bottleneck widths of layer1..layer4; each block 
 # output stride -> (stride, dilation) of layer1..layer4
 STAGES = {32: ((1, 1), (2, 1), (2, 1), (2, 1)), 16: ((1, 1), (2, 1), (2, 1), (1, 2)),
           8: ((1, 1), (2, 1), (1, 2), (1, 4))}
-STEM_NAMES = ("conv1", "bn1", "relu", "maxpool")
 DROPPED = ("fc",)  # classifier-only module that transplant skips
 
 

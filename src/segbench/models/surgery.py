@@ -137,7 +137,9 @@ def train_only(net: nn.Module, prefix: str) -> nn.Module:
 def freeze_trunk(fcn: FCN) -> FCN:
     """FCN-32s-fixed: only ``score_fr`` learns (``requires_grad`` False elsewhere), in place.
 
-    Batch-norm layers (GoogLeNet) get ``momentum=0`` so their running statistics stay the classifier's.
+    Batch-norm layers (GoogLeNet) get ``momentum=0`` so their running statistics stay the classifier's; the
+    training loop also keeps them in eval mode (``training.train.set_train_mode``: a layer whose parameters do
+    not learn normalises with those statistics, in training as in evaluation).
     """
     train_only(fcn, "score_fr.")
     for module in fcn.modules():

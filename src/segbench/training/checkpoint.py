@@ -16,7 +16,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -103,6 +105,41 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The checkpoint to resume ``run_dir`` from, or None. Temporary files of interrupted saves never count."""
     path = Path(run_dir) / CHECKPOINT_NAME
     return path if path.is_file() else None
+
+
+class CheckpointSchedule:
+    """When the loop writes a checkpoint: every ``every`` iterations (0: never by count), and once ``minutes``
+    of wall time (``clock``, in seconds) have passed since the run started or the last checkpoint was written
+    (None: never by time); whichever comes first. On a GPU, 1,000 iterations are minutes apart and a
+    checkpoint of a full-width VGG16 with its optimizer state is about 1 GB written and fsynced: the wall-time
+    interval bounds the work a kill can lose without writing one every few seconds.
+
+    The loop asks ``time_due()`` once per iteration (with several processes it sums the answers, so that all
+    save together), ``due(iteration, time_due)`` whether to save, and calls ``saved()`` after writing one.
+    """
+
+    def __init__(self, every: int, minutes: float | None = None, *, clock: Callable[[], float] = time.monotonic):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise ValueError(f"checkpoint_every must be an integer >= 0 (0: only by time and on a signal), got "
+                             f"{every!r}")
+        if minutes is not None and not minutes > 0:
+            raise ValueError(f"checkpoint_minutes must be > 0 (or None: only every checkpoint_every iterations), got "
+                             f"{minutes!r}")
+        self.every, self.clock = every, clock
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.last = clock()
+
+    def time_due(self) -> bool:
+        """Whether ``minutes`` have passed since the start or the last checkpoint."""
+        return self.seconds is not None and self.clock() - self.last >= self.seconds
+
+    def due(self, iteration: int, time_due: bool) -> bool:
+        """Whether to save after ``iteration`` iterations done, given what ``time_due`` said."""
+        return time_due or (self.every > 0 and iteration % self.every == 0)
+
+    def saved(self) -> None:
+        """A checkpoint was written now: the wall-time interval starts again."""
+        self.last = self.clock()
 
 
 class PreemptionGuard:

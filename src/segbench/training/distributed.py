@@ -28,8 +28,18 @@ How N processes give the update of one process on the same total batch (``segben
   stream per process: process 0 uses the run's seed (exactly the single-process stream), process r > 0 a
   seed derived from (seed, r) (``rank_seed``). Independent masks on different images give the
   single-process distribution, hence the same expected update.
+- **Batch norm**: with a recipe that trains batch norm on batch statistics (``Recipe.bn == "batch"``), the
+  net's batch-norm layers become SyncBatchNorm on GPUs (``sync_batch_norm``): each forward pass normalises
+  over the images of every process, as PSPNet's and DeepLab's cross-GPU batch norm did, so a net whose
+  pooling branch needs 2 images (``min_batch``) trains with one image per GPU when the total has 2. A
+  SyncBatchNorm forward is a collective call, so every process makes as many forward passes per iteration
+  (a process with fewer image sizes or micro-batches runs empty ones). SyncBatchNorm needs CUDA: CPU
+  processes over gloo normalise over their own images, so each must get ``min_batch`` images
+  (``recipes.min_images_per_process``, ``processes_for``). Frozen batch norm (the FCNs under every FCN
+  recipe) uses the running statistics and needs neither.
 - **Checkpoints**: process 0 writes them, with every process's random states (``all_gather``); all
-  processes resume from them. A checkpoint of another N is not resumed.
+  processes resume from them. A checkpoint of another N is not resumed. One written by wall time
+  (``train.checkpoint_minutes``) is due when any process's clock says so (``all_sum``), so all save together.
 """
 
 from __future__ import annotations
@@ -78,13 +88,15 @@ def from_env(environ: Mapping[str, str] = os.environ) -> Context:
     return Context(rank=rank, world_size=world, local_rank=local)
 
 
-def processes_for(requested: int, images_per_iter: int) -> int:
+def processes_for(requested: int, images_per_iter: int, *, min_per_process: int = 1) -> int:
     """The processes a run trains in: ``requested`` (the config's ``train.processes``), at most one per image of
-    its iteration, so that a batch-1 recipe (``heavy``) runs as one process whatever was asked."""
-    if requested < 1 or images_per_iter < 1:
-        raise ValueError(f"need at least one process and one image per iteration, got processes={requested}, "
-                         f"images_per_iter={images_per_iter}")
-    return min(requested, images_per_iter)
+    its iteration, so that a batch-1 recipe (``heavy``) runs as one process whatever was asked, and at most one
+    per ``min_per_process`` images (``recipes.min_images_per_process``: a net whose batch norm needs 2 images
+    in each process that does not synchronise it); at least one."""
+    if requested < 1 or images_per_iter < 1 or min_per_process < 1:
+        raise ValueError(f"need at least one process, one image per iteration and per process, got "
+                         f"processes={requested}, images_per_iter={images_per_iter}, min_per_process={min_per_process}")
+    return max(1, min(requested, images_per_iter // min_per_process))
 
 
 def launch_command(processes: int) -> str:
@@ -130,6 +142,22 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed if rank == 0 else int(np.random.SeedSequence((seed, rank)).generate_state(1)[0])
 
 
+def batch_norm_synced(ctx: Context, device: torch.device) -> bool:
+    """Whether batch norm is synchronised over the processes (``sync_batch_norm``): several processes on GPUs.
+    SyncBatchNorm computes on CUDA tensors only (a training forward on the CPU raises), so CPU processes over
+    gloo each normalise over their own images."""
+    return ctx.world_size > 1 and device.type == "cuda"
+
+
+def sync_batch_norm(module: torch.nn.Module, ctx: Context, device: torch.device) -> torch.nn.Module:
+    """``module`` with every batch-norm layer a SyncBatchNorm where ``batch_norm_synced`` (the same parameters
+    and buffers, so the state dict's keys and values stay the same), else ``module`` unchanged. Call before
+    ``replicate`` and before building the optimizer."""
+    if not batch_norm_synced(ctx, device):
+        return module
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
 def replicate(module: torch.nn.Module, ctx: Context, device: torch.device) -> DistributedDataParallel:
     """``module`` under DistributedDataParallel: process 0's parameters and buffers are copied to every
     process, and each backward pass averages the gradients over the processes."""
@@ -144,6 +172,16 @@ def all_sum(values: Sequence[float], ctx: Context, device: torch.device) -> list
     summed = torch.tensor([float(v) for v in values], dtype=torch.float64, device=on)
     dist.all_reduce(summed)
     return summed.tolist()
+
+
+def all_max(value: int, ctx: Context, device: torch.device) -> int:
+    """The largest ``value`` over the processes (``value`` itself for one process)."""
+    if ctx.world_size == 1:
+        return int(value)
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    largest = torch.tensor([int(value)], dtype=torch.int64, device=on)
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return int(largest.item())
 
 
 def all_gather(obj, ctx: Context) -> list:

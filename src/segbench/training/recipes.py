@@ -28,6 +28,21 @@ maximal-update parametrisation for Adam's hidden layers). 2.5e-5 itself was chos
 at width 1/8 (2e-4 there; 1e-4 learned more slowly and 8e-4 damaged the pretrained trunk), and is not
 tuned per net.
 
+Batch norm (``Recipe.bn``; nets that have it: FCN-GoogLeNet, the ResNet successors, ``unet_same``): the FCN
+recipes (``heavy``, ``paper``, ``short``) keep it **frozen** on the FCNs, every batch-norm layer in eval mode
+(``train.set_train_mode``), normalising with the running statistics it started from (the pretrained
+classifier's), which never change; its scale and shift still learn. The successors' nets normalise with
+**batch** statistics under every recipe (``short`` too), as their papers train them (batches of 14-16 crops of
+one size, synchronised over the GPUs; U-Net, trained from scratch, has no statistics to freeze). Why frozen
+for the FCNs: the paper's GoogLeNet (Caffe) had no batch norm, and a frozen layer is a fixed per-channel affine
+map, the closest to it; heavy trains on one whole image per step, paper on groups of one image size (on
+PASCAL's varied sizes, often one image), short on 4, each padded by 100 pixels of zeros at conv1, so batch
+statistics are dominated by the padding (at 500 x 500, 49% of conv1's input; on the twin's 128 px images,
+85%) and replace the classifier's from the first step; and small-batch fine-tuning elsewhere freezes it too
+(DeepLab's ``fine_tune_batch_norm=False`` below batch 12). Measured on the embedded default (FCN-32s
+GoogLeNet from its fixed run, 200 iterations of ``short``, 3 seeds): 44.7 mean IU frozen against 29.8 with
+batch statistics. A layer whose parameters do not learn (a frozen trunk) stays in eval mode in any recipe.
+
 Scaling the learning rate of ``heavy`` and ``paper`` (``base_lr`` replaces the recipe's 32s value,
 ``lr_scale`` multiplies the result; for ``short``, ``base_lr`` replaces the full-width constant):
 
@@ -54,12 +69,13 @@ the probability of a 5x5 Gaussian blur; crops pad the image with the mean colour
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from segbench import models
+from segbench.data.tensors import first_conv_lr_mult
 
 WEIGHT_DECAY = 5e-4
 BIAS_LR_MULT = 2.0  # Caffe lr_mult 2 / decay_mult 0 on every bias
@@ -68,10 +84,12 @@ BIAS_LR_MULT = 2.0  # Caffe lr_mult 2 / decay_mult 0 on every bias
 # (Recipe's fields); the successors' recipes, declared by their model families, also set their lr, weight
 # decay, multipliers, augmentation and length
 _SETTINGS = {
-    "heavy": {"batch_size": 1, "momentum": 0.99, "reduction": "sum", "optimizer": "sgd", "schedule": "fixed"},
-    "paper": {"batch_size": 20, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed"},
+    "heavy": {"batch_size": 1, "momentum": 0.99, "reduction": "sum", "optimizer": "sgd", "schedule": "fixed",
+              "bn": "frozen"},
+    "paper": {"batch_size": 20, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "fixed",
+              "bn": "frozen"},
     "short": {"batch_size": 4, "beta1": 0.9, "reduction": "mean", "optimizer": "adam", "schedule": "poly",
-              "head_lr_mult": 10.0},
+              "head_lr_mult": 10.0, "bn": "frozen"},
 }
 FCN_RECIPES = ("heavy", "paper", "short")
 SUCCESSOR_RECIPES = tuple(models.RECIPES)
@@ -89,6 +107,7 @@ _STAGE_DIVISOR = {
     "paper": {"fcn32s": 1, "fcn16s": 100, "fcn8s": 100, "fcn8s_atonce": 1},
 }
 RECIPES = FCN_RECIPES + SUCCESSOR_RECIPES
+BN_MODES = ("batch", "frozen")
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,11 @@ class Recipe:
     blur: float = 0.0        # probability of a 5x5 Gaussian blur of the image
     elastic: bool = False    # U-Net's elastic deformation (3x3 grid, sigma 10 px)
     iterations: int | None = None  # the recipe's published length (None: the config sets it)
+    bn: str = "batch"        # batch norm in training: "batch" statistics, or "frozen" (see "Batch norm" above)
+
+    def __post_init__(self):
+        if self.bn not in BN_MODES:
+            raise ValueError(f"recipe {self.name!r}: bn must be one of {BN_MODES}, got {self.bn!r}")
 
     def lr_factor(self, iteration: int, iterations: int) -> float:
         """The schedule's multiplier of the lr at ``iteration`` (0-based) of a run of ``iterations``."""
@@ -137,7 +161,7 @@ def recipe(name: str, *, model_name: str, width: float = 1.0, lr_scale: float = 
     published length (``Recipe.iterations``); the FCN recipes have none (whole, unchanged images).
     """
     if name not in _SETTINGS and name not in models.RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; expected one of {sorted(_SETTINGS) + sorted(models.RECIPES)}")
+        raise ValueError(f"unknown recipe {name!r}; expected one of {sorted([*_SETTINGS, *models.RECIPES])}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
     family = models.family_of(model_name)  # raises for an unknown model, listing the valid ones
@@ -162,7 +186,14 @@ def _short(model_name: str, *, width: float, lr_scale: float, base_lr: float | N
            momentum: float | None) -> Recipe:
     _check_overrides(base_lr, lr_scale, batch_size, momentum)
     full_width_lr = SHORT_LR_AT_FULL_WIDTH if base_lr is None else base_lr
-    return _resolved("short", lr=full_width_lr / width * lr_scale, batch_size=batch_size, momentum=momentum)
+    rec = _resolved("short", lr=full_width_lr / width * lr_scale, batch_size=batch_size, momentum=momentum)
+    # a successor trains its batch norm under any recipe, as its paper does (U-Net, from scratch, has no
+    # statistics to freeze); only the FCNs freeze it
+    return rec if _is_fcn(model_name) else replace(rec, bn="batch")
+
+
+def _is_fcn(model_name: str) -> bool:
+    return _stage(model_name) in _STAGE_DIVISOR["heavy"]
 
 
 def _check_overrides(base_lr, lr_scale, batch_size, momentum) -> None:
@@ -202,6 +233,16 @@ def images_per_iteration(batch_size: int, sample_p: float) -> int:
     return max(1, round(batch_size / sample_p))
 
 
+def min_images_per_process(model_name: str, recipe: Recipe, *, synced: bool) -> int:
+    """The fewest images one training process may get per forward pass of ``model_name`` under ``recipe``: the
+    model's ``min_batch`` (a pooling branch's batch norm on a 1 x 1 map needs 2 images) where its batch norm
+    uses the batch statistics of this process alone, else 1 (frozen batch norm; or ``synced``: SyncBatchNorm
+    pools the statistics of every process, see ``segbench.training.distributed``)."""
+    if recipe.bn == "frozen" or synced:
+        return 1
+    return models.declared(model_name).min_batch
+
+
 def own_recipe(model_name: str) -> str:
     """The recipe of the paper that introduced successor model ``model_name`` (its declaration's ``recipe``)."""
     own = models.declared(model_name).recipe
@@ -219,15 +260,24 @@ def head_parameter(model: nn.Module, name: str) -> bool:
     return name.startswith(tuple(getattr(model, "head_prefixes", ("score",))))
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+def _first_conv_weight(model: nn.Module) -> str | None:
+    return next((f"{name}.weight" if name else "weight" for name, m in model.named_modules()
+                 if isinstance(m, nn.Conv2d)), None)
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe, *, input_norm: str = "caffe") -> torch.optim.Optimizer:
     """SGD (or AdamW for ``recipe.optimizer == "adam"``) over the trainable parameters of ``model`` in
     Caffe's lr_mult / decay_mult groups; each group remembers its ``base_lr`` for the schedule.
 
     Groups ``"weights"`` (lr, weight decay) and ``"biases"`` (``recipe.bias_lr_mult`` x lr, no decay); with
     ``recipe.head_lr_mult != 1`` the head parameters (``head_parameter``) form ``"head weights"`` and
     ``"head biases"`` at that multiple. Parameters with ``requires_grad`` False are left out; an empty
-    group is dropped.
+    group is dropped. The FCN recipes were set for Caffe's 0-255 inputs: for a net that starts from weights
+    of another ``input_norm`` (torchvision's), the first conv's weights form ``"first conv weights"`` at
+    ``data.tensors.first_conv_lr_mult`` x lr, which trains that net as the recipe trains a Caffe one.
     """
+    first = (_first_conv_weight(model) if recipe.name in FCN_RECIPES else None)
+    first_mult = first_conv_lr_mult(input_norm, recipe.optimizer) if first else 1.0
     groups = {}
     for param_name, param in model.named_parameters():
         if not param.requires_grad:
@@ -236,12 +286,14 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
         bias = param_name.endswith("bias")
         key = ("head " if head else "") + ("biases" if bias else "weights")
         lr = recipe.lr * (recipe.bias_lr_mult if bias else 1.0) * (recipe.head_lr_mult if head else 1.0)
+        if param_name == first and first_mult != 1.0:
+            key, lr = "first conv weights", lr * first_mult
         group = groups.setdefault(key, {"name": key, "params": [], "lr": lr, "base_lr": lr,
                                         "weight_decay": 0.0 if bias else recipe.weight_decay})
         group["params"].append(param)
     if not groups:
         raise ValueError("the model has no trainable parameters (all have requires_grad False)")
-    order = ("weights", "biases", "head weights", "head biases")
+    order = ("weights", "biases", "head weights", "head biases", "first conv weights")
     groups = [groups[k] for k in order if k in groups]
     # foreach: one multi-tensor update per step (PyTorch's default on GPUs; on a CPU the same bits, 1 s less per run)
     if recipe.optimizer == "adam":
