@@ -105,9 +105,9 @@ def _prune_trunk(a):
 
 
 def _fetch_weights(a):
-    from segbench.pretraining.imagenet import fetch_torchvision
+    from segbench.pretraining.imagenet import fetch_weights
 
-    fetch_torchvision(a.backbone, a.out, cache=a.cache)
+    fetch_weights(a.backbone, a.out, cache=a.cache, source=a.source)
 
 
 def _train(a):
@@ -128,7 +128,7 @@ def _train(a):
               dropout=a.dropout, precision_mode=a.precision, channels_last=a.channels_last, modality=a.modality,
               seed=a.seed, device=a.device, threads=a.threads, num_workers=a.num_workers,
               pin_memory=a.pin_memory, compile=a.compile, deterministic=a.deterministic,
-              model_options=a.model_options)
+              model_options=a.model_options, checkpoint_minutes=a.checkpoint_minutes, micro_batch=a.micro_batch)
         if main:
             meta = json.loads(run.read_text())  # what the recipe and "auto" resolved to
             late.update(batch_size=meta["images_per_iter"], precision=meta["precision"])
@@ -480,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     _provenance(s)
     s.set_defaults(func=_prune_trunk)
 
-    s = sub.add_parser("fetch-weights", help="download torchvision's ImageNet weights for a backbone (checksummed)")
+    s = sub.add_parser("fetch-weights", help="download a backbone's ImageNet weights (torchvision's, or Caffe's VGG16 "
+                                             "as pytorch-fcn converted it; checksummed)")
+    s.add_argument("--source", choices=("torchvision", "caffe"), default="torchvision",
+                   help="torchvision's weights (torchvision input), or caffe: the reference's VGG16 (Caffe input)")
     s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet", "resnet50", "resnet101"))
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--cache", type=Path, required=True, help="download cache folder")
@@ -508,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-store", type=Path)
     s.add_argument("--val-every", type=int, default=d["val_every"])
     s.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"])
+    s.add_argument("--checkpoint-minutes", type=float, default=d["checkpoint_minutes"],
+                   help="also a checkpoint once this many minutes of wall time have passed (default: never by time)")
+    s.add_argument("--micro-batch", type=int, default=d["micro_batch"],
+                   help="at most this many images per forward pass, gradients accumulated (default: no cap)")
     s.add_argument("--dropout", type=float, help="rate of the dropout layers (default: the architecture's 0.5)")
     s.add_argument("--precision", default=d["precision_mode"], choices=precision.TRAINING_PRECISIONS)
     s.add_argument("--channels-last", action="store_true", default=d["channels_last"])

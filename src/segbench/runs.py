@@ -86,6 +86,24 @@ TABLE5_ROWS = {"FCN-32s (two-headed)": "siftflow-32s", "FCN-16s (two-headed)": "
 SUCCESSOR_FCN = "fcn8s"  # the successors table's first row: Table 2's FCN-8s run, every seed
 # Classifier backbones with torchvision ImageNet weights (segbench.pretraining.imagenet.WEIGHTS); the others have none
 TORCHVISION_BACKBONES = ("alexnet", "googlenet", "resnet101", "resnet50", "vgg16")
+# ImageNet weights by source (pretrain.weights): torchvision's, or Caffe's as pytorch-fcn converted them
+# (segbench.pretraining.imagenet.SOURCES)
+WEIGHT_SOURCES = {"torchvision": TORCHVISION_BACKBONES, "caffe": ("vgg16",)}
+
+
+def weight_source(config: Mapping, backbone: str) -> str:
+    """Where ``backbone``'s starting classifier comes from: "synthetic" (the pretrain step's stand-in), or with
+    ``pretrain.source: torchvision`` the ImageNet weights ``pretrain.weights`` names for it: "torchvision" (the
+    default) or "caffe" (Caffe's VGG16, the reference's, converted by pytorch-fcn; Caffe's input convention)."""
+    if config["pretrain"]["source"] != "torchvision":
+        return "synthetic"
+    source = (config["pretrain"].get("weights") or {}).get(backbone, "torchvision")
+    if source not in WEIGHT_SOURCES:
+        raise ValueError(f"pretrain.weights.{backbone} is {source!r}; expected one of {sorted(WEIGHT_SOURCES)}")
+    if backbone not in WEIGHT_SOURCES[source]:
+        raise ValueError(f"pretrain.weights.{backbone} is {source!r}, but {source} weights exist only for "
+                         f"{list(WEIGHT_SOURCES[source])}; use torchvision for {backbone}")
+    return source
 
 
 def table1_model(backbone: str, *, torchvision: bool) -> str:
@@ -114,7 +132,8 @@ def _width(config: Mapping, model: str) -> float:
 def run_table(config: Mapping) -> dict[str, Run]:
     """Every training run of ``config`` (a dict validated against workflow/schemas/config.schema.yaml)."""
     train, it = config["train"], config["train"]["iterations"]
-    torchvision = config["pretrain"]["source"] == "torchvision"
+    for backbone in config["pretrain"].get("weights") or {}:
+        weight_source(config, backbone)  # a source without weights for its backbone stops here, not in a job
     common = dict(recipe=train["recipe"], lr=train["lr"], momentum=train["momentum"], batch_size=train["batch_size"],
                   val_every=train["val_every"])
     runs: list[Run] = []
@@ -145,7 +164,7 @@ def run_table(config: Mapping) -> dict[str, Run]:
     for backbone in config["table1"]["backbones"]:
         if backbone == "vgg16":
             continue
-        model = table1_model(backbone, torchvision=torchvision)
+        model = table1_model(backbone, torchvision=weight_source(config, backbone) == "torchvision")
         name = table1_run(backbone)
         start = chain(name, model, ("table1",))
         runs.append(Run(name=name, model=model, width=_width(config, model), init=start, iterations=it["fcn32s"],
@@ -212,6 +231,15 @@ def images_per_iteration(run: Run) -> int:
 
     batch = recipes.recipe(run.recipe, model_name=run.model, width=run.width, batch_size=run.batch_size).batch_size
     return recipes.images_per_iteration(batch, run.sample_p)
+
+
+def min_images_per_process(run: Run, *, synced: bool) -> int:
+    """The fewest images a training process of ``run`` may get (``recipes.min_images_per_process``; ``synced``:
+    batch norm synchronised over the processes, as on CUDA)."""
+    from segbench.training import recipes
+
+    rec = recipes.recipe(run.recipe, model_name=run.model, width=run.width, batch_size=run.batch_size)
+    return recipes.min_images_per_process(run.model, rec, synced=synced)
 
 
 def successor_run(model: str) -> str:

@@ -21,9 +21,6 @@ validate(config, schema="../schemas/config.schema.yaml")
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
-# HHA worker processes: all cores (Snakemake caps this at --cores) for the 1,449 real frames; one for the twin's
-# few small frames (seconds), so that the job does not wait for every core to be free at once.
-HHA_THREADS = 1 if SYNTHETIC else 64
 TORCHVISION = config["pretrain"]["source"] == "torchvision"
 SEEDS = config["seeds"]
 
@@ -189,20 +186,41 @@ def resources_for(rule):
     return rule_resources(rule, device=config["device"], overrides=config.get("resources"))
 
 
+def check_set_resources(overrides):
+    """Snakemake's --set-resources (the slurm profile's set-resources: train's slurm_extra, the early SIGTERM)
+    replaces a rule's resources: a value that the config's resources: section gives the same rule and key would be
+    dropped without a word. Raises WorkflowError naming both."""
+    for rule, given in workflow.resource_settings.overwrite_resources.items():
+        clash = sorted(set(given.keys()) & set((overrides or {}).get(rule) or {}))
+        if clash:
+            raise WorkflowError(
+                f"the config's resources.{rule} sets {', '.join(f'{key}={overrides[rule][key]!r}' for key in clash)}, "
+                f"but --set-resources sets {rule}:{', '.join(clash)} as well (a profile's set-resources: "
+                "slurm/config.yaml gives train the early SIGTERM in slurm_extra) and would replace it. Set each in "
+                "one place: for slurm_extra, add the config's options to the profile's line (docs/cluster.md, "
+                "Resuming).")
+
+
+check_set_resources(config.get("resources"))
+
+
 def train_processes(wildcards):
-    """The training processes of one run: train.processes, at most one per image of the run's iteration."""
-    return processes_for(config["train"]["processes"], runs.images_per_iteration(RUNS[wildcards.run]))
+    """The training processes of one run: train.processes, at most as many as give each process the fewest
+    images its batch norm needs (runs.min_images_per_process) of the run's iteration."""
+    run = RUNS[wildcards.run]
+    least = runs.min_images_per_process(run, synced=config["device"] == "cuda")
+    return processes_for(config["train"]["processes"], runs.images_per_iteration(run), min_per_process=least)
 
 
 def train_resources():
-    """The train rule's resources. With train.processes > 1 each is a function of the job, since a run gets
-    only as many processes (GPUs, CPUs, memory) as its iteration has images; cpus_per_task is then 1 for a
-    job of one process without workers (the rule's threads)."""
+    """The train rule's resources, with the time limit train.time_limit (minutes). With train.processes > 1 each
+    is a function of the job, since a run gets only as many processes (GPUs, CPUs, memory) as its iteration has
+    images; cpus_per_task is then 1 for a job of one process without workers (the rule's threads)."""
     cfg = config["train"]
 
     def of(processes):
         return rule_resources("train", device=config["device"], overrides=config.get("resources"),
-                              processes=processes, workers=cfg["num_workers"])
+                              processes=processes, workers=cfg["num_workers"], runtime=cfg["time_limit"])
 
     if cfg["processes"] == 1:
         return of(1)
