@@ -364,6 +364,8 @@ def job_work(job: dict, runs: dict[str, Run]) -> Work | None:
         forwards = run.validations * val_images
         val = forwards * forward_flops(run.net, *SIZES[val_dataset]) if forwards else 0.0
         per_gpu = math.ceil(run.images_per_iteration / max(1, job["gpus"]))
+        if getattr(a, "micro_batch", None):  # one forward pass holds at most micro_batch images
+            per_gpu = min(per_gpu, a.micro_batch)
         return Work({"train": run.iterations * run.images_per_iteration * step_flops(run.net, h, w), "tf32": val},
                     _shape(run.dataset, h, w, run.net.in_channels, crop=bool(run.recipe.crop)),
                     f"{run.iterations:,} x {run.images_per_iteration}", forwards,
