@@ -27,8 +27,8 @@ import torch
 
 from segbench import models
 from segbench.data.download import ChecksumError, DownloadError, fetch
-from segbench.infra.tables import write_table
 from segbench.evaluation.metrics import METRICS
+from segbench.infra.tables import write_table
 from segbench.weights import read_weights_file, save_model
 
 
