@@ -172,6 +172,7 @@ def train_flags(wildcards):
         "--compile" if cfg["compile"] else "", "--deterministic" if cfg["deterministic"] else "",
         f"--checkpoint-every {cfg['checkpoint_every']} --seed {wildcards.seed} --device {config['device']}",
         f"{arg('--val-store', PATHS.stores(run)[1])} --val-every {run.val_every}" if run.val_every else "",
+        opt("--checkpoint-minutes", cfg["checkpoint_minutes"]), opt("--micro-batch", cfg["micro_batch"]),
         model_options_flag(wildcards, "build", "train"),
     ]))
 

@@ -103,14 +103,6 @@ rule prune_trunk:
         " --device cpu --threads {threads} {params.provenance} > {log:q} 2>&1"
 
 
-def train_pass_flags(wildcards):
-    """`segbench train` flags of when to checkpoint by wall time and how many images one forward pass takes
-    (train.checkpoint_minutes, train.micro_batch); nothing where they are null."""
-    cfg = config["train"]
-    return " ".join(filter(None, [opt("--checkpoint-minutes", cfg["checkpoint_minutes"]),
-                                  opt("--micro-batch", cfg["micro_batch"])]))
-
-
 rule train:
     input:
         store=lambda wc: PATHS.stores(RUNS[wc.run])[0],
@@ -125,7 +117,6 @@ rule train:
         # `segbench train`, or torchrun starting train.processes of it (docs/cluster.md)
         launch=lambda wc: launch_command(train_processes(wc)),
         flags=train_flags,
-        passes=train_pass_flags,
         provenance=PROVENANCE,
         out_dir=lambda wc, output: os.path.dirname(output.model),
     threads: 1  # per training process; its data-loading workers and further processes are in cpus_per_task
@@ -136,5 +127,5 @@ rule train:
     log:
         f"{LOGS}/train/{{run}}/seed{{seed}}.log",
     shell:
-        "{params.launch} --train-store {input.store:q} --out-dir {params.out_dir:q} {params.flags} {params.passes}"
+        "{params.launch} --train-store {input.store:q} --out-dir {params.out_dir:q} {params.flags}"
         " --threads {threads} {params.provenance} > {log:q} 2>&1"
