@@ -112,6 +112,11 @@ def test_the_time_limit_replaces_the_default_and_an_override_wins():
     assert rule_resources("train", device="cuda", runtime=240, overrides={"train": {"runtime": 90}})["runtime"] == 90
     with pytest.raises(ValueError, match="time limit of rule 'train' must be a whole number of minutes >= 1, got 0"):
         rule_resources("train", device="cuda", runtime=0)
+    assert rule_resources("train", device="cuda", runtime=resources.TRAIN_MIN_MINUTES)["runtime"] == 10
+    assert schema["properties"]["train"]["properties"]["time_limit"]["minimum"] == resources.TRAIN_MIN_MINUTES
+    for limit in ({"runtime": 9}, {"overrides": {"train": {"runtime": "5"}}}):  # the early SIGTERM would come first
+        with pytest.raises(ValueError, match=r"train rule's time limit is 9|train rule's time limit is 5 minutes, below 10"):
+            rule_resources("train", device="cuda", **limit)
 
 
 def test_defaults_are_not_shared_between_calls():

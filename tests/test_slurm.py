@@ -106,12 +106,15 @@ print("finished", file=history, flush=True)
 
 
 def test_sigterm_from_slurm_checkpoints_exits_75_and_the_retry_resumes(tmp_path):
+    # A rule named train gets the profile's `--signal=TERM@300`: that signal comes 4 to 5 minutes into a
+    # 10-minute job, after the loop's own scancel and its retry (seconds each). With 5 minutes it came at the
+    # start, before Python ran (train.time_limit's minimum of 10 is for that).
     (tmp_path / "loop.py").write_text(LOOP)
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""
         rule train:
             output: "run/model.txt"
             log: "train.log"
-            resources: mem_mb=500, runtime=5
+            resources: mem_mb=500, runtime=10
             shell: "mkdir -p run; {sys.executable} loop.py run 300000 >> {{log}} 2>&1"
     """))
     result = _snakemake(tmp_path)

@@ -28,6 +28,9 @@ from collections.abc import Mapping
 from segbench.infra.runtime import DEVICES
 
 TRAIN_TIME_LIMIT = 1440  # minutes: the config's train.time_limit when it is not set (the schema's default)
+# The slurm profile asks for SIGTERM 300 s before a training job's time limit (SLURM may send it up to 60 s
+# earlier): a shorter limit would stop the training as it starts, before it can write a checkpoint.
+TRAIN_MIN_MINUTES = 10
 # hha_nyud's memory (docs/cluster.md, "Memory of the data jobs"; measured on 425 x 560 frames of the NYUD twin):
 # the main process holds every frame of the split (about 550 MB for the CLI, then 5.1-5.8 MB per frame: 4.6 GB for
 # the 795 train frames), each worker process one frame's float64 encoding (108 MB at its peak).
@@ -79,8 +82,8 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
     ``train.time_limit``. ``overrides`` is the config's ``resources:`` section, rule name -> {resource: value};
     a value of None removes that key, and a string of digits becomes an int; its ``runtime`` wins over the
     ``runtime`` argument. Raises ValueError for an unknown rule (here or in ``overrides``), an unknown device,
-    processes or workers for another rule than train or out of range, a runtime below 1, or a GPU override on
-    a CPU rule or with device "cpu".
+    processes or workers for another rule than train or out of range, a runtime below 1 (for train: below
+    ``TRAIN_MIN_MINUTES``), or a GPU override on a CPU rule or with device "cpu".
     """
     valid = sorted({*GPU_RULES, *CPU_RULES})
     if rule not in GPU_RULES and rule not in CPU_RULES:
@@ -124,6 +127,11 @@ def rule_resources(rule: str, *, device: str, overrides: Mapping[str, Mapping] |
             resources[key] = int(value)  # `--config resources=...` hands numbers over as strings
         else:
             resources[key] = value
+    if rule == "train" and int(resources["runtime"]) < TRAIN_MIN_MINUTES:
+        raise ValueError(f"the train rule's time limit is {resources['runtime']} minutes, below {TRAIN_MIN_MINUTES}: "
+                         f"the slurm profile sends training its stop signal 5 to 6 minutes before the limit, so it "
+                         f"would stop as it starts; set train.time_limit (or resources.train.runtime) to at least "
+                         f"{TRAIN_MIN_MINUTES}")
     return resources
 
 

@@ -193,7 +193,7 @@ def _short(model_name: str, *, width: float, lr_scale: float, base_lr: float | N
 
 
 def _is_fcn(model_name: str) -> bool:
-    return _stage(model_name) in _STAGE_DIVISOR["heavy"]
+    return models.declared(model_name).recipe is None  # the FCNs take heavy, paper or short; successors their own
 
 
 def _check_overrides(base_lr, lr_scale, batch_size, momentum) -> None:

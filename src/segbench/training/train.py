@@ -491,7 +491,7 @@ def _loss_weights(batch, parts, *, heads, reduction, ctx, dev) -> list[float]:
         return [len(group.indices) / batch.images for group in batch.groups]
     main = next(iter(heads))
     averaged_over = [len(group.indices) if reduction == "sum"  # per image
-                     else int(((y[main] != losses.IGNORE_INDEX) & (True if keep is None else keep)).sum())  # per pixel
+                     else _valid_pixels(y[main], keep)  # per pixel
                      for group, (_, y, keep, _) in zip(batch.groups, parts)]
     return distributed.loss_weights([(group.size, n) for group, n in zip(batch.groups, averaged_over)], batch.sizes,
                                     batch.images, ctx, dev)
