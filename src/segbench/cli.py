@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from segbench.errors import Preempted, SegbenchError
+from segbench.infra.memory import peak_line
 
 log = logging.getLogger("segbench")
 
@@ -35,7 +36,16 @@ def _preprocess_voc(a):
 def _download(a):
     from segbench.data.sources import download_dataset
 
-    download_dataset(a.dataset, a.dest_dir, data_root=a.data_root)
+    download_dataset(a.dataset, a.dest_dir, data_root=a.data_root, checksums=a.checksums)
+
+
+def _rehearsal_mirror(a):
+    from segbench.data.synthetic.mirror import write_mirror
+
+    spec = a.twin
+    write_mirror(a.out_dir, voc=spec.get("voc", {}), nyud=spec.get("nyud", {}), siftflow=spec.get("siftflow", {}),
+                 test_images=spec.get("test_images", 2), test_years=a.test_year, seed=spec.get("seed", 0),
+                 weights=[tuple(w.split(":", 1)) for w in a.weights], released=a.released)
 
 
 def _synth_nyud(a):
@@ -107,7 +117,7 @@ def _prune_trunk(a):
 def _fetch_weights(a):
     from segbench.pretraining.imagenet import fetch_weights
 
-    fetch_weights(a.backbone, a.out, cache=a.cache, source=a.source)
+    fetch_weights(a.backbone, a.out, cache=a.cache, source=a.source, checksums=a.checksums)
 
 
 def _train(a):
@@ -268,7 +278,7 @@ def _released_model(a):
     from segbench.evaluation.released import RELEASED, released_model
 
     with _tracked(a, a.out, inputs=[a.cache / RELEASED[a.variant].file]):
-        released_model(a.variant, a.out, cache=a.cache)
+        released_model(a.variant, a.out, cache=a.cache, checksums=a.checksums)
 
 
 def _table_released(a):
@@ -388,7 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dataset", choices=("voc", "nyud", "siftflow"))
     s.add_argument("--dest-dir", type=Path, required=True)
     s.add_argument("--data-root", type=Path, help="a folder that already holds the files: verify, do not download")
+    _checksums(s)
     s.set_defaults(func=_download)
+
+    s = sub.add_parser("rehearsal-mirror", help="write twins of every download at the real sizes and formats, and "
+                                                "their checksum table (config/rehearsal.yaml)")
+    s.add_argument("--out-dir", type=Path, required=True)
+    s.add_argument("--twin", type=_json_object, required=True,
+                   help='JSON: {"voc": {...}, "nyud": {...}, "siftflow": {...}, "test_images": N, "seed": S} (the '
+                   "config's rehearsal section)")
+    s.add_argument("--test-year", action="append", default=[], choices=("2011", "2012"))
+    s.add_argument("--weights", action="append", default=[], metavar="BACKBONE:SOURCE",
+                   help="a classifier's weights file to write, e.g. vgg16:caffe, resnet50:torchvision")
+    s.add_argument("--released", action="append", default=[], help="a released model's file to write (fcn8s, ...)")
+    s.set_defaults(func=_rehearsal_mirror)
 
     s = sub.add_parser("synth-nyud", help="write the synthetic NYUDv2 twin (.mat files)")
     s.add_argument("--out-dir", type=Path, required=True)
@@ -487,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("backbone", choices=("vgg16", "alexnet", "googlenet", "resnet50", "resnet101"))
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--cache", type=Path, required=True, help="download cache folder")
+    _checksums(s)
     s.set_defaults(func=_fetch_weights)
 
     d = _defaults(train)
@@ -623,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("variant", choices=("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"))
     s.add_argument("--out", type=Path, required=True, help="segbench weights file to write")
     s.add_argument("--cache", type=Path, required=True, help="download folder (a verified copy there is reused)")
+    _checksums(s)
     _provenance(s)
     s.set_defaults(func=_released_model)
 
@@ -744,10 +769,15 @@ def _common(s, seed: bool = True, seed_default: int | None = None) -> None:
         s.add_argument("--seed", type=int, default=seed_default)
 
 
+def _checksums(s) -> None:
+    s.add_argument("--checksums", type=Path, help="a checksum table (JSON {md5: {file: md5}}) that replaces the "
+                   "published checksums: the rehearsal's twin files (segbench rehearsal-mirror)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. An error the user can fix (``SegbenchError``, ``ValueError``) becomes one log line
     and exit code 1, a stop on a signal (``Preempted``) exit code 75; anything else is a bug and propagates
-    with its traceback."""
+    with its traceback. The last line logged is the command's peak memory (``segbench.infra.memory``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -758,6 +788,8 @@ def main(argv: list[str] | None = None) -> int:
     except (SegbenchError, ValueError) as err:
         log.error("%s: %s", type(err).__name__, err)
         return 1
+    finally:
+        log.info("%s", peak_line())
     return 0
 
 

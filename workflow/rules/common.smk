@@ -16,6 +16,29 @@ from segbench.infra.provenance import provenance_path, write_config
 from segbench.infra.resources import asks_for_gpu, rule_resources, slurm_gpu_problem
 
 
+def layer_config(config):
+    """With ``layered_on`` (config/rehearsal.yaml names config/paper.yaml): config/config.yaml, then that file,
+    then the command line's config files and --config, in place of what Snakemake merged without the middle."""
+    base = config.get("layered_on")
+    if not base:
+        return
+    from snakemake.common.configfile import load_configfile
+    from snakemake.utils import update_config
+
+    if not os.path.isfile(base):
+        raise WorkflowError(f"layered_on: {base!r} is not a file (paths are relative to {os.getcwd()})")
+    middle = load_configfile(base)
+    if middle.get("layered_on"):
+        raise WorkflowError(f"layered_on: {base} is itself layered on {middle['layered_on']}; layer on a file that "
+                            "is not (one level)")
+    merged = load_configfile(os.path.join(workflow.basedir, "config", "config.yaml"))
+    update_config(merged, middle)
+    update_config(merged, workflow.config_settings.overwrite_config)
+    config.clear()
+    config.update(merged)
+
+
+layer_config(config)
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = config["results"]
@@ -23,6 +46,25 @@ LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
 TORCHVISION = config["pretrain"]["source"] == "torchvision"
 SEEDS = config["seeds"]
+
+# The rehearsal (config/rehearsal.yaml): real data's rules on twin downloads at real sizes, verified against the
+# checksum table its mirror writes (data.checksums); real runs check the published checksums and split sizes.
+REHEARSAL = config["rehearsal"]
+CHECKSUMS = config["data"]["checksums"]
+CHECK_COUNTS = not SYNTHETIC and config["data"]["check_counts"]
+CHECKSUM_TABLE = [CHECKSUMS] if CHECKSUMS else []  # an input of every rule that verifies a download
+if REHEARSAL:
+    _mirror = REHEARSAL["mirror"]
+    _expected = {"data.source": ("real", config["data"]["source"]),
+                 "pretrain.source": ("torchvision", config["pretrain"]["source"]),
+                 "data.data_root": (f"{_mirror}/datasets", config["data"]["data_root"]),
+                 "data.checksums": (f"{_mirror}/checksums.json", CHECKSUMS),
+                 "pretrain.cache": (f"{_mirror}/weights", config["pretrain"]["cache"])}
+    _wrong = {key: got for key, (want, got) in _expected.items() if want != got}
+    if _wrong:
+        raise WorkflowError(f"rehearsal.mirror is {_mirror!r}, so the rehearsal needs "
+                            f"{', '.join(f'{k}: {_expected[k][0]}' for k in _wrong)}; the config has "
+                            f"{', '.join(f'{k}: {v}' for k, v in _wrong.items())}")
 
 RUNS = runs.run_table(config)  # run name -> segbench.runs.Run
 PATHS = runs.RunPaths(RESULTS)

@@ -11,6 +11,31 @@ if TORCHVISION:
         fetch_weights,
 
 
+if REHEARSAL:
+
+    rule rehearsal_mirror:
+        """Twins of every download at the real sizes, named and packed as the real files, and their checksum table
+        (config/rehearsal.yaml; segbench.data.synthetic.mirror)."""
+        output:
+            CHECKSUMS,
+        params:
+            out_dir=lambda wc, output: os.path.dirname(output[0]),
+            twin=lambda wc: arg("--twin", json.dumps({k: v for k, v in REHEARSAL.items() if k != "mirror"})),
+            test_years=" ".join(arg("--test-year", year) for year in TEST_YEARS),
+            weights=" ".join(arg("--weights", f"{b}:{runs.weight_source(config, b)}")
+                             for b in BACKBONES if b not in models.PRUNED_FROM),
+            released=" ".join(arg("--released", variant) for variant in RELEASED_VARIANTS),
+        resources:
+            **resources_for("rehearsal_mirror"),
+        conda:
+            "../envs/segbench.yaml"
+        log:
+            f"{LOGS}/data/rehearsal_mirror.log",
+        shell:
+            "segbench rehearsal-mirror --out-dir {params.out_dir:q} {params.twin} {params.test_years} {params.weights}"
+            " {params.released} > {log:q} 2>&1"
+
+
 if SYNTHETIC:
 
     rule synth_voc:
@@ -59,12 +84,15 @@ if SYNTHETIC:
 else:
 
     rule download:
+        input:
+            CHECKSUM_TABLE,
         output:
             raw_ready("{dataset}"),
         localrule: True
         params:
             dest_dir=lambda wc, output: os.path.dirname(output[0]),
             data_root=opt("--data-root", config["data"]["data_root"]),
+            checksums=opt("--checksums", CHECKSUMS),
         resources:
             **resources_for("download"),
         conda:
@@ -72,7 +100,8 @@ else:
         log:
             f"{LOGS}/data/download_{{dataset}}.log",
         shell:
-            "segbench download {wildcards.dataset} --dest-dir {params.dest_dir:q} {params.data_root} > {log:q} 2>&1"
+            "segbench download {wildcards.dataset} --dest-dir {params.dest_dir:q} {params.data_root} {params.checksums}"
+            " > {log:q} 2>&1"
 
 
 rule preprocess_voc:
@@ -87,7 +116,7 @@ rule preprocess_voc:
         voc2011=raw_dir("voc2011"),
         sbd=raw_dir("sbd"),
         out_dir=lambda wc, output: os.path.dirname(output.train),
-        check="" if SYNTHETIC else f"--check-md5 {arg('--voc2012', raw_dir('voc2012'))}",
+        check=("--check-md5 " if CHECK_COUNTS else "") + ("" if SYNTHETIC else arg("--voc2012", raw_dir("voc2012"))),
     resources:
         **resources_for("preprocess_voc"),
     conda:
@@ -108,7 +137,7 @@ rule preprocess_nyud:
     params:
         raw_dir=lambda wc, input: os.path.dirname(input[0]),
         out_dir=lambda wc, output: os.path.dirname(output.train),
-        check="" if SYNTHETIC else "--check-counts",
+        check="--check-counts" if CHECK_COUNTS else "",
     resources:
         **resources_for("preprocess_nyud"),
     conda:
@@ -156,7 +185,7 @@ rule preprocess_siftflow:
     params:
         raw_dir=lambda wc: raw_dir("siftflow"),
         out_dir=lambda wc, output: os.path.dirname(output.trainval),
-        check="" if SYNTHETIC else "--check-counts",
+        check="--check-counts" if CHECK_COUNTS else "",
     resources:
         **resources_for("preprocess_siftflow"),
     conda:
@@ -173,7 +202,7 @@ rule dataset_stats:
     output:
         f"{RESULTS}/stats/{{dataset}}.json",
     params:
-        check="" if SYNTHETIC else "--check-counts",
+        check="--check-counts" if CHECK_COUNTS else "",
     resources:
         **resources_for("dataset_stats"),
     conda:

@@ -120,6 +120,8 @@ else:
 
     rule voc_test_images:
         localrule: True  # a download: on the host that runs Snakemake, not a compute node (see data.smk)
+        input:
+            CHECKSUM_TABLE,  # (no checksum is published for the test archives: only the rehearsal's mirror first)
         output:
             f"{RESULTS}/raw/voc-test{{year}}/{MANIFEST}",
         wildcard_constraints:
@@ -215,11 +217,14 @@ if RELEASED_VARIANTS:
 
     rule released_model:
         localrule: True  # a download: on the host that runs Snakemake, not a compute node (see data.smk)
+        input:
+            CHECKSUM_TABLE,
         output:
             model=f"{RESULTS}/released/{{variant}}/model.pt",
             provenance=sidecars(f"{RESULTS}/released/{{variant}}/model.pt"),
         params:
             cache=config["pretrain"]["cache"],
+            checksums=opt("--checksums", CHECKSUMS),
             provenance=PROVENANCE,
         wildcard_constraints:
             variant="|".join(RELEASED_VARIANTS),
@@ -231,7 +236,7 @@ if RELEASED_VARIANTS:
             f"{LOGS}/trace/released_model_{{variant}}.log",
         shell:
             "segbench released-model {wildcards.variant} --out {output.model:q} --cache {params.cache:q}"
-            " {params.provenance} > {log:q} 2>&1"
+            " {params.checksums} {params.provenance} > {log:q} 2>&1"
 
     rule evaluate_released:
         input:

@@ -59,6 +59,8 @@ if not TORCHVISION:
 else:
 
     rule fetch_weights:
+        input:
+            CHECKSUM_TABLE,
         output:
             f"{RESULTS}/pretrain/{{backbone}}.pt",
         wildcard_constraints:
@@ -66,6 +68,7 @@ else:
         params:
             cache=config["pretrain"]["cache"],
             source=lambda wc: runs.weight_source(config, wc.backbone),
+            checksums=opt("--checksums", CHECKSUMS),
         resources:
             **resources_for("download"),
         conda:
@@ -74,7 +77,7 @@ else:
             f"{LOGS}/pretrain/{{backbone}}.log",
         shell:
             "segbench fetch-weights {wildcards.backbone} --source {params.source} --out {output:q}"
-            " --cache {params.cache:q} > {log:q} 2>&1"
+            " --cache {params.cache:q} {params.checksums} > {log:q} 2>&1"
 
 
 rule prune_trunk:

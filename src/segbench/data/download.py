@@ -83,6 +83,35 @@ def verify(path: str | os.PathLike, md5: str | Sequence[str] | None, *, size: in
     return actual
 
 
+def read_checksums(path: str | os.PathLike) -> dict[str, str]:
+    """A checksum table: the JSON file ``{"md5": {file name: hex md5}}`` whose entries replace the published
+    checksums of the downloads and weight files (``data.checksums``: the rehearsal's twin archives, which are
+    packed and named as the real ones but are not the published files). Raises ChecksumError for a file that
+    is not such a table."""
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text())["md5"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ChecksumError(f"{path} is not a checksum table ({type(err).__name__}: {err}); expected JSON "
+                            '{"md5": {"<file name>": "<hex md5>", ...}}, as segbench rehearsal-mirror writes '
+                            "it") from None
+    bad = [name for name, md5 in table.items() if not (isinstance(md5, str) and len(md5) == 32)]
+    if bad:
+        raise ChecksumError(f"{path}: entries {bad[:5]} are not 32-digit hex md5s")
+    return table
+
+
+def expected_md5(filename: str, published, checksums: dict[str, str] | None):
+    """The md5 (or accepted md5s) ``filename`` must have: the ``published`` value, or with a checksum table
+    (:func:`read_checksums`) the table's entry, which must exist."""
+    if checksums is None:
+        return published
+    if filename not in checksums:
+        raise ChecksumError(f"the checksum table (data.checksums) has no entry for {filename}; it lists "
+                            f"{sorted(checksums)}")
+    return checksums[filename]
+
+
 def _write_sidecar(dest: Path, *, url: str, md5: str, accepted: tuple[str, ...]) -> None:
     record = {"file": dest.name, "url": url, "md5": md5, "size": dest.stat().st_size if dest.exists() else None,
               "accepted": list(accepted), "published": bool(accepted)}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segbench.data import MANIFEST
-from segbench.data.download import extract, fetch, sidecar_path, verify
+from segbench.data.download import expected_md5, extract, fetch, read_checksums, sidecar_path, verify
 from segbench.errors import MissingInputError
 from segbench.infra.atomic import write_json
 
@@ -69,41 +69,45 @@ SOURCES: dict[str, tuple[Source, ...]] = {
 
 
 def download_dataset(name: str, dest_dir: str | os.PathLike, data_root: str | os.PathLike | None = None,
-                     *, progress: bool | None = None) -> Path:
+                     *, checksums: str | os.PathLike | None = None, progress: bool | None = None) -> Path:
     """Download (or, with ``data_root``, only verify) every file of dataset ``name``; return the manifest path.
 
     Files land in ``dest_dir``; archives are unpacked into ``dest_dir/<extract_to>/``. With
     ``data_root`` (a folder already holding the files under their published names, or under
     ``data_root/<name>/``) nothing is downloaded: each file is verified there and linked into
     ``dest_dir``. ``dest_dir/manifest.json`` (``segbench.data.MANIFEST``) is written last and lists every
-    file with the md5 that matched, so its existence means the dataset is complete.
+    file with the md5 that matched, so its existence means the dataset is complete. ``checksums`` (a table
+    that :func:`segbench.data.download.read_checksums` reads) replaces the published md5s and sizes.
     """
     if name not in SOURCES:
         raise ValueError(f"unknown dataset {name!r}; valid names: {sorted(SOURCES)}")
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
+    table = read_checksums(checksums) if checksums is not None else None
     entries = []
     for src in SOURCES[name]:
         path = dest_dir / src.filename
+        md5, size = expected_md5(src.filename, src.md5, table), (src.size if table is None else None)
         if data_root is not None:
-            path, matched = _link_verified(src, Path(data_root), name, path)
+            path, matched = _link_verified(src, Path(data_root), name, path, md5=md5, size=size)
         else:
-            path = fetch(src.url, path, src.md5, src.size, progress=progress)
+            path = fetch(src.url, path, md5, size, progress=progress)
             matched = json.loads(sidecar_path(path).read_text())["md5"]
-        entry = {"file": src.filename, "url": src.url, "path": str(path), "md5": matched}
+        entry = {"file": src.filename, "url": src.url, "path": str(path), "md5": matched,
+                 "checked_against": "published" if table is None else str(checksums)}
         if src.extract_to:
             entry["extracted"] = str(extract(path, dest_dir / src.extract_to))
         entries.append(entry)
     return write_json(dest_dir / MANIFEST, {"dataset": name, "files": entries})
 
 
-def _link_verified(src: Source, data_root: Path, name: str, path: Path) -> tuple[Path, str]:
+def _link_verified(src: Source, data_root: Path, name: str, path: Path, *, md5, size) -> tuple[Path, str]:
     candidates = [data_root / src.filename, data_root / name / src.filename]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
         raise MissingInputError(f"{src.filename} is not in data_root (looked at {[str(c) for c in candidates]}); "
                                 f"download it from {src.url} or unset data_root")
-    matched = verify(found, src.md5, size=src.size)
+    matched = verify(found, md5, size=size)
     if path.is_symlink() or path.exists():
         path.unlink()
     path.symlink_to(found.resolve())

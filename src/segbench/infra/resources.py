@@ -50,6 +50,7 @@ GPU_RULES = {
 # Data and report rules: never a GPU, whatever the device.
 CPU_RULES = {
     "synth_voc": {"mem_mb": 4000, "runtime": 60},
+    "rehearsal_mirror": {"mem_mb": 4000, "runtime": 60},  # one weights file at a time (VGG16's 0.55 GB)
     "download": {"mem_mb": 4000, "runtime": 480},
     # streams one image at a time: 0.70 GB peak RSS for 100 and for 400 images of 500 x 500 (the CLI's imports)
     "preprocess_voc": {"mem_mb": 2000, "runtime": 120},

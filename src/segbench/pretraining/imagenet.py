@@ -46,6 +46,7 @@ import torchvision
 
 from segbench import models
 from segbench.data import fetch
+from segbench.data.download import expected_md5, read_checksums
 from segbench.errors import ChecksumError
 from segbench.evaluation.released import DRIVE_URL, drive_hint, fetch_drive
 from segbench.infra.atomic import torch_save
@@ -102,27 +103,33 @@ def check_sha256_prefix(path: Path) -> None:
 
 
 def fetch_weights(backbone: str, out: str | os.PathLike, *, cache: str | os.PathLike,
-                  source: str = "torchvision") -> Path:
+                  source: str = "torchvision", checksums: str | os.PathLike | None = None) -> Path:
     """Download ``backbone``'s ImageNet weights of ``source`` (``SOURCES``) into ``cache`` and write a
-    classifier record to ``out``."""
+    classifier record to ``out``. ``checksums`` (a table, :func:`segbench.data.download.read_checksums`)
+    replaces the published md5 (Caffe) or torchvision's sha256 prefix: the rehearsal's twin weights."""
     if source not in SOURCES:
         raise ValueError(f"unknown weights source {source!r}; expected one of {sorted(SOURCES)}")
     if backbone not in SOURCES[source]:
         raise ValueError(f"no {source} weights for backbone {backbone!r}; {source} has {list(SOURCES[source])}")
+    table = read_checksums(checksums) if checksums is not None else None
     if source == "caffe":
-        return fetch_caffe(backbone, out, cache=cache)
-    return fetch_torchvision(backbone, out, cache=cache)
+        return fetch_caffe(backbone, out, cache=cache, checksums=table)
+    return fetch_torchvision(backbone, out, cache=cache, checksums=table)
 
 
-def fetch_torchvision(backbone: str, out: str | os.PathLike, *, cache: str | os.PathLike) -> Path:
+def fetch_torchvision(backbone: str, out: str | os.PathLike, *, cache: str | os.PathLike,
+                      checksums: dict[str, str] | None = None) -> Path:
     """Download ``backbone``'s torchvision ImageNet weights into ``cache`` and write a classifier record to
     ``out`` (GoogLeNet's with its input transform folded into conv1)."""
     if backbone not in WEIGHTS:
         raise ValueError(f"no torchvision weights for backbone {backbone!r}; expected one of {sorted(WEIGHTS)}")
     url = WEIGHTS[backbone].url
-    path = fetch(url, Path(cache) / url.rsplit("/", 1)[1], None)
+    name = url.rsplit("/", 1)[1]
+    path = fetch(url, Path(cache) / name, expected_md5(name, None, checksums))
     hint = f"delete it and rerun to download it again from {url}"
-    check_sha256_prefix(check_weights_file(path, fetch_hint=hint))  # a page is named as one, not as a wrong sha256
+    check_weights_file(path, fetch_hint=hint)  # a page is named as one, not as a wrong checksum
+    if checksums is None:
+        check_sha256_prefix(path)
     state = read_weights_file(path, fetch_hint=hint)
     extra = {}
     if backbone == "googlenet":
@@ -165,13 +172,14 @@ def fold_transform_input(state: Mapping[str, torch.Tensor]) -> dict[str, torch.T
     return folded
 
 
-def fetch_caffe(backbone: str, out: str | os.PathLike, *, cache: str | os.PathLike) -> Path:
+def fetch_caffe(backbone: str, out: str | os.PathLike, *, cache: str | os.PathLike,
+                checksums: dict[str, str] | None = None) -> Path:
     """Download (md5-checked, through Google Drive's confirmation page) ``backbone``'s Caffe weights in
     torchvision's layout into ``cache`` and convert them to a classifier record at ``out``."""
     if backbone not in CAFFE:
         raise ValueError(f"no Caffe weights for backbone {backbone!r}; expected one of {sorted(CAFFE)}")
     spec = CAFFE[backbone]
-    pth = fetch_drive(spec.url, Path(cache) / spec.file, spec.md5)
+    pth = fetch_drive(spec.url, Path(cache) / spec.file, expected_md5(spec.file, spec.md5, checksums))
     return convert_caffe(backbone, pth, out)
 
 
