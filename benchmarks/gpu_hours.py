@@ -2,6 +2,8 @@
 
     PYTHONPATH=src python benchmarks/gpu_hours.py [--gpu a100|h100] [--fraction-tf32 0.40] [--fraction-bf16 0.35]
         [--configfile config/config.yaml config/paper.yaml] [--per-job]
+    PYTHONPATH=src python benchmarks/gpu_hours.py --configfile config/rehearsal.yaml --measured
+        (after the rehearsal: its measured CPU steps beside the counted FLOPs, which the GPU hours divide)
 
 Method (every figure below except the FLOP and memory counts is an estimate):
 
@@ -58,6 +60,7 @@ from segbench.data import nyud, siftflow, voc
 from segbench.data.tensors import MODALITIES
 from segbench.evaluation import losses, objective
 from segbench.evaluation.released import RELEASED
+from segbench.infra.resources import GPU_RULES
 from segbench.models.cards import count_flops
 from segbench.training import recipes
 from segbench.training.train import initialise
@@ -237,7 +240,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def parse_dry_run(text: str) -> list[dict]:
     """The jobs of a ``snakemake --dry-run --printshellcmds`` output, ``all`` excluded: {"rule", "wildcards",
     "resources" (dicts of str), "gpus", "command" (str or None), "args" (``segbench`` arguments, parsed for the
-    jobs that ask for a GPU only; None for the others)}."""
+    jobs of the rules that run a network, ``segbench.infra.resources.GPU_RULES``, or ask for a GPU; None for the
+    others)}."""
     jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", text):
         head = re.match(r"(?:local)?rule (\w+):\n", block)
@@ -250,7 +254,7 @@ def parse_dry_run(text: str) -> list[dict]:
                "resources": _pairs(resources.group(1)) if resources else {},
                "command": command.group(1).strip() if command else None, "args": None}
         job["gpus"] = gpu_count(job["resources"])
-        if job["gpus"] and job["command"] not in (None, "None"):
+        if (job["gpus"] or job["rule"] in GPU_RULES) and job["command"] not in (None, "None"):  # device cpu: none
             job["args"] = parse_args(segbench_argv(job["command"]))
         jobs.append(job)
     return jobs
@@ -492,6 +496,32 @@ def job_table(jobs: list[dict], runs: dict[str, Run], rate: dict[str, float], pe
     return lines, totals
 
 
+def measured_table(jobs: list[dict], runs: dict[str, Run]) -> list[str]:
+    """Each training run's measured step (its second iteration in ``log.csv``, after the first's warm-up) beside
+    the counted FLOPs of that step: the achieved GFLOP/s. For the rehearsal (config/rehearsal.yaml: 2
+    iterations per run at full width on a CPU); a run without a log is left out."""
+    lines = ["| run | input (H x W x C) | images / iteration | step, GFLOP (counted) | measured s / iteration | "
+             "GFLOP/s achieved |", "|---|---|---:|---:|---:|---:|"]
+    for job in jobs:
+        args = job["args"]
+        if args is None or args.command != "train":
+            continue
+        name, log = run_name(args.out_dir), Path(args.out_dir) / "log.csv"
+        if name not in runs or not log.is_file():
+            continue
+        rows = log.read_text().splitlines()[1:]
+        if len(rows) < 2:
+            continue
+        walls = [float(row.split(",")[3]) for row in rows[:2]]
+        run = runs[name]
+        h, w = run.size
+        flops = step_flops(run.net, h, w) * run.images_per_iteration
+        seconds = walls[1] - walls[0]
+        lines.append(f"| {name} | {_shape(run.dataset, h, w, run.net.in_channels, bool(run.recipe.crop))} | "
+                     f"{run.images_per_iteration} | {flops / 1e9:,.0f} | {seconds:.2f} | {flops / seconds / 1e9:.0f} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", choices=sorted(GPUS), default="a100")
@@ -499,12 +529,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fraction-bf16", type=float, default=FRACTIONS["bf16"])
     parser.add_argument("--configfile", nargs="+", default=["config/config.yaml", "config/paper.yaml"])
     parser.add_argument("--per-job", action="store_true", help="one row per job instead of per rule and run")
+    parser.add_argument("--measured", action="store_true",
+                        help="only the measured training steps of a finished run of these config files beside their "
+                             "counted FLOPs (the rehearsal: --configfile config/rehearsal.yaml)")
     args = parser.parse_args(argv)
     gpu, peaks = GPUS[args.gpu]
     rate = {"tf32": args.fraction_tf32 * peaks["tf32"] * 1e12, "bf16": args.fraction_bf16 * peaks["bf16"] * 1e12}
 
     jobs = dry_run_jobs(args.configfile)
     runs = training_runs(jobs)
+    if args.measured:
+        print("\n".join(measured_table(jobs, runs)))
+        return
     gpu_jobs = [j for j in jobs if j["gpus"]]
     cpu_rules = sorted({j["rule"] for j in jobs if not j["gpus"]})
     print(f"{len(jobs)} jobs (and `all`): {len(gpu_jobs)} ask for a GPU; the {len(jobs) - len(gpu_jobs)} jobs of "

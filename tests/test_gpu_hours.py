@@ -211,3 +211,28 @@ def test_main_prints_the_tables(monkeypatch, capsys, jobs):
     expected = sum(gh.gpu_hours(gh.job_work(j, runs).flops, rate)["tf32"] for j in jobs if j["gpus"])
     assert f"**{expected:.1f}**" in total
     assert math.isfinite(expected) and expected > 0
+
+
+def test_cpu_jobs_of_network_rules_are_parsed_too():
+    text = _train("fcn8s", "fcn8s_vgg16", "voc/train.h5").replace(", gpu=1", "").replace("--device cuda",
+                                                                                           "--device cpu")
+    (job,) = gh.parse_dry_run(text)
+    assert job["gpus"] == 0 and job["args"].model == "fcn8s_vgg16"
+
+
+def test_measured_table_divides_the_counted_step_by_the_second_iterations_time(jobs, runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / P / "train" / "fcn32s" / "seed1337" / "log.csv"
+    log.parent.mkdir(parents=True)
+    log.write_text("iteration,images_seen,train_loss,wall_s,val_loss,val_mean_iu\n"
+                   "1,1,3.0,9.5,,\n2,2,2.9,13.5,2.8,0.01\n")
+    lines = gh.measured_table(jobs, runs)
+    assert len(lines) == 3  # header, rule, and the one run with a log (the others have none here)
+    run = runs["fcn32s"]
+    h, w = run.size
+    gflop = gh.step_flops(run.net, h, w) * run.images_per_iteration / 1e9
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[0] == "fcn32s" and cells[2] == str(run.images_per_iteration)
+    assert cells[3] == f"{gflop:,.0f}" and cells[4] == "4.00" and cells[5] == f"{gflop / 4.0:.0f}"
+    log.write_text("iteration,images_seen,train_loss,wall_s,val_loss,val_mean_iu\n1,1,3.0,9.5,,\n")
+    assert len(gh.measured_table(jobs, runs)) == 2  # one iteration: nothing measured after the warm-up
