@@ -143,8 +143,12 @@ def test_the_batch_norm_batch_is_checked_per_process_unless_it_is_synchronised()
 def test_micro_batches_of_a_batch_norm_net_keep_its_smallest_batch():
     _check("pspnet_resnet50", batch=8, micro_batch=3)  # balanced chunks: 4 -> 2 + 2, 5 -> 3 + 2
     _check("pspnet_resnet50", batch=8, micro_batch=2, device="cuda", world=2)  # synchronised: the passes pool
+    _check("pspnet_resnet50", batch=2, micro_batch=2)  # no group is split (the rehearsal's settings)
+    _check("pspnet_resnet50", batch=4, micro_batch=2, world=2)  # 2 images per process: none split either
     with pytest.raises(ValueError, match=r"micro_batch 2 splits a group of 3 images into forward passes of 2 and 1, "
                                          r"but pspnet_resnet50's batch norm needs at least 2 images per pass: set "
                                          r"micro_batch to 3 or more, or null"):
         _check("pspnet_resnet50", batch=8, micro_batch=2)
+    with pytest.raises(ValueError, match=r"micro_batch 2 splits a group of 3 images"):
+        _check("pspnet_resnet50", batch=3, micro_batch=2)
 

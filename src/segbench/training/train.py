@@ -376,7 +376,7 @@ def set_train_mode(model: torch.nn.Module, bn: str) -> None:
 def _check_batch_norm_batch(model_name, rec, images_per_iter, micro_batch, ctx, device) -> None:
     """Refuse a run in which a batch-norm layer that needs ``min_batch`` images (a pooling branch's, on a 1 x 1
     map) would normalise over fewer: in the whole batch, in one process that does not synchronise it, or in a
-    micro-batch."""
+    micro-batch (only a process's images beyond ``micro_batch`` are split)."""
     if rec.bn == "frozen":
         return
     least = models.declared(model_name).min_batch
@@ -391,7 +391,8 @@ def _check_batch_norm_batch(model_name, rec, images_per_iter, micro_batch, ctx, 
                          f"{images_per_iter // ctx.world_size}: use at most "
                          f"{distributed.processes_for(ctx.world_size, images_per_iter, min_per_process=per_process)} "
                          "processes (train.processes) or a larger batch")
-    if micro_batch is not None and micro_batch < 2 * per_process - 1:
+    largest_share = -(-images_per_iter // ctx.world_size)  # a process's images: more than micro_batch are split
+    if micro_batch is not None and largest_share > micro_batch and micro_batch < 2 * per_process - 1:
         raise ValueError(f"micro_batch {micro_batch} splits a group of {micro_batch + 1} images into forward passes "
                          f"of {(micro_batch + 2) // 2} and {(micro_batch + 1) // 2}, but {model_name}'s batch norm "
                          f"needs at least {per_process} images per pass: set micro_batch to {2 * per_process - 1} or "
