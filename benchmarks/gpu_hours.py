@@ -60,6 +60,7 @@ from segbench.data import nyud, siftflow, voc
 from segbench.data.tensors import MODALITIES
 from segbench.evaluation import losses, objective
 from segbench.evaluation.released import RELEASED
+from segbench.infra.memory import PATTERN
 from segbench.infra.resources import GPU_RULES
 from segbench.models.cards import count_flops
 from segbench.training import recipes
@@ -496,17 +497,22 @@ def job_table(jobs: list[dict], runs: dict[str, Run], rate: dict[str, float], pe
     return lines, totals
 
 
-def measured_table(jobs: list[dict], runs: dict[str, Run]) -> list[str]:
+def measured_table(jobs: list[dict], runs: dict[str, Run], *, log_dir: str | Path | None = None) -> list[str]:
     """Each training run's measured step (its second iteration in ``log.csv``, after the first's warm-up) beside
-    the counted FLOPs of that step: the achieved GFLOP/s. For the rehearsal (config/rehearsal.yaml: 2
-    iterations per run at full width on a CPU); a run without a log is left out."""
+    the counted FLOPs of that step: the achieved GFLOP/s; and the memory estimate of one forward pass (the
+    GPU-memory column's, at this run's batch and ``--micro-batch``) beside the job's peak RSS (the last line of
+    its rule log, ``segbench.infra.memory``; it includes PyTorch's libraries and the validation). For the
+    rehearsal (config/rehearsal.yaml: 2 iterations per run at full width on a CPU); a run without a log is left
+    out. ``log_dir``: where the rule logs are (default: the ``logs`` folder beside ``train``)."""
     lines = ["| run | input (H x W x C) | images / iteration | step, GFLOP (counted) | measured s / iteration | "
-             "GFLOP/s achieved |", "|---|---|---:|---:|---:|---:|"]
+             "GFLOP/s achieved | memory, GB (est.) | peak RSS, GB (measured) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for job in jobs:
         args = job["args"]
         if args is None or args.command != "train":
             continue
-        name, log = run_name(args.out_dir), Path(args.out_dir) / "log.csv"
+        out = Path(args.out_dir)
+        name, log = run_name(out), out / "log.csv"
         if name not in runs or not log.is_file():
             continue
         rows = log.read_text().splitlines()[1:]
@@ -517,8 +523,14 @@ def measured_table(jobs: list[dict], runs: dict[str, Run]) -> list[str]:
         h, w = run.size
         flops = step_flops(run.net, h, w) * run.images_per_iteration
         seconds = walls[1] - walls[0]
+        per_pass = min(run.images_per_iteration, getattr(args, "micro_batch", None) or run.images_per_iteration)
+        estimate = train_memory_gb(run.net, h, w, per_pass, run.recipe.optimizer)
+        rule_log = Path(log_dir or out.parent.parent.parent / "logs") / "train" / name / f"{out.name}.log"
+        peaks = PATTERN.findall(rule_log.read_text(errors="replace")) if rule_log.is_file() else []
+        peak = f"{int(peaks[-1][0]) / 1024:.1f}" if peaks else ""
         lines.append(f"| {name} | {_shape(run.dataset, h, w, run.net.in_channels, bool(run.recipe.crop))} | "
-                     f"{run.images_per_iteration} | {flops / 1e9:,.0f} | {seconds:.2f} | {flops / seconds / 1e9:.0f} |")
+                     f"{run.images_per_iteration} | {flops / 1e9:,.0f} | {seconds:.2f} | {flops / seconds / 1e9:.0f} | "
+                     f"{estimate:.1f} | {peak} |")
     return lines
 
 

@@ -226,6 +226,9 @@ def test_measured_table_divides_the_counted_step_by_the_second_iterations_time(j
     log.parent.mkdir(parents=True)
     log.write_text("iteration,images_seen,train_loss,wall_s,val_loss,val_mean_iu\n"
                    "1,1,3.0,9.5,,\n2,2,2.9,13.5,2.8,0.01\n")
+    rule_log = tmp_path / P / "logs" / "train" / "fcn32s" / "seed1337.log"
+    rule_log.parent.mkdir(parents=True)
+    rule_log.write_text("...\npeak memory: 3072 MB (largest child process 10 MB)\n")
     lines = gh.measured_table(jobs, runs)
     assert len(lines) == 3  # header, rule, and the one run with a log (the others have none here)
     run = runs["fcn32s"]
@@ -234,5 +237,6 @@ def test_measured_table_divides_the_counted_step_by_the_second_iterations_time(j
     cells = [c.strip() for c in lines[2].strip("|").split("|")]
     assert cells[0] == "fcn32s" and cells[2] == str(run.images_per_iteration)
     assert cells[3] == f"{gflop:,.0f}" and cells[4] == "4.00" and cells[5] == f"{gflop / 4.0:.0f}"
+    assert cells[6] == f"{gh.train_memory_gb(run.net, h, w, 1):.1f}" and cells[7] == "3.0"
     log.write_text("iteration,images_seen,train_loss,wall_s,val_loss,val_mean_iu\n1,1,3.0,9.5,,\n")
     assert len(gh.measured_table(jobs, runs)) == 2  # one iteration: nothing measured after the warm-up
