@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python benchmarks/gpu_hours.py [--gpu a100|h100] [--fraction-tf32 0.40] [--fraction-bf16 0.35]
         [--configfile config/config.yaml config/paper.yaml] [--per-job]
-    PYTHONPATH=src python benchmarks/gpu_hours.py --configfile config/rehearsal.yaml --measured
+    PYTHONPATH=src python benchmarks/gpu_hours.py --configfile config/rehearsal.yaml --measured [--rehearsed ...]
         (after the rehearsal: its measured CPU steps beside the counted FLOPs, which the GPU hours divide)
 
 Method (every figure below except the FLOP and memory counts is an estimate):
@@ -497,16 +497,21 @@ def job_table(jobs: list[dict], runs: dict[str, Run], rate: dict[str, float], pe
     return lines, totals
 
 
-def measured_table(jobs: list[dict], runs: dict[str, Run], *, log_dir: str | Path | None = None) -> list[str]:
+def measured_table(jobs: list[dict], runs: dict[str, Run], *, paper: dict[str, Run] | None = None,
+                   log_dir: str | Path | None = None) -> list[str]:
     """Each training run's measured step (its second iteration in ``log.csv``, after the first's warm-up) beside
     the counted FLOPs of that step: the achieved GFLOP/s; and the memory estimate of one forward pass (the
     GPU-memory column's, at this run's batch and ``--micro-batch``) beside the job's peak RSS (the last line of
     its rule log, ``segbench.infra.memory``; it includes PyTorch's libraries and the validation). For the
     rehearsal (config/rehearsal.yaml: 2 iterations per run at full width on a CPU); a run without a log is left
-    out. ``log_dir``: where the rule logs are (default: the ``logs`` folder beside ``train``)."""
+    out. ``paper``: the runs of the configuration rehearsed (config/paper.yaml); each run's time per iteration
+    at that configuration's batch and its whole training are then extrapolated from the measured step (time per
+    image x images). ``log_dir``: where the rule logs are (default: the ``logs`` folder beside ``train``)."""
     lines = ["| run | input (H x W x C) | images / iteration | step, GFLOP (counted) | measured s / iteration | "
-             "GFLOP/s achieved | memory, GB (est.) | peak RSS, GB (measured) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "GFLOP/s achieved | memory, GB (est.) | peak RSS, GB (measured) |"
+             + (" paper: iterations x images | paper: s / iteration (extrapolated) | paper: days on this CPU |"
+                if paper else ""),
+             "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if paper else "")]
     for job in jobs:
         args = job["args"]
         if args is None or args.command != "train":
@@ -530,8 +535,17 @@ def measured_table(jobs: list[dict], runs: dict[str, Run], *, log_dir: str | Pat
         peak = f"{int(peaks[-1][0]) / 1024:.1f}" if peaks else ""
         lines.append(f"| {name} | {_shape(run.dataset, h, w, run.net.in_channels, bool(run.recipe.crop))} | "
                      f"{run.images_per_iteration} | {flops / 1e9:,.0f} | {seconds:.2f} | {flops / seconds / 1e9:.0f} | "
-                     f"{estimate:.1f} | {peak} |")
+                     f"{estimate:.1f} | {peak} |" + (_extrapolated(paper.get(name), run, seconds) if paper else ""))
     return lines
+
+
+def _extrapolated(target: Run | None, run: Run, seconds: float) -> str:
+    """The cells of ``measured_table``'s paper columns: ``target``'s iterations at its batch, timed per image."""
+    if target is None:
+        return " | | |"
+    per_iteration = seconds / run.images_per_iteration * target.images_per_iteration
+    return (f" {target.iterations:,} x {target.images_per_iteration} | {per_iteration:.1f} | "
+            f"{per_iteration * target.iterations / 86400:,.1f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -544,6 +558,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measured", action="store_true",
                         help="only the measured training steps of a finished run of these config files beside their "
                              "counted FLOPs (the rehearsal: --configfile config/rehearsal.yaml)")
+    parser.add_argument("--rehearsed", nargs="+", default=["config/config.yaml", "config/paper.yaml"],
+                        help="with --measured: the configuration whose batches and iterations the measured steps "
+                             "are extrapolated to (default: the paper's)")
     args = parser.parse_args(argv)
     gpu, peaks = GPUS[args.gpu]
     rate = {"tf32": args.fraction_tf32 * peaks["tf32"] * 1e12, "bf16": args.fraction_bf16 * peaks["bf16"] * 1e12}
@@ -551,7 +568,8 @@ def main(argv: list[str] | None = None) -> None:
     jobs = dry_run_jobs(args.configfile)
     runs = training_runs(jobs)
     if args.measured:
-        print("\n".join(measured_table(jobs, runs)))
+        paper = training_runs(dry_run_jobs(args.rehearsed))
+        print("\n".join(measured_table(jobs, runs, paper=paper)))
         return
     gpu_jobs = [j for j in jobs if j["gpus"]]
     cpu_rules = sorted({j["rule"] for j in jobs if not j["gpus"]})

@@ -238,5 +238,8 @@ def test_measured_table_divides_the_counted_step_by_the_second_iterations_time(j
     assert cells[0] == "fcn32s" and cells[2] == str(run.images_per_iteration)
     assert cells[3] == f"{gflop:,.0f}" and cells[4] == "4.00" and cells[5] == f"{gflop / 4.0:.0f}"
     assert cells[6] == f"{gh.train_memory_gb(run.net, h, w, 1):.1f}" and cells[7] == "3.0"
+    paper = {"fcn32s": run._replace(iterations=100_000, images_per_iteration=20)}
+    (extended,) = [line for line in gh.measured_table(jobs, runs, paper=paper)[2:]]
+    assert extended.endswith(f"| 3.0 | 100,000 x 20 | {4.0 * 20:.1f} | {80 * 100_000 / 86400:,.1f} |")
     log.write_text("iteration,images_seen,train_loss,wall_s,val_loss,val_mean_iu\n1,1,3.0,9.5,,\n")
     assert len(gh.measured_table(jobs, runs)) == 2  # one iteration: nothing measured after the warm-up
