@@ -87,6 +87,31 @@ def test_twin_weights_load_through_fetch_weights_only_with_the_table(mirror, tmp
     assert out.is_file()
 
 
+def test_weights_pre_staged_in_torch_hubs_cache_are_checked_and_read_in_place(mirror, tmp_path, monkeypatch):
+    import shutil
+
+    import torch
+
+    from segbench.pretraining import imagenet
+
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    staged = shutil.copy(mirror / "weights" / "googlenet-1378be20.pth", hub / "checkpoints")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+
+    def no_download(url, dest, *args, **kwargs):
+        raise AssertionError(f"downloaded {url}")
+
+    monkeypatch.setattr(imagenet, "fetch", no_download)
+    cache = tmp_path / "cache"
+    out = fetch_weights("googlenet", tmp_path / "googlenet.pt", cache=cache, checksums=mirror / "checksums.json")
+    assert torch.load(out, weights_only=True)["backbone"] == "googlenet"
+    assert not cache.exists() and sorted(p.name for p in (hub / "checkpoints").iterdir()) == [
+        "googlenet-1378be20.pth"]  # nothing written beside the site's copy
+    with pytest.raises(ChecksumError, match=re.escape(str(staged)) + r" has sha256 \w+\.\.\., expected a prefix"):
+        fetch_weights("googlenet", tmp_path / "published.pt", cache=cache)  # the twin is not torchvision's file
+
+
 @pytest.mark.slow
 def test_the_rehearsal_runs_every_job_of_the_paper_dag_on_the_twin_at_paper_settings(tmp_path):
     def dry(*configfiles):
@@ -101,6 +126,8 @@ def test_the_rehearsal_runs_every_job_of_the_paper_dag_on_the_twin_at_paper_sett
     train = [line for line in commands.splitlines() if "segbench train " in line and "/train/fcn8s/" in line]
     assert train and all(s in train[0] for s in ("--recipe heavy", "--width 1.0", "--iterations 2", "--device cpu"))
     assert "--checksums" in commands and "rehearsal-mirror" in commands
+    scored = [line for line in commands.splitlines() if "segbench evaluate " in line and "deeplab" in line]
+    assert len(scored) == 4 and all("""--model-options '{"eval_output_stride": 8}'""" in line for line in scored)
 
 
 def test_the_rehearsal_refuses_a_mirror_its_downloads_do_not_read(tmp_path):

@@ -46,7 +46,7 @@ import torchvision
 
 from segbench import models
 from segbench.data import fetch
-from segbench.data.download import expected_md5, read_checksums
+from segbench.data.download import expected_md5, read_checksums, verify
 from segbench.errors import ChecksumError
 from segbench.evaluation.released import DRIVE_URL, drive_hint, fetch_drive
 from segbench.infra.atomic import torch_save
@@ -120,12 +120,18 @@ def fetch_weights(backbone: str, out: str | os.PathLike, *, cache: str | os.Path
 def fetch_torchvision(backbone: str, out: str | os.PathLike, *, cache: str | os.PathLike,
                       checksums: dict[str, str] | None = None) -> Path:
     """Download ``backbone``'s torchvision ImageNet weights into ``cache`` and write a classifier record to
-    ``out`` (GoogLeNet's with its input transform folded into conv1)."""
+    ``out`` (GoogLeNet's with its input transform folded into conv1). Where ``cache`` lacks the file and
+    torch.hub's cache holds it (:func:`staged`: sites pre-stage weights there for nodes without network), that
+    copy is checked and read in place, nothing downloaded or written beside it."""
     if backbone not in WEIGHTS:
         raise ValueError(f"no torchvision weights for backbone {backbone!r}; expected one of {sorted(WEIGHTS)}")
     url = WEIGHTS[backbone].url
     name = url.rsplit("/", 1)[1]
-    path = fetch(url, Path(cache) / name, expected_md5(name, None, checksums))
+    path = None if (Path(cache) / name).exists() else staged(name)
+    if path is not None:
+        verify(path, expected_md5(name, None, checksums))  # nothing to compare without a table: the prefix below
+    else:
+        path = fetch(url, Path(cache) / name, expected_md5(name, None, checksums))
     hint = f"delete it and rerun to download it again from {url}"
     check_weights_file(path, fetch_hint=hint)  # a page is named as one, not as a wrong checksum
     if checksums is None:
@@ -137,6 +143,14 @@ def fetch_torchvision(backbone: str, out: str | os.PathLike, *, cache: str | os.
         extra = {"transform_input": "folded into conv1"}
     return torch_save({"backbone": backbone, "width": 1.0, "num_classes": 1000, "input_norm": "torchvision",
                        "weights": "torchvision", "source": url, **extra, "state_dict": state}, out)
+
+
+def staged(name: str) -> Path | None:
+    """torch.hub's copy of a torchvision weights file, if there is one: ``<torch.hub.get_dir()>/checkpoints/name``
+    (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``, where torchvision's own
+    downloads land and sites pre-stage weights)."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / name
+    return path if path.is_file() else None
 
 
 def fold_transform_input(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
