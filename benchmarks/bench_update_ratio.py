@@ -23,7 +23,7 @@ torchvision-convention trunks (``make_optimizer``'s first-conv lr multiplier) ag
    Caffe VGG16 run: first conv, median over the trunk's layers, last trunk layer, score layer. With
    ``--weights-dir`` holding torchvision's ``alexnet-owt-7be5be79.pth`` and ``googlenet-1378be20.pth`` and
    pytorch-fcn's ``vgg16_from_caffe.pth``, those weights are transplanted (checked and converted as
-   ``segbench.pretraining.imagenet`` does: sha256 prefix, ``convert_caffe``, GoogLeNet's input transform
+   ``segbench.pretraining.imagenet.fetch_weights`` does: sha256 prefix, ``convert_caffe``, GoogLeNet's input transform
    folded into conv1); without it every net keeps its random initialisation (``models.build``: He-normal for
    VGG16, PyTorch's defaults for AlexNet, torchvision's truncated normal for GoogLeNet) and only part 1 is
    meaningful.
@@ -57,20 +57,21 @@ from segbench import models
 from segbench.data.synthetic.objects import render_scene
 from segbench.data.tensors import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, caffe_scale, first_conv_lr_mult, to_input
 from segbench.data.voc import MEAN_BGR
+from segbench.errors import MissingInputError
 from segbench.evaluation.losses import segmentation_loss
 from segbench.infra import runtime
 from segbench.infra.atomic import write_json
 from segbench.infra.cpuinfo import cpu_info
-from segbench.pretraining.imagenet import check_sha256_prefix, convert_caffe, fold_transform_input
+from segbench.pretraining.imagenet import fetch_weights, weights_file
 from segbench.training import recipes
 from segbench.training.train import set_train_mode
-from segbench.weights import check_weights_file, read_weights_file
+from segbench.weights import read_weights_file
 
 VGG = "fcn32s_vgg16"
 # Table 1's torchvision rows: backbone -> (model, row name)
 TRUNKS = {"alexnet": ("fcn32s_alexnet_tv", "FCN-32s AlexNet"), "googlenet": ("fcn32s_googlenet", "FCN-32s GoogLeNet")}
-WEIGHT_FILES = {"vgg16": "vgg16_from_caffe.pth", "alexnet": "alexnet-owt-7be5be79.pth",
-                "googlenet": "googlenet-1378be20.pth"}
+WEIGHT_FILES = {"vgg16": weights_file("vgg16", "caffe"), "alexnet": weights_file("alexnet"),
+                "googlenet": weights_file("googlenet")}
 NUM_CLASSES = 21
 RECIPE = "heavy"
 RANDOM_NOTE = "random weights: only the equivalence part is meaningful"
@@ -225,18 +226,16 @@ def inputs(image: np.ndarray, label: np.ndarray, mean_bgr) -> tuple[dict[str, to
 
 
 def load_weights(backbone: str, weights_dir: str | Path, tmp: str | Path) -> dict[str, torch.Tensor]:
-    """The ImageNet classifier state dict of ``backbone`` from ``weights_dir`` (``WEIGHT_FILES``), checked and
-    converted as ``pretraining.imagenet`` does after its download: ``convert_caffe`` for VGG16 (its layout check),
-    the sha256 prefix of torchvision's files, GoogLeNet's input transform folded into conv1."""
-    path = Path(weights_dir) / WEIGHT_FILES[backbone]
-    hint = f"put {WEIGHT_FILES[backbone]} there (segbench fetch-weights downloads it into its cache)"
-    if backbone == "vgg16":
-        record = read_weights_file(convert_caffe(backbone, check_weights_file(path, fetch_hint=hint),
-                                                 Path(tmp) / "vgg16_caffe.pt"), fetch_hint=hint)
-        return record["state_dict"]
-    check_sha256_prefix(check_weights_file(path, fetch_hint=hint))
-    state = read_weights_file(path, fetch_hint=hint)
-    return fold_transform_input(state) if backbone == "googlenet" else state
+    """The ImageNet classifier state dict of ``backbone`` from ``weights_dir`` (``WEIGHT_FILES``), through
+    ``segbench.pretraining.imagenet.fetch_weights`` with ``weights_dir`` as its cache: checked and converted as
+    the pipeline does (Caffe's VGG16 converted, torchvision's sha256 prefix, GoogLeNet's input transform
+    folded into conv1). Nothing is downloaded for a file that is there."""
+    source = "caffe" if backbone == "vgg16" else "torchvision"
+    if not (Path(weights_dir) / WEIGHT_FILES[backbone]).is_file():
+        raise MissingInputError(f"{Path(weights_dir) / WEIGHT_FILES[backbone]} is missing: put "
+                                f"{WEIGHT_FILES[backbone]} there (segbench fetch-weights downloads it into its cache)")
+    record = fetch_weights(backbone, Path(tmp) / f"{backbone}.pt", cache=weights_dir, source=source)
+    return read_weights_file(record)["state_dict"]
 
 
 def build(model_name: str, width: float, state: dict | None, seed: int) -> nn.Module:

@@ -54,6 +54,9 @@ def test_a_table_without_the_file_is_refused_naming_it(mirror, tmp_path):
     (tmp_path / "page.json").write_text("<html>")
     with pytest.raises(ChecksumError, match="is not a checksum table"):
         read_checksums(tmp_path / "page.json")
+    (tmp_path / "sha.json").write_text(json.dumps({"md5": {"a.tar": "z" * 32, "b.tar": "0" * 64}}))
+    with pytest.raises(ChecksumError, match=r"entries \['a.tar', 'b.tar'\] are not 32-digit hex md5s"):
+        read_checksums(tmp_path / "sha.json")
 
 
 def test_the_twin_archives_extract_and_preprocess_through_the_real_paths_at_real_sizes(mirror, tmp_path):

@@ -16,6 +16,7 @@ import lzma
 import os
 import shutil
 import stat
+import string
 import tarfile
 import urllib.error
 import urllib.request
@@ -95,7 +96,8 @@ def read_checksums(path: str | os.PathLike) -> dict[str, str]:
         raise ChecksumError(f"{path} is not a checksum table ({type(err).__name__}: {err}); expected JSON "
                             '{"md5": {"<file name>": "<hex md5>", ...}}, as segbench rehearsal-mirror writes '
                             "it") from None
-    bad = [name for name, md5 in table.items() if not (isinstance(md5, str) and len(md5) == 32)]
+    bad = [name for name, md5 in table.items()
+           if not (isinstance(md5, str) and len(md5) == 32 and all(c in string.hexdigits for c in md5))]
     if bad:
         raise ChecksumError(f"{path}: entries {bad[:5]} are not 32-digit hex md5s")
     return table

@@ -87,6 +87,16 @@ GOOGLENET_TRANSFORM = ("conv1.conv.weight", "conv1.bn.running_mean")  # the tens
 _TRANSFORM_MEAN, _TRANSFORM_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+def weights_file(backbone: str, source: str = "torchvision") -> str:
+    """The name under which ``backbone``'s ImageNet weights of ``source`` are published and cached
+    (torchvision's ``<arch>-<sha256 prefix>.pth``, pytorch-fcn's ``vgg16_from_caffe.pth``)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown weights source {source!r}; expected one of {sorted(SOURCES)}")
+    if backbone not in SOURCES[source]:
+        raise ValueError(f"no {source} weights for backbone {backbone!r}; {source} has {list(SOURCES[source])}")
+    return CAFFE[backbone].file if source == "caffe" else WEIGHTS[backbone].url.rsplit("/", 1)[1]
+
+
 def check_sha256_prefix(path: Path) -> None:
     """Raise ChecksumError unless the file's sha256 starts with the hex digits in its torchvision name
     (ValueError if the name carries none)."""
@@ -107,10 +117,7 @@ def fetch_weights(backbone: str, out: str | os.PathLike, *, cache: str | os.Path
     """Download ``backbone``'s ImageNet weights of ``source`` (``SOURCES``) into ``cache`` and write a
     classifier record to ``out``. ``checksums`` (a table, :func:`segbench.data.download.read_checksums`)
     replaces the published md5 (Caffe) or torchvision's sha256 prefix: the rehearsal's twin weights."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown weights source {source!r}; expected one of {sorted(SOURCES)}")
-    if backbone not in SOURCES[source]:
-        raise ValueError(f"no {source} weights for backbone {backbone!r}; {source} has {list(SOURCES[source])}")
+    weights_file(backbone, source)  # an unknown source or backbone, named
     table = read_checksums(checksums) if checksums is not None else None
     if source == "caffe":
         return fetch_caffe(backbone, out, cache=cache, checksums=table)
@@ -125,11 +132,11 @@ def fetch_torchvision(backbone: str, out: str | os.PathLike, *, cache: str | os.
     copy is checked and read in place, nothing downloaded or written beside it."""
     if backbone not in WEIGHTS:
         raise ValueError(f"no torchvision weights for backbone {backbone!r}; expected one of {sorted(WEIGHTS)}")
-    url = WEIGHTS[backbone].url
-    name = url.rsplit("/", 1)[1]
+    url, name = WEIGHTS[backbone].url, weights_file(backbone)
     path = None if (Path(cache) / name).exists() else staged(name)
     if path is not None:
-        verify(path, expected_md5(name, None, checksums))  # nothing to compare without a table: the prefix below
+        if checksums is not None:  # without a table the sha256 prefix below is the check
+            verify(path, expected_md5(name, None, checksums))
     else:
         path = fetch(url, Path(cache) / name, expected_md5(name, None, checksums))
     hint = f"delete it and rerun to download it again from {url}"

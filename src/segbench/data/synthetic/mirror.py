@@ -128,18 +128,9 @@ def _classifier_weights(weights_dir: Path, backbone: str, source: str) -> Path:
     import torchvision
 
     from segbench.infra.atomic import torch_save
-    from segbench.pretraining.imagenet import CAFFE, WEIGHTS
+    from segbench.pretraining.imagenet import weights_file
 
-    if source == "caffe":
-        if backbone not in CAFFE:
-            raise ValueError(f"no Caffe weights for backbone {backbone!r}; expected one of {sorted(CAFFE)}")
-        name = CAFFE[backbone].file
-    elif source == "torchvision":
-        if backbone not in WEIGHTS:
-            raise ValueError(f"no torchvision weights for backbone {backbone!r}; expected one of {sorted(WEIGHTS)}")
-        name = WEIGHTS[backbone].url.rsplit("/", 1)[1]
-    else:
-        raise ValueError(f"weights source must be torchvision or caffe, got {source!r}")
+    name = weights_file(backbone, source)
     torch.manual_seed(0)
     extra = {"aux_logits": True, "init_weights": True} if backbone == "googlenet" else {}  # the released file's keys
     net = getattr(torchvision.models, backbone)(weights=None, **extra)
