@@ -1,7 +1,7 @@
 """Peak memory per rule of a finished workflow run, beside each rule's ``mem_mb`` request.
 
 Reads the run's Snakemake log (``.snakemake/log/<time>.snakemake.log``: every job's rule, log files and
-resources) and, in each job's rule log, the peak-memory line that every ``segbench`` command writes last
+resources) and, in each job's rule log, the peak-memory line that every successful ``segbench`` command writes last
 (``segbench.infra.memory``). SLURM's own accounting (sacct MaxRSS) needs slurmdbd, which small clusters and CI
 do not run; this works with or without it, and also for the local rules.
 

@@ -22,6 +22,26 @@ def test_peak_line_reads_back():
     assert own > 0 and child >= 0
 
 
+def test_a_command_logs_its_peak_last_only_when_it_succeeds(monkeypatch, tmp_path, caplog):
+    from segbench.cli import main
+
+    calls = []
+    monkeypatch.setattr("segbench.data.voc.preprocess_voc", lambda *a, **k: calls.append(a))
+    argv = ["preprocess-voc", "--voc2011", str(tmp_path), "--sbd", str(tmp_path), "--out-dir", str(tmp_path)]
+    with caplog.at_level("INFO", logger="segbench"):
+        assert main(argv) == 0
+    assert calls and PATTERN.fullmatch(caplog.records[-1].getMessage())
+    caplog.clear()
+
+    def refuse(*args, **kwargs):
+        raise ValueError("bad input")
+
+    monkeypatch.setattr("segbench.data.voc.preprocess_voc", refuse)
+    with caplog.at_level("INFO", logger="segbench"):
+        assert main(argv) == 1
+    assert [r.getMessage() for r in caplog.records] == ["ValueError: bad input"]  # the error stays the last line
+
+
 def test_per_rule_takes_the_largest_peak_and_request_and_counts_unmeasured_jobs(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()

@@ -777,7 +777,8 @@ def _checksums(s) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand. An error the user can fix (``SegbenchError``, ``ValueError``) becomes one log line
     and exit code 1, a stop on a signal (``Preempted``) exit code 75; anything else is a bug and propagates
-    with its traceback. The last line logged is the command's peak memory (``segbench.infra.memory``)."""
+    with its traceback (the error stays the last line). A command that succeeds logs its peak memory last
+    (``segbench.infra.memory``)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -788,8 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SegbenchError, ValueError) as err:
         log.error("%s: %s", type(err).__name__, err)
         return 1
-    finally:
-        log.info("%s", peak_line())
+    log.info("%s", peak_line())
     return 0
 
 

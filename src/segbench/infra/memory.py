@@ -1,5 +1,6 @@
-"""Peak memory of a job: the last line of every ``segbench`` command's log (what the rehearsal's per-rule
-memory table reads, ``benchmarks/rehearsal_memory.py``; SLURM's own accounting needs slurmdbd)."""
+"""Peak memory of a job: the last line of every successful ``segbench`` command's log (what the rehearsal's
+per-rule memory table reads, ``benchmarks/rehearsal_memory.py``; SLURM's own accounting needs slurmdbd). A
+command stopped by an error ends with the error instead."""
 
 from __future__ import annotations
 
