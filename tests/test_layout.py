@@ -18,6 +18,7 @@ LAYERS = [
     {"evaluation"},
     {"pretraining", "training"},
     {"reporting"},
+    {"rehearsal"},  # the rehearsal's mirror writes twins of the data, the weights and the released nets
     {"runs", "cli"},
 ]
 SAME_LAYER = {("data", "hha"), ("cli", "runs")}  # data reads NYUDv2 through the HHA encoding

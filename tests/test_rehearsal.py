@@ -13,10 +13,10 @@ from segbench.data.nyud import preprocess_nyud
 from segbench.data.siftflow import preprocess_siftflow
 from segbench.data.sources import download_dataset
 from segbench.data.store import Store
-from segbench.data.synthetic.mirror import VOC_SHAPES, write_mirror
 from segbench.data.voc import preprocess_voc
 from segbench.evaluation.submission import extract_test_images
 from segbench.pretraining.imagenet import fetch_weights
+from segbench.rehearsal import VOC_SHAPES, write_mirror
 
 COUNTS = {"voc": {"n_sbd_train": 5, "n_sbd_val": 1, "n_voc_train": 1, "n_voc_val": 3, "n_overlap": 1},
           "nyud": {"n_images": 2}, "siftflow": {"n_train": 3, "n_test": 1}}

@@ -40,7 +40,7 @@ def _download(a):
 
 
 def _rehearsal_mirror(a):
-    from segbench.data.synthetic.mirror import write_mirror
+    from segbench.rehearsal import write_mirror
 
     spec = a.twin
     write_mirror(a.out_dir, voc=spec.get("voc", {}), nyud=spec.get("nyud", {}), siftflow=spec.get("siftflow", {}),

@@ -15,7 +15,7 @@ if REHEARSAL:
 
     rule rehearsal_mirror:
         """Twins of every download at the real sizes, named and packed as the real files, and their checksum table
-        (config/rehearsal.yaml; segbench.data.synthetic.mirror)."""
+        (config/rehearsal.yaml; segbench.rehearsal)."""
         output:
             CHECKSUMS,
         params:

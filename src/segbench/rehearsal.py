@@ -74,7 +74,7 @@ def write_mirror(out_dir: str | os.PathLike, *, voc: dict, nyud: dict, siftflow:
     files = sorted([*datasets.iterdir(), *weights_dir.iterdir()], key=lambda p: p.name)
     table = {p.name: md5sum(p) for p in files if p.is_file() and not p.name.endswith(".md5.json")}
     return write_json(out_dir / "checksums.json", {"md5": table, "note": "the rehearsal's twin files "
-                                                   "(segbench.data.synthetic.mirror): not the published ones"})
+                                                   "(segbench.rehearsal): not the published ones"})
 
 
 def _pack_tar(path: Path, members: dict[str, Path], *, gzip: bool = False) -> None:
