@@ -82,7 +82,21 @@ def test_pretrain_table_reads_the_sidecars(tmp_path):
     csv_path, _, md = table_pretrain({"vgg16": summary}, tmp_path / "p")
     row = next(csv.DictReader(csv_path.open()))
     assert (row["accuracy"], row["images"], row["steps"], row["width"]) == ("93.0000", "17600", "400 + 150", "0.125")
-    assert "| vgg16 | 0.125 | 224 | 93.0 | -- | 5.0 |" in md.read_text()  # no clutter accuracy recorded
+    assert "| vgg16 | 0.125 | 224 | 93.0 | -- | 5.0 | 400 + 150 | -- |" in md.read_text()  # no clutter accuracy
+
+
+def test_pretrain_table_shows_a_zoo_trunk_before_and_after_its_fine_tuning(tmp_path):
+    summary = tmp_path / "resnet50_half.json"
+    summary.write_text(json.dumps({
+        "backbone": "resnet50_half", "width": 0.25, "pruned_from": "resnet50", "image_size": 224, "accuracy": 0.98,
+        "accuracy_clutter": 0.93, "chance": 0.05, "before_finetuning": {"pruned": [0.062, 0.055],
+                                                                         "recalibrated": [0.41, 0.3]},
+        "settings": {"crop_iterations": 0, "iterations": 300, "batch_size": 32, "precision": "bf16", "wall_s": 80.0,
+                     "zoo": {"sha256": "ab" * 32, "held_out_images": 2000}}}))
+    _, _, md = table_pretrain({"resnet50_half": summary}, tmp_path / "p")
+    text = md.read_text()
+    assert "| resnet50_half | 0.25 | 224 | 98.0 | 93.0 | 5.0 | pruned from resnet50, then 0 + 300 | 6.2, 5.5 / 41.0, 30.0 |" in text
+    assert "from the model zoo (zoo/MANIFEST.json: trained once, measured in fp32 on 2000 held-out images" in text
 
 
 def test_write_table_escapes_latex_and_marks_missing_values(tmp_path):

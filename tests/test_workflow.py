@@ -250,12 +250,33 @@ def test_no_successor_models_means_no_successor_jobs_and_no_table(tmp_path):
     assert "tables/table2.md" in relative and "report/table2.html" in relative
 
 
+def test_the_default_takes_its_stand_ins_from_the_zoo_and_trains_none(tmp_path):
+    result = _snakemake("--dry-run", "--forceall", "--nolock", "--config", f"results={tmp_path}")
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout.split("Job stats:")[1].split("total")[0], flags=re.M))
+    assert int(jobs["zoo_standin"]) >= 3 and not {"pretrain", "standin_images", "prune_trunk"} & set(jobs)
+    commands = re.findall(r"^\s*segbench zoo-standin .*$", result.stdout, flags=re.M)
+    assert any("vgg16 " in c and "--zoo zoo" in c and "--width 0.125" in c for c in commands), commands
+
+
+@pytest.mark.parametrize("config, message", [
+    ("models:\n  width: {vgg16: 0.25}\n", "models.width builds vgg16 at 0.25, the zoo's are at 0.125"),
+    ("successors:\n  models: [pspnet_resnet101]\n", "the zoo (zoo) holds no stand-in for resnet101"),
+])
+def test_what_the_zoo_cannot_give_stops_the_workflow_before_any_job(tmp_path, config, message):
+    (tmp_path / "over.yaml").write_text(config)
+    result = _snakemake("--dry-run", "--nolock", "--configfile", "config/config.yaml", str(tmp_path / "over.yaml"),
+                        "--config", f"results={tmp_path}", check=False)
+    assert result.returncode != 0
+    assert f"pretrain.source is zoo, but {message}: set pretrain.source: synthetic" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("overrides, rendered", [
     ([], True),  # VGG16 and GoogLeNet take 224 px: one shared file
     (["successors={'models': []}", "table1={'backbones': ['alexnet', 'vgg16']}"], False),  # one 224 px stand-in
 ])
 def test_stand_ins_share_rendered_images_only_where_two_take_one_size(tmp_path, overrides, rendered):
-    outputs = _dry_run_outputs("--configfile", "config/config.yaml", "--config", f"results={tmp_path}", *overrides)
+    outputs = _dry_run_outputs("--configfile", "config/config.yaml", "--config", f"results={tmp_path}",
+                               "pretrain={'source': 'synthetic'}", *overrides)
     images = {os.path.relpath(p, tmp_path) for p in outputs if "/pretrain/images-" in p}
     assert images == ({"pretrain/images-224px.h5"} if rendered else set())
 

@@ -114,6 +114,20 @@ def _prune_trunk(a):
         prune_classifier(a.source, a.out, backbone=a.backbone, device=a.device, threads=a.threads)
 
 
+def _zoo_train(a):
+    from segbench.pretraining.zoo import train_standin
+
+    train_standin(a.backbone, zoo=a.zoo, threads=a.threads)
+
+
+def _zoo_standin(a):
+    from segbench.pretraining.zoo import use_standin
+
+    summary = a.out.with_suffix(".json")
+    with _tracked(a, a.out, also=[summary]):
+        use_standin(a.backbone, a.out, zoo=a.zoo, width=a.width)
+
+
 def _fetch_weights(a):
     from segbench.pretraining.imagenet import fetch_weights
 
@@ -502,6 +516,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(s, seed=False)
     _provenance(s)
     s.set_defaults(func=_prune_trunk)
+
+    from segbench.pretraining import zoo
+
+    s = sub.add_parser("zoo-train", help="train a backbone's stand-in for the twin's model zoo (zoo/, fp32) and "
+                                         "record it in the zoo's manifest")
+    s.add_argument("backbone", choices=sorted(zoo.RECIPES))
+    s.add_argument("--zoo", type=Path, default=Path("zoo"), help="the zoo folder (default: zoo)")
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=_zoo_train)
+
+    s = sub.add_parser("zoo-standin", help="a backbone's stand-in from the model zoo, verified against its manifest")
+    s.add_argument("backbone", choices=sorted(zoo.RECIPES))
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--zoo", type=Path, default=Path("zoo"), help="the zoo folder (default: zoo)")
+    s.add_argument("--width", type=float, help="the width the runs build the backbone at (must be the zoo's)")
+    _provenance(s)
+    s.set_defaults(func=_zoo_standin)
 
     s = sub.add_parser("fetch-weights", help="download a backbone's ImageNet weights (torchvision's, or Caffe's VGG16 "
                                              "as pytorch-fcn converted it; checksummed)")

@@ -45,6 +45,7 @@ RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
 TORCHVISION = config["pretrain"]["source"] == "torchvision"
+ZOO = config["pretrain"]["source"] == "zoo"  # the stand-ins shipped in zoo/ (segbench.pretraining.zoo)
 SEEDS = config["seeds"]
 
 # The rehearsal (config/rehearsal.yaml): real data's rules on twin downloads at real sizes, verified against the
@@ -111,6 +112,26 @@ def shared_standin_images(wildcards):
 
 def backbone_width(backbone):
     return config["models"]["width"][models.FAMILIES[backbone]]
+
+
+def check_zoo():
+    """With pretrain.source zoo: every stand-in the runs need is in the zoo, at the width models.width builds it
+    (a pruned trunk at its source's); what the zoo cannot give stops here, not in a job."""
+    from segbench.pretraining import zoo
+
+    absent = [b for b in BACKBONES if b not in zoo.RECIPES]
+    zoo_width = {b: zoo.RECIPES[models.PRUNED_FROM.get(b, b)]["width"] for b in BACKBONES if b in zoo.RECIPES}
+    other = {b: backbone_width(b) for b, w in zoo_width.items() if backbone_width(b) != w}
+    wrong = [f"the zoo ({config['pretrain']['zoo']}) holds no stand-in for {', '.join(absent)}" if absent else "",
+             "models.width builds " + ", ".join(f"{b} at {w:g}" for b, w in other.items()) + ", the zoo's are at "
+             + ", ".join(f"{zoo_width[b]:g}" for b in other) if other else ""]
+    if absent or other:
+        raise WorkflowError(f"pretrain.source is zoo, but {'; '.join(filter(None, wrong))}: set pretrain.source: "
+                            "synthetic to train stand-ins for this configuration")
+
+
+if ZOO:
+    check_zoo()
 
 
 def table1_flags(wildcards):

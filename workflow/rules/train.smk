@@ -1,6 +1,32 @@
 # Training: the classifier stand-in for ImageNet weights, then every run of the run table, once per seed.
 
-if not TORCHVISION:
+if ZOO:
+
+    rule zoo_standin:
+        """A backbone's stand-in from the model zoo (zoo/, trained once: segbench zoo-train), checked against
+        the zoo's manifest."""
+        input:
+            weights=lambda wc: f"{config['pretrain']['zoo']}/{wc.backbone}.pt",
+            manifest=f"{config['pretrain']['zoo']}/MANIFEST.json",
+        output:
+            weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
+            summary=f"{RESULTS}/pretrain/{{backbone}}.json",
+            provenance=sidecars(f"{RESULTS}/pretrain/{{backbone}}.pt", f"{RESULTS}/pretrain/{{backbone}}.json"),
+        params:
+            zoo=config["pretrain"]["zoo"],
+            width=lambda wc: backbone_width(wc.backbone),
+            provenance=PROVENANCE,
+        resources:
+            **resources_for("zoo_standin"),
+        conda:
+            "../envs/segbench.yaml"
+        log:
+            f"{LOGS}/pretrain/{{backbone}}.log",
+        shell:
+            "segbench zoo-standin {wildcards.backbone} --out {output.weights:q} --zoo {params.zoo:q}"
+            " --width {params.width} {params.provenance} > {log:q} 2>&1"
+
+elif not TORCHVISION:
 
     rule standin_images:
         """The pretrain step's images for the stand-ins of one input size, rendered once (deleted after use)."""
@@ -80,30 +106,32 @@ else:
             " --cache {params.cache:q} {params.checksums} > {log:q} 2>&1"
 
 
-rule prune_trunk:
-    """ICNet's half-width ResNet-50, pruned from the ResNet-50 classifier (stand-in or ImageNet weights)."""
-    input:
-        lambda wc: f"{RESULTS}/pretrain/{models.PRUNED_FROM[wc.backbone]}.pt",
-    output:
-        weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
-        summary=[] if TORCHVISION else [f"{RESULTS}/pretrain/{{backbone}}.json"],
-        provenance=sidecars(f"{RESULTS}/pretrain/{{backbone}}.pt",
-                            *([] if TORCHVISION else [f"{RESULTS}/pretrain/{{backbone}}.json"])),
-    wildcard_constraints:
-        backbone="|".join(models.PRUNED_FROM),
-    params:
-        summary="" if TORCHVISION else "--with-summary",
-        provenance=PROVENANCE,
-    threads: 1
-    resources:
-        **resources_for("prune_trunk"),
-    conda:
-        "../envs/segbench.yaml"
-    log:
-        f"{LOGS}/pretrain/{{backbone}}.log",
-    shell:
-        "segbench prune-trunk {input:q} --out {output.weights:q} --backbone {wildcards.backbone} {params.summary}"
-        " --device cpu --threads {threads} {params.provenance} > {log:q} 2>&1"
+if not ZOO:  # the zoo holds ICNet's trunk pruned and fine-tuned
+
+    rule prune_trunk:
+        """ICNet's half-width ResNet-50, pruned from the ResNet-50 classifier (stand-in or ImageNet weights)."""
+        input:
+            lambda wc: f"{RESULTS}/pretrain/{models.PRUNED_FROM[wc.backbone]}.pt",
+        output:
+            weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
+            summary=[] if TORCHVISION else [f"{RESULTS}/pretrain/{{backbone}}.json"],
+            provenance=sidecars(f"{RESULTS}/pretrain/{{backbone}}.pt",
+                                *([] if TORCHVISION else [f"{RESULTS}/pretrain/{{backbone}}.json"])),
+        wildcard_constraints:
+            backbone="|".join(models.PRUNED_FROM),
+        params:
+            summary="" if TORCHVISION else "--with-summary",
+            provenance=PROVENANCE,
+        threads: 1
+        resources:
+            **resources_for("prune_trunk"),
+        conda:
+            "../envs/segbench.yaml"
+        log:
+            f"{LOGS}/pretrain/{{backbone}}.log",
+        shell:
+            "segbench prune-trunk {input:q} --out {output.weights:q} --backbone {wildcards.backbone} {params.summary}"
+            " --device cpu --threads {threads} {params.provenance} > {log:q} 2>&1"
 
 
 rule train:

@@ -46,7 +46,7 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
                         batch_size: int = 32, lr: float = 3e-4, jitter: float = 16.0, clutter: int = 2,
                         dropout: float | None = None, seed: int = 0, device: str = "auto", threads: int | None = None,
                         precision_mode: str = "auto", eval_images: int = 400, images: str | os.PathLike | None = None,
-                        progress: bool = True) -> Path:
+                        eval_precision: str | None = None, progress: bool = True) -> Path:
     """Train ``models.classifier(backbone)`` on synthetic objects and save it atomically to ``out``.
 
     Phase 1: ``crop_iterations`` steps on ``crop_size`` canvases (0 skips it); phase 2: ``iterations``
@@ -57,7 +57,8 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
     fresh images each.
     ``out`` with the suffix ``.json`` gets the accuracy and settings too. ``images``: the file of rendered
     images (``segbench.data.classification.render_images`` with the same settings) to read instead of
-    rendering them here; the weights come out the same.
+    rendering them here; the weights come out the same. ``eval_precision``: the precision of the held-out
+    measurement (None: the training's; the zoo measures in fp32, which every CPU reproduces).
     """
     if backbone not in INPUT_SIZE:
         raise ValueError(f"unknown backbone {backbone!r}; expected one of {sorted(INPUT_SIZE)}")
@@ -76,36 +77,19 @@ def pretrain_classifier(out: str | os.PathLike, *, backbone: str = "vgg16", widt
     if dropout is not None:
         models.set_dropout(net, dropout)
     net = precision.to_layout(net.to(dev), channels_last=True)
-    losses = {}
-    for phase, phase_size, steps, phase_jitter, phase_clutter in phases(
-            size=size, crop_size=crop_size, crop_iterations=crop_iterations, iterations=iterations, jitter=jitter,
-            clutter=clutter):
-        phase_lr = lr if phase == "crops" else lr / 3
-        _check_input_size(net, backbone, phase_size, dev)
-        opt = torch.optim.Adam(net.parameters(), lr=phase_lr)
-        net.train()
-        bar = progress_bar(range(steps), desc=f"pretrain {backbone} ({phase}, {phase_size} px)", disable=not progress)
-        for it in bar:
-            opt.param_groups[0]["lr"] = phase_lr * (1 - it / steps) ** 0.9
-            x, y = source.next(phase, phase_size, batch_size, jitter=phase_jitter, clutter=phase_clutter)
-            with precision.autocast(prec, dev):
-                scores = net(precision.to_layout(x.to(dev), channels_last=True))
-            loss = F.cross_entropy(scores.float(), y.to(dev))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        losses[phase] = float(loss.item())
-        log.info("%s phase (%d px, %d steps): last loss %.4f", phase, phase_size, steps, losses[phase])
-    accuracy, accuracy_clutter = _held_out_accuracy(net, source, size=size, n=eval_images, dev=dev, prec=prec,
+    losses = _train_phases(net, source, backbone=backbone, size=size, crop_size=crop_size,
+                           crop_iterations=crop_iterations, iterations=iterations, batch_size=batch_size, lr=lr,
+                           jitter=jitter, clutter=clutter, dev=dev, prec=prec, progress=progress)
+    eval_prec = prec if eval_precision is None else precision.resolve(eval_precision, dev)
+    accuracy, accuracy_clutter = _held_out_accuracy(net, source, size=size, n=eval_images, dev=dev, prec=eval_prec,
                                                     jitter=jitter, clutter=clutter)
     source.close()
     log.info("held-out accuracy %.3f on single objects, %.3f with clutter, %d images each (chance %.3f)", accuracy,
              accuracy_clutter, eval_images, 1 / NUM_OBJECT_CLASSES)
     settings = {"crop_size": crop_size, "crop_iterations": crop_iterations, "iterations": iterations,
                 "batch_size": batch_size, "lr": lr, "jitter": jitter, "clutter": clutter, "dropout": dropout,
-                "seed": seed, "precision": prec, "eval_images": eval_images, "last_loss": losses,
-                "wall_s": time.perf_counter() - started}
+                "seed": seed, "precision": prec, "eval_images": eval_images, "eval_precision": eval_prec,
+                "last_loss": losses, "wall_s": time.perf_counter() - started}
     summary = {"backbone": backbone, "width": width, "image_size": size, "accuracy": accuracy,
                "accuracy_clutter": accuracy_clutter, "chance": 1 / NUM_OBJECT_CLASSES, "settings": settings}
     write_json(Path(out).with_suffix(".json"), summary)
@@ -157,6 +141,118 @@ def prune_classifier(source: str | os.PathLike, out: str | os.PathLike, *, backb
         write_json(Path(out).with_suffix(".json"), summary)
     extra = {"input_norm": record["input_norm"]} if "input_norm" in record else {}
     return torch_save({**summary, **extra, "num_classes": record["num_classes"], "state_dict": state}, out)
+
+
+def finetune_pruned(source: str | os.PathLike, out: str | os.PathLike, *, backbone: str = "resnet50_half",
+                    recalibrate_batches: int = 50, crop_size: int = 112, crop_iterations: int = 0,
+                    iterations: int = 300, batch_size: int = 32, lr: float = 3e-4, jitter: float = 16.0,
+                    clutter: int = 2, seed: int = 0, device: str = "auto", threads: int | None = None,
+                    precision_mode: str = "auto", eval_images: int = 400, eval_precision: str | None = None,
+                    progress: bool = True) -> Path:
+    """``backbone`` pruned from the stand-in ``source`` (``prune_classifier``), then, as the ICNet authors did
+    after pruning, its batch-norm statistics re-estimated on ``recalibrate_batches`` training batches (a plain
+    average, no gradient) and the whole classifier fine-tuned by the pretrain step's phases with these settings.
+
+    Saved as the pretrain step saves a stand-in, with the held-out accuracies after each stage under
+    ``before_finetuning`` ({"pruned": [single, clutter], "recalibrated": [single, clutter]}), all measured in
+    ``eval_precision`` (None: the training's)."""
+    record = read_weights_file(source, fetch_hint=f"regenerate it (segbench zoo-train {models.PRUNED_FROM.get(backbone)})")
+    if "settings" not in record:
+        raise ValueError(f"{source} holds ImageNet weights, not a stand-in: fine-tuning after pruning is for "
+                         "stand-ins (the ImageNet route prunes only, segbench prune-trunk)")
+    if recalibrate_batches < 0:
+        raise ValueError(f"recalibrate_batches must be >= 0; got {recalibrate_batches}")
+    started = time.perf_counter()
+    from segbench.models.prune import prune_resnet
+
+    if record.get("backbone") != models.PRUNED_FROM.get(backbone):
+        raise ValueError(f"{source} holds a {record.get('backbone')!r} classifier, but {backbone} is pruned from "
+                         f"{models.PRUNED_FROM.get(backbone)!r}")
+    runtime.setup(threads=threads, seed=seed)
+    dev = runtime.resolve_device(device)
+    prec = precision.resolve(precision_mode, dev)
+    eval_prec = prec if eval_precision is None else precision.resolve(eval_precision, dev)
+    size = record["image_size"]
+    net = models.classifier(backbone, record["num_classes"], width=record["width"])
+    net.load_state_dict(prune_resnet(record["state_dict"], net.state_dict()))
+    net = precision.to_layout(net.to(dev), channels_last=True)
+
+    def held_out() -> list[float]:
+        return list(_held_out_accuracy(net, Images(seed), size=size, n=eval_images, dev=dev, prec=eval_prec,
+                                       jitter=jitter, clutter=clutter))
+
+    before = {"pruned": held_out()}
+    source_images = Images(seed)
+    _recalibrate_batch_norm(net, source_images, batches=recalibrate_batches, size=size, batch_size=batch_size,
+                            jitter=jitter, clutter=clutter, dev=dev, prec=prec)
+    before["recalibrated"] = held_out()
+    log.info("%s pruned from %s: held-out accuracy %s as pruned, %s with batch-norm statistics re-estimated "
+             "(single, clutter)", backbone, record["backbone"], before["pruned"], before["recalibrated"])
+    losses = _train_phases(net, source_images, backbone=backbone, size=size, crop_size=crop_size,
+                           crop_iterations=crop_iterations, iterations=iterations, batch_size=batch_size, lr=lr,
+                           jitter=jitter, clutter=clutter, dev=dev, prec=prec, progress=progress)
+    accuracy, accuracy_clutter = held_out()
+    log.info("fine-tuned: held-out accuracy %.3f on single objects, %.3f with clutter", accuracy, accuracy_clutter)
+    settings = {"recalibrate_batches": recalibrate_batches, "crop_size": crop_size, "crop_iterations": crop_iterations,
+                "iterations": iterations, "batch_size": batch_size, "lr": lr, "jitter": jitter, "clutter": clutter,
+                "seed": seed, "precision": prec, "eval_images": eval_images, "eval_precision": eval_prec,
+                "last_loss": losses, "source_accuracy": record["accuracy"], "wall_s": time.perf_counter() - started}
+    summary = {"backbone": backbone, "width": record["width"], "pruned_from": record["backbone"], "image_size": size,
+               "accuracy": accuracy, "accuracy_clutter": accuracy_clutter, "chance": record["chance"],
+               "before_finetuning": before, "settings": settings}
+    write_json(Path(out).with_suffix(".json"), summary)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    return torch_save({**summary, "num_classes": record["num_classes"], "state_dict": state}, out)
+
+
+@torch.no_grad()
+def _recalibrate_batch_norm(net: torch.nn.Module, source: Images, *, batches: int, size: int, batch_size: int,
+                            jitter: float, clutter: int, dev: torch.device, prec: str) -> None:
+    """Every batch-norm layer's running mean and variance replaced by their plain average over ``batches``
+    training batches (momentum None), the weights untouched."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches == 0:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    net.train()
+    for _ in range(batches):
+        x, _y = source.next("full", size, batch_size, jitter=jitter, clutter=clutter)
+        with precision.autocast(prec, dev):
+            net(precision.to_layout(x.to(dev), channels_last=True))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+
+
+def _train_phases(net: torch.nn.Module, source: Images, *, backbone: str, size: int, crop_size: int,
+                  crop_iterations: int, iterations: int, batch_size: int, lr: float, jitter: float, clutter: int,
+                  dev: torch.device, prec: str, progress: bool) -> dict[str, float]:
+    """The two phases (``segbench.data.classification.phases``), Adam with a poly-decayed learning rate each;
+    returns each phase's last loss."""
+    losses = {}
+    for phase, phase_size, steps, phase_jitter, phase_clutter in phases(
+            size=size, crop_size=crop_size, crop_iterations=crop_iterations, iterations=iterations, jitter=jitter,
+            clutter=clutter):
+        phase_lr = lr if phase == "crops" else lr / 3
+        _check_input_size(net, backbone, phase_size, dev)
+        opt = torch.optim.Adam(net.parameters(), lr=phase_lr)
+        net.train()
+        bar = progress_bar(range(steps), desc=f"pretrain {backbone} ({phase}, {phase_size} px)", disable=not progress)
+        for it in bar:
+            opt.param_groups[0]["lr"] = phase_lr * (1 - it / steps) ** 0.9
+            x, y = source.next(phase, phase_size, batch_size, jitter=phase_jitter, clutter=phase_clutter)
+            with precision.autocast(prec, dev):
+                scores = net(precision.to_layout(x.to(dev), channels_last=True))
+            loss = F.cross_entropy(scores.float(), y.to(dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        losses[phase] = float(loss.item())
+        log.info("%s phase (%d px, %d steps): last loss %.4f", phase, phase_size, steps, losses[phase])
+    return losses
 
 
 def _check_input_size(net: torch.nn.Module, backbone: str, size: int, dev: torch.device) -> None:

@@ -152,26 +152,45 @@ def table1(runs: dict[str, dict], out_prefix: str | os.PathLike, *, dataset_note
 def table_pretrain(summaries: dict[str, str | os.PathLike], out_prefix: str | os.PathLike, *,
                    dataset_note: str = "") -> list[Path]:
     """The pretraining stand-ins: held-out accuracy per backbone, from the pretrain step's JSON sidecars."""
-    rows = []
+    rows, zoo = [], set()
     for backbone, path in summaries.items():
         s = _read_json(path)
         settings = s.get("settings", {})
+        if "zoo" in settings:
+            zoo.add(settings["zoo"]["held_out_images"])
         rows.append({"backbone": backbone, "width": f"{s['width']:g}", "image_size": s["image_size"],
                      "accuracy": 100.0 * s["accuracy"], "accuracy_clutter": 100.0 * s.get("accuracy_clutter", math.nan),
                      "chance": 100.0 * s["chance"],
-                     "steps": (f"pruned from {s['pruned_from']}" if "pruned_from" in s
-                               else f"{settings.get('crop_iterations', 0)} + {settings.get('iterations', '?')}"),
+                     "steps": _pretrain_steps(s, settings), "before": _before_finetuning(s),
                      "images": settings.get("batch_size", 0) * (settings.get("crop_iterations", 0)
                                                                 + settings.get("iterations", 0)),
                      "precision": settings.get("precision", "?"), "wall_s": settings.get("wall_s", math.nan)})
     columns = [("backbone", "backbone"), ("width", "width"), ("image_size", "input px"),
                ("accuracy", "accuracy % (single objects)"), ("accuracy_clutter", "accuracy % (with clutter)"),
-               ("chance", "chance %"), ("steps", "steps (crops + full)"), ("images", "images"),
+               ("chance", "chance %"), ("steps", "steps (crops + full)"),
+               ("before", "pruned / re-estimated % (single, clutter)"), ("images", "images"),
                ("precision", "precision"), ("wall_s", "wall s")]
     caption = ("Pretraining stand-ins for the ImageNet classifiers: held-out accuracy on fresh synthetic objects "
                "(20 classes) at the classifier's input size, on single objects and on the phase-2 images (the "
-               "labelled object centred over up to `clutter` others)" + (f"; {dataset_note}" if dataset_note else ""))
+               "labelled object centred over up to `clutter` others)"
+               + (f"; from the model zoo (zoo/MANIFEST.json: trained once, measured in fp32 on {max(zoo)} held-out "
+                  "images of each kind)" if zoo else "") + (f"; {dataset_note}" if dataset_note else ""))
     return write_table(out_prefix, columns, rows, caption=caption)
+
+
+def _pretrain_steps(summary: dict, settings: dict) -> str:
+    steps = f"{settings.get('crop_iterations', 0)} + {settings.get('iterations', '?')}"
+    if "pruned_from" not in summary:
+        return steps
+    return f"pruned from {summary['pruned_from']}" + (f", then {steps}" if "iterations" in settings else "")
+
+
+def _before_finetuning(summary: dict) -> str:
+    """A pruned trunk's held-out accuracies before its fine-tuning: as pruned, then with batch norm re-estimated."""
+    before = summary.get("before_finetuning")
+    if not before:
+        return "--"
+    return " / ".join(f"{100 * a:.1f}, {100 * c:.1f}" for a, c in (before["pruned"], before["recalibrated"]))
 
 
 def _baseline_row(name: str, ref: dict, keys: Sequence[str], first: str) -> dict:
