@@ -9,8 +9,9 @@ from torch import nn
 from segbench import models
 from segbench.models import cards, deeplab, unet
 from segbench.models.context import ContextModule
+from segbench.training import recipes
 
-SUCCESSORS = ["unet", "unet_same", "dilation8_vgg16", "dilation8_basic_vgg16", "dilation8_large_vgg16",
+SUCCESSORS = ["unet", "unet_same", "unet_vgg16", "dilation8_vgg16", "dilation8_basic_vgg16", "dilation8_large_vgg16",
               "pspnet_resnet50", "pspnet_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
               "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "icnet_resnet50"]
 RESNET_BASED = [n for n in SUCCESSORS if "resnet" in n]
@@ -201,6 +202,22 @@ def test_dilated_front_end_geometry():
     assert not hasattr(net, "pool4") and not hasattr(net, "pool5")
     assert models.card("dilation8_vgg16")["rf_size"] == 380
     assert models.card("dilation8_large_vgg16")["rf_size"] == 908
+
+
+def test_unet_on_vgg16_takes_fcns_trunk_and_its_skips_from_conv1_to_conv4():
+    net = models.build("unet_vgg16", 5, width=W)
+    classifier = models.classifier("vgg16", 20, width=W)
+    models.transplant(classifier, net)  # fc6, fc7 and fc8 unused: the trunk stops at conv5_3
+    assert torch.equal(net.conv3_2.weight, classifier.features[12].weight)
+    assert torch.equal(net.conv5_3.bias, classifier.features[28].bias)
+    assert not hasattr(net, "fc6") and "pool5" not in net.trunk_names
+    shapes = _hook_shapes(net, torch.randn(1, 3, 64, 48), [*net.skip_names, "relu5_3", "u0"])
+    assert [shapes[n][-2:] for n in (*net.skip_names, "relu5_3")] == [(64 // s, 48 // s) for s in (1, 2, 4, 8, 16)]
+    assert shapes["u0"] == (1, 4, 64, 48)  # conv1_2's 64 channels at 1/16
+    decoder = {n for n, _ in net.named_parameters() if recipes.head_parameter(net, n)}
+    assert decoder and all(n.split(".")[0] not in net.trunk_names for n in decoder)
+    assert {n.split(".")[0] for n in decoder} == {"upconv3", "upconv2", "upconv1", "upconv0", "u3", "u2", "u1", "u0",
+                                                  "score"}
 
 
 def test_unet_valid_geometry():

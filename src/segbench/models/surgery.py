@@ -49,8 +49,10 @@ def _same_names_map(net: nn.Module, dropped: tuple[str, ...], family: str) -> Ca
 
 
 def _key_map(fcn: nn.Module) -> Callable:
-    if fcn.backbone == "vgg16":
-        return _prefix_table(vgg.torchvision_keys(), dropped=("classifier.6",))
+    if fcn.backbone == "vgg16":  # fc6 and fc7 dropped too for a net without them (U-Net's decoder on VGG16)
+        table = vgg.torchvision_keys()
+        unused = tuple(k for k, (name, _) in table.items() if name in ("fc6", "fc7") and not hasattr(fcn, name))
+        return _prefix_table({k: v for k, v in table.items() if k not in unused}, dropped=("classifier.6", *unused))
     if fcn.backbone in ("alexnet", "alexnet_caffe"):
         return _prefix_table(alexnet.torchvision_keys(fcn.backbone), dropped=("classifier.6",))
     if fcn.backbone == "googlenet":

@@ -24,6 +24,7 @@ import math
 import torch
 from torch import nn
 
+from segbench.models import vgg
 from segbench.models.blocks import mirror_pad
 from segbench.models.layers import centre_crop, scaled
 from segbench.models.registry import Declared
@@ -196,6 +197,52 @@ class OverlapTile(nn.Module):
         return predict_tiled(self.net, x, tile=self.tile)
 
 
+class VGGUNet(nn.Module):
+    """U-Net's expansive path on FCN's VGG16 trunk: the trunk-controlled U-Net, so that a table can compare
+    decoders on the trunk FCN-8s starts from (the same stand-in or ImageNet weights, ``transplant``).
+
+        contracting: VGG16's conv1_1 ... conv5_3 (3x3 convs padded by 1, as in the classifier) with pool1-pool4
+                     (2x2 max); conv1_2, conv2_2, conv3_3 and conv4_3 are the skips (strides 1, 2, 4, 8), conv5_3
+                     the bottom (stride 16, 512 channels: VGG16 has no 1024-channel stage). fc6 and fc7 are unused.
+        expansive  : as ``UNet(padding="same")``: upconv{i} (2x2 up-convolution to the skip's channels),
+                     concatenated with the skip, u{i} = 2 x [3x3 conv + BN + ReLU], for i = 3..0; score 1x1.
+
+    ``forward`` mirrors the bottom/right border up to a multiple of 16 and crops back, as the same-padding U-Net.
+    The expansive path is new (He-initialised, as U-Net's): the recipes' new-layer multiplier applies to it.
+    """
+
+    backbone = "vgg16"
+    head_prefixes = ("upconv", "u0", "u1", "u2", "u3", "score")
+
+    def __init__(self, num_classes: int, *, width: float = 1.0, in_channels: int = 3):
+        super().__init__()
+        layers = [(n, m) for n, m in vgg._features(width, in_channels, first_padding=1, ceil_mode=False)
+                  if n != "pool5"]
+        self.trunk_names = [name for name, _ in layers]
+        for name, module in layers:
+            self.add_module(name, module)
+        self.skip_names = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+        self.output_stride, self.max_stride = 1, STRIDE
+        c = [scaled(stage[-1], width) for stage in vgg.STAGES]
+        for i in range(3, -1, -1):
+            self.add_module(f"upconv{i}", nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2))
+            self.add_module(f"u{i}", _double_conv(2 * c[i], c[i], "same"))
+        self.score = nn.Conv2d(c[0], num_classes, 1)
+        for name in ("upconv3", "upconv2", "upconv1", "upconv0", "u3", "u2", "u1", "u0", "score"):
+            _init(getattr(self, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        y, skips = mirror_pad(x, 0, -h % STRIDE, 0, -w % STRIDE), []
+        for name in self.trunk_names:
+            y = getattr(self, name)(y)
+            if name in self.skip_names:
+                skips.append(y)
+        for i in range(3, -1, -1):
+            y = getattr(self, f"u{i}")(torch.cat([getattr(self, f"upconv{i}")(y), skips[i]], dim=1))
+        return self.score(y)[..., :h, :w]
+
+
 def _for_evaluation(model: UNet, rebuild, *, tile: int | None = None) -> nn.Module:
     return model if tile is None else OverlapTile(model, tile)
 
@@ -221,4 +268,9 @@ MODELS = [
                                            "paper); the result equals whole-image scoring")}),
     Declared("unet_same", UNet, display="U-Net (same padding)", backbone=None, recipe="unet", published=_PUBLISHED,
              fixed={"padding": "same"}, options={"weighted_loss": _WEIGHTED}),
+    Declared("unet_vgg16", VGGUNet, display="U-Net decoder on VGG16 (FCN's trunk)", recipe="unet",
+             published={"mean_iu": None, "pixel_acc": None, "split": "--",
+                        "setting": "this project's control: U-Net's expansive path on FCN-8s's VGG16 trunk",
+                        "source": "none (no paper; U-Net's Fig. 1 decoder on VGG16's conv1-conv5)"},
+             options={"weighted_loss": _WEIGHTED}),
 ]
