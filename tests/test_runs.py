@@ -46,10 +46,11 @@ def test_default_config_runs_no_successors():
 
 def test_successors_config_has_one_short_run_per_successor_model():
     succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml"))))
-    assert list(succ) == ["succ-unet_same", "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16",
+    assert list(succ) == ["succ-unet_same", "succ-unet_vgg16", "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16",
                           "succ-pspnet_resnet50", "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
     assert {n: (r.model, r.width, r.init, r.mode) for n, r in succ.items()} == {
         "succ-unet_same": ("unet_same", 0.125, runs.Init("random"), "full"),
+        "succ-unet_vgg16": ("unet_vgg16", 0.125, runs.Init("pretrained", "vgg16"), "full"),
         "succ-dilation8_vgg16": ("dilation8_vgg16", 0.125, runs.Init("pretrained", "vgg16"), "full"),
         "succ-dilation8_basic_vgg16": ("dilation8_basic_vgg16", 0.125, runs.Init("run", "succ-dilation8_vgg16"),
                                        "context"),

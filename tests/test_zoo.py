@@ -26,9 +26,10 @@ ZOO = ROOT / "zoo"
 MANIFEST = zoo.read_manifest(ZOO)
 
 
-def test_every_recipe_has_a_zoo_file_that_matches_the_manifest():
-    assert sorted(MANIFEST["files"]) == sorted(zoo.file_name(b) for b in zoo.RECIPES)
-    for backbone in zoo.RECIPES:
+def test_the_zoo_holds_table_1s_trunks_and_every_file_matches_the_manifest():
+    assert {"vgg16", "alexnet_caffe", "googlenet"} <= set(zoo.held(ZOO)) <= set(zoo.RECIPES)
+    assert sorted(MANIFEST["files"]) == sorted(zoo.file_name(b) for b in zoo.held(ZOO))
+    for backbone in zoo.held(ZOO):
         entry = zoo.verify(backbone, ZOO)
         path = ZOO / zoo.file_name(backbone)
         assert (entry["bytes"], entry["sha256"]) == (path.stat().st_size, sha256sum(path))
@@ -49,14 +50,7 @@ def test_every_zoo_stand_in_clears_the_same_bar():
         assert max(values) - min(values) <= 0.02, {e["backbone"]: e[key] for e in entries}
 
 
-def test_the_pruned_trunk_records_its_accuracy_before_fine_tuning():
-    entry = MANIFEST["files"][zoo.file_name("resnet50_half")]
-    assert entry["pruned_from"] == "resnet50"
-    assert set(entry["before_finetuning"]) == {"pruned", "recalibrated"}
-    assert entry["before_finetuning"]["pruned"][0] < entry["accuracy"]
-
-
-@pytest.mark.parametrize("backbone", sorted(zoo.RECIPES))
+@pytest.mark.parametrize("backbone", zoo.held(ZOO))
 def test_each_zoo_stand_in_gives_its_recorded_held_out_accuracy(backbone):
     entry = zoo.verify(backbone, ZOO)
     record = torch.load(ZOO / zoo.file_name(backbone), weights_only=True)
@@ -109,6 +103,22 @@ def test_a_width_the_zoo_does_not_hold_is_refused(copied_zoo, tmp_path):
     with pytest.raises(ValueError, match=r"the zoo's vgg16 stand-in is 0.125 wide, but models.width asks for 0.25: "
                                          r".*pretrain.source: synthetic"):
         zoo.use_standin("vgg16", tmp_path / "vgg16.pt", zoo=copied_zoo, width=0.25)
+
+
+def test_a_stand_in_below_the_bar_is_not_recorded(tmp_path, monkeypatch):
+    def trained(out, **settings):  # what pretrain_classifier writes, at 91% with clutter
+        torch.save({"state_dict": {}}, out)
+        out.with_suffix(".json").write_text(json.dumps({"width": settings["width"], "image_size": 224, "chance": 0.05,
+                                                        "accuracy": 0.99, "accuracy_clutter": 0.91,
+                                                        "settings": {"precision": "fp32"}}))
+        return out
+
+    monkeypatch.setattr("segbench.pretraining.standins.pretrain_classifier", trained)
+    with pytest.raises(ValueError, match=r"vgg16's stand-in reached held-out accuracy 0.9900 on single objects and "
+                                         r"0.9100 with clutter, below the zoo's bar .*: not recorded; lengthen its "
+                                         r"recipe .*`segbench zoo-train vgg16 --zoo "):
+        zoo.train_standin("vgg16", zoo=tmp_path, progress=False)
+    assert not (tmp_path / "vgg16.pt").exists() and zoo.held(tmp_path) == []
 
 
 class _Batches:

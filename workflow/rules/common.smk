@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from segbench import models, runs
+from segbench.pretraining import zoo
 from segbench.training.distributed import launch_command, processes_for
 from segbench.data import MANIFEST
 from segbench.reporting.perclass import csv_path as perclass_csv
@@ -46,6 +47,7 @@ LOGS = f"{RESULTS}/logs"
 SYNTHETIC = config["data"]["source"] == "synthetic"
 TORCHVISION = config["pretrain"]["source"] == "torchvision"
 ZOO = config["pretrain"]["source"] == "zoo"  # the stand-ins shipped in zoo/ (segbench.pretraining.zoo)
+ZOO_HELD = zoo.held(config["pretrain"]["zoo"]) if ZOO else []  # the others are trained here (rule pretrain)
 SEEDS = config["seeds"]
 
 # The rehearsal (config/rehearsal.yaml): real data's rules on twin downloads at real sizes, verified against the
@@ -70,7 +72,8 @@ if REHEARSAL:
 RUNS = runs.run_table(config)  # run name -> segbench.runs.Run
 PATHS = runs.RunPaths(RESULTS)
 BACKBONES = runs.pretrained_backbones(RUNS)  # classifiers the runs start from, and those they are pruned from
-TRAINED_BACKBONES = "|".join(b for b in models.BACKBONES if b not in models.PRUNED_FROM)  # pretrained or downloaded
+TRAINED_BACKBONES = "|".join(b for b in models.BACKBONES if b not in models.PRUNED_FROM and b not in ZOO_HELD) or "$^"
+# ^ pretrained here or downloaded
 
 
 def run_seeds(run):
@@ -106,7 +109,7 @@ def shared_standin_images(wildcards):
     from segbench.pretraining.standins import INPUT_SIZE
 
     size = INPUT_SIZE[wildcards.backbone]
-    sharing = [b for b in BACKBONES if b not in models.PRUNED_FROM and INPUT_SIZE[b] == size]
+    sharing = [b for b in BACKBONES if b not in models.PRUNED_FROM and b not in ZOO_HELD and INPUT_SIZE[b] == size]
     return [f"{RESULTS}/pretrain/images-{size}px.h5"] if len(sharing) > 1 else []
 
 
@@ -115,19 +118,15 @@ def backbone_width(backbone):
 
 
 def check_zoo():
-    """With pretrain.source zoo: every stand-in the runs need is in the zoo, at the width models.width builds it
-    (a pruned trunk at its source's); what the zoo cannot give stops here, not in a job."""
-    from segbench.pretraining import zoo
-
-    absent = [b for b in BACKBONES if b not in zoo.RECIPES]
-    zoo_width = {b: zoo.RECIPES[models.PRUNED_FROM.get(b, b)]["width"] for b in BACKBONES if b in zoo.RECIPES}
+    """With pretrain.source zoo: the zoo's stand-ins that the runs need are at the width models.width builds them
+    (a pruned trunk at its source's); a width the zoo does not hold stops here, not in a job."""
+    zoo_width = {b: zoo.RECIPES[models.PRUNED_FROM.get(b, b)]["width"] for b in BACKBONES if b in ZOO_HELD}
     other = {b: backbone_width(b) for b, w in zoo_width.items() if backbone_width(b) != w}
-    wrong = [f"the zoo ({config['pretrain']['zoo']}) holds no stand-in for {', '.join(absent)}" if absent else "",
-             "models.width builds " + ", ".join(f"{b} at {w:g}" for b, w in other.items()) + ", the zoo's are at "
-             + ", ".join(f"{zoo_width[b]:g}" for b in other) if other else ""]
-    if absent or other:
-        raise WorkflowError(f"pretrain.source is zoo, but {'; '.join(filter(None, wrong))}: set pretrain.source: "
-                            "synthetic to train stand-ins for this configuration")
+    if other:
+        raise WorkflowError("pretrain.source is zoo, but models.width builds " + ", ".join(
+            f"{b} at {w:g}" for b, w in other.items()) + ", the zoo's are at " + ", ".join(
+            f"{zoo_width[b]:g}" for b in other) + ": set pretrain.source: synthetic to train stand-ins for this "
+            "configuration")
 
 
 if ZOO:

@@ -12,8 +12,10 @@ if ZOO:
             weights=f"{RESULTS}/pretrain/{{backbone}}.pt",
             summary=f"{RESULTS}/pretrain/{{backbone}}.json",
             provenance=sidecars(f"{RESULTS}/pretrain/{{backbone}}.pt", f"{RESULTS}/pretrain/{{backbone}}.json"),
+        wildcard_constraints:
+            backbone="|".join(ZOO_HELD) or "$^",
         params:
-            zoo=config["pretrain"]["zoo"],
+            zoo=lambda wc, input: os.path.dirname(input.manifest),
             width=lambda wc: backbone_width(wc.backbone),
             provenance=PROVENANCE,
         resources:
@@ -26,7 +28,8 @@ if ZOO:
             "segbench zoo-standin {wildcards.backbone} --out {output.weights:q} --zoo {params.zoo:q}"
             " --width {params.width} {params.provenance} > {log:q} 2>&1"
 
-elif not TORCHVISION:
+
+if not TORCHVISION:  # the stand-ins the zoo does not hold (source zoo), or all of them (source synthetic)
 
     rule standin_images:
         """The pretrain step's images for the stand-ins of one input size, rendered once (deleted after use)."""
@@ -106,7 +109,7 @@ else:
             " --cache {params.cache:q} {params.checksums} > {log:q} 2>&1"
 
 
-if not ZOO:  # the zoo holds ICNet's trunk pruned and fine-tuned
+if not set(models.PRUNED_FROM) <= set(ZOO_HELD):  # a zoo-held pruned trunk is also fine-tuned
 
     rule prune_trunk:
         """ICNet's half-width ResNet-50, pruned from the ResNet-50 classifier (stand-in or ImageNet weights)."""
