@@ -61,8 +61,8 @@ CPU_RULES = {
     "preprocess_siftflow": {"mem_mb": 8000, "runtime": 120},
     "dataset_stats": {"mem_mb": 8000, "runtime": 60},
     "standin_images": {"mem_mb": 4000, "runtime": 60},  # 1.3 GB of images for the default's 224 px stand-ins
-    "prune_trunk": {"mem_mb": 4000, "runtime": 30},
-    "zoo_standin": {"mem_mb": 2000, "runtime": 15},  # a checksum and a copy of a few MB  # seconds of work; a stand-in's accuracy check runs on CPU
+    "prune_trunk": {"mem_mb": 4000, "runtime": 30},  # seconds of work; a stand-in's accuracy check runs on CPU
+    "zoo_standin": {"mem_mb": 2000, "runtime": 15},  # a checksum and a copy of a few MB
     "table1": {"mem_mb": 2000, "runtime": 15},
     "table2": {"mem_mb": 2000, "runtime": 15},
     "fig5": {"mem_mb": 2000, "runtime": 15},

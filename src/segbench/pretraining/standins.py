@@ -6,8 +6,8 @@ layout and is transplanted into the FCNs exactly as ``VGG16_Weights`` would be.
 Two phases, both Adam with a poly-decayed learning rate:
 
 1. ``crop_size`` (112 px) canvases that the object nearly fills, without clutter: cheap images on which
-   the convolutions learn the classes' colours, textures and shapes. The classifier's adaptive pooling stretches the small
-   pool5 to the 7 x 7 (AlexNet: 6 x 6) its fc6 expects, so fc6 learns nothing spatial here.
+   the convolutions learn the classes' colours, textures and shapes. The classifier's adaptive pooling
+   stretches the small pool5 to the 7 x 7 (AlexNet: 6 x 6) its fc6 expects, so fc6 learns nothing spatial here.
 2. The classifier's own input size (224 px; 227 for the Caffe AlexNet), so that fc6 sees real, distinct
    pool5 windows of the size the FCN's fc6 slides over the padded images (7 x 7 cells of 32 px). The
    object sits within ``jitter`` px of the centre, over up to ``clutter`` other objects: on the FCN's
@@ -156,7 +156,8 @@ def finetune_pruned(source: str | os.PathLike, out: str | os.PathLike, *, backbo
     Saved as the pretrain step saves a stand-in, with the held-out accuracies after each stage under
     ``before_finetuning`` ({"pruned": [single, clutter], "recalibrated": [single, clutter]}), all measured in
     ``eval_precision`` (None: the training's)."""
-    record = read_weights_file(source, fetch_hint=f"regenerate it (segbench zoo-train {models.PRUNED_FROM.get(backbone)})")
+    record = read_weights_file(source,
+                               fetch_hint=f"regenerate it (segbench zoo-train {models.PRUNED_FROM.get(backbone)})")
     if "settings" not in record:
         raise ValueError(f"{source} holds ImageNet weights, not a stand-in: fine-tuning after pruning is for "
                          "stand-ins (the ImageNet route prunes only, segbench prune-trunk)")

@@ -91,9 +91,9 @@ def verify(backbone: str, zoo: str | os.PathLike = "zoo") -> dict:
     size, digest = path.stat().st_size, sha256sum(path)
     if size != entry["bytes"] or digest != entry["sha256"]:
         raise errors.ChecksumError(f"{path} does not match {Path(zoo) / MANIFEST}: {size} bytes, sha256 "
-                                      f"{digest[:16]}..., expected {entry['bytes']} bytes, sha256 "
-                                      f"{entry['sha256'][:16]}...; restore it with `git checkout -- {path}`, or "
-                                      f"{regenerate}")
+                                   f"{digest[:16]}..., expected {entry['bytes']} bytes, sha256 "
+                                   f"{entry['sha256'][:16]}...; restore it with `git checkout -- {path}`, or "
+                                   f"{regenerate}")
     return entry
 
 
@@ -105,8 +105,8 @@ def use_standin(backbone: str, out: str | os.PathLike, *, zoo: str | os.PathLike
     entry = verify(backbone, zoo)
     if width is not None and abs(width - entry["width"]) > 1e-12:
         raise ValueError(f"the zoo's {backbone} stand-in is {entry['width']:g} wide, but models.width asks "
-                                 f"for {width:g}: use the zoo's width, or pretrain.source: synthetic to train a "
-                                 f"stand-in at {width:g}")
+                         f"for {width:g}: use the zoo's width, or pretrain.source: synthetic to train a "
+                         f"stand-in at {width:g}")
     summary = {k: entry[k] for k in ("backbone", "width", "image_size", "accuracy", "accuracy_clutter", "chance")}
     summary["settings"] = {**entry["settings"], "precision": entry["precision"], "wall_s": entry["wall_s"],
                            "zoo": {"sha256": entry["sha256"], "held_out_images": entry["held_out_images"]}}
@@ -123,8 +123,9 @@ def use_standin(backbone: str, out: str | os.PathLike, *, zoo: str | os.PathLike
 
 def train_standin(backbone: str, *, zoo: str | os.PathLike = "zoo", threads: int | None = None,
                   progress: bool = True) -> Path:
-    """Train ``backbone``'s zoo stand-in with ``RECIPES[backbone]`` (precision auto; held-out measured in fp32), write it to ``zoo/<backbone>.pt``
-    and its entry to the manifest. A pruned trunk starts from its source's verified zoo file."""
+    """Train ``backbone``'s zoo stand-in with ``RECIPES[backbone]`` (precision auto; held-out measured in fp32),
+    write it to ``zoo/<backbone>.pt`` and its entry to the manifest, or refuse one below ``QUALITY``. A pruned
+    trunk starts from its source's verified zoo file."""
     from segbench.infra.cpuinfo import cpu_info
     from segbench.infra.provenance import software
     from segbench.pretraining.standins import finetune_pruned, pretrain_classifier
@@ -151,8 +152,8 @@ def train_standin(backbone: str, *, zoo: str | os.PathLike = "zoo", threads: int
     sidecar.unlink()
     entry = {"backbone": backbone, "sha256": sha256sum(out), "bytes": out.stat().st_size,
              "command": command(backbone, zoo), "settings": recipe, "precision": summary["settings"]["precision"],
-             "eval_precision": "fp32",
-             "width": summary["width"], "image_size": summary["image_size"], "accuracy": summary["accuracy"],
+             "eval_precision": "fp32", "width": summary["width"], "image_size": summary["image_size"],
+             "accuracy": summary["accuracy"],
              "accuracy_clutter": summary["accuracy_clutter"], "chance": summary["chance"],
              "held_out_seed": recipe["seed"], "held_out_images": HELD_OUT_IMAGES,
              "code_identity": code_identity(), "software": software(), "machine": {**cpu_info(), "threads": threads},
@@ -163,10 +164,10 @@ def train_standin(backbone: str, *, zoo: str | os.PathLike = "zoo", threads: int
     short = [k for k, bar in QUALITY.items() if entry[k] < bar]
     if short:
         out.unlink()
-        raise ValueError(f"{backbone}'s stand-in reached held-out accuracy {entry['accuracy']:.4f} on single objects and "
-                         f"{entry['accuracy_clutter']:.4f} with clutter, below the zoo's bar {QUALITY}: not recorded; "
-                         f"lengthen its recipe (segbench.pretraining.zoo.RECIPES) and run `{command(backbone, zoo)}` "
-                         "again")
+        raise ValueError(f"{backbone}'s stand-in reached held-out accuracy {entry['accuracy']:.4f} on single "
+                         f"objects and {entry['accuracy_clutter']:.4f} with clutter, below the zoo's bar {QUALITY}: "
+                         "not recorded; lengthen its recipe (segbench.pretraining.zoo.RECIPES) and run "
+                         f"`{command(backbone, zoo)}` again")
     with open(zoo / ".manifest.lock", "w") as lock:  # two zoo-train commands may finish together
         fcntl.flock(lock, fcntl.LOCK_EX)
         manifest = read_manifest(zoo)
