@@ -34,16 +34,17 @@ log = logging.getLogger(__name__)
 MANIFEST = "MANIFEST.json"
 HELD_OUT_IMAGES = 2000  # held-out images of each kind (single objects, with clutter) measured per stand-in
 QUALITY = {"accuracy": 0.97, "accuracy_clutter": 0.92}  # the bar every stand-in of the zoo clears
-# The zoo's recipe per backbone: pretrain_classifier's settings, one schedule for every backbone (dropout off, as
-# in the default's fine-tuning) at the embedded default's widths (config models.width); for the pruned trunk, the
-# fine-tuning after pruning (finetune_pruned's settings).
+# The zoo's recipe per backbone: pretrain_classifier's settings, one schedule (dropout off, as in the default's
+# fine-tuning) at the embedded default's widths (config models.width), lengthened where a backbone needs it to reach
+# the others' quality (ResNet-50's 224 px phase: 1500 steps gave 94.5% with clutter, 3000 gave 97.2%, both more than
+# 2 points below GoogLeNet's 99.6%); for the pruned trunk, the fine-tuning after pruning (finetune_pruned's settings).
 _SCHEDULE = {"crop_size": 112, "crop_iterations": 1600, "iterations": 1500, "batch_size": 32, "lr": 3e-4,
              "jitter": 16.0, "clutter": 2, "dropout": 0.0, "seed": 0}
 RECIPES = {
     "vgg16": {**_SCHEDULE, "width": 0.125},
     "alexnet_caffe": {**_SCHEDULE, "width": 0.25},
     "googlenet": {**_SCHEDULE, "width": 0.5},
-    "resnet50": {**_SCHEDULE, "width": 0.25},
+    "resnet50": {**_SCHEDULE, "width": 0.25, "iterations": 5000},
     "resnet50_half": {"pruned_from": "resnet50", "recalibrate_batches": 50, "crop_iterations": 0, "iterations": 300,
                       "lr": 3e-4, "batch_size": 32, "jitter": 16.0, "clutter": 2, "seed": 0},
 }
