@@ -116,7 +116,8 @@ def test_a_toy_model_needs_its_declaration_and_the_config_that_names_it(monkeypa
     settings = dict(models.RECIPES["unet"], lr=5e-4, iterations=1234)
     monkeypatch.setitem(models.MODELS, "toy_unet", toy)
     monkeypatch.setitem(models.RECIPES, "toy", settings)
-    config = _config({"successors": {"models": ["toy_unet"], "recipe": None, "iterations": None}},
+    config = _config({"successors": {"models": ["toy_unet"], "recipe": None, "iterations": None,
+                                     "scratch_iterations": None}},
                      files=("config/config.yaml", "config/successors.yaml"))
     run = runs.run_table(config)["succ-toy_unet"]
     assert (run.model, run.recipe, run.iterations, run.init) == ("toy_unet", "toy", 1234, runs.Init("random"))

@@ -40,14 +40,18 @@ def test_figure_5_runs_take_every_seed_or_their_own():
     assert {r.seeds for r in paper.values() if "fig5" in r.tags} == {(1337,)}
 
 
-def test_default_config_runs_no_successors():
-    assert _successors(runs.run_table(_config())) == {}
-
-
-def test_successors_config_has_one_short_run_per_successor_model():
-    succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml"))))
-    assert list(succ) == ["succ-unet_same", "succ-unet_vgg16", "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16",
+def test_default_config_runs_the_successors_on_pretrained_trunks():
+    succ = _successors(runs.run_table(_config()))
+    assert list(succ) == ["succ-unet_vgg16", "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16",
                           "succ-pspnet_resnet50", "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
+    assert all(run.init.kind != "random" for run in succ.values())
+
+
+def test_successors_config_adds_u_net_from_scratch_to_the_default_runs():
+    default = _successors(runs.run_table(_config()))
+    succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml"))))
+    assert list(succ) == ["succ-unet_same", *default]
+    assert {n: r for n, r in succ.items() if n != "succ-unet_same"} == default  # the default's runs, reused
     assert {n: (r.model, r.width, r.init, r.mode) for n, r in succ.items()} == {
         "succ-unet_same": ("unet_same", 0.125, runs.Init("random"), "full"),
         "succ-unet_vgg16": ("unet_vgg16", 0.125, runs.Init("pretrained", "vgg16"), "full"),
@@ -58,18 +62,48 @@ def test_successors_config_has_one_short_run_per_successor_model():
         "succ-deeplabv3plus_resnet50": ("deeplabv3plus_resnet50", 0.25, runs.Init("pretrained", "resnet50"), "full"),
         "succ-icnet_resnet50": ("icnet_resnet50", 0.25, runs.Init("pretrained", "resnet50_half"), "full"),
     }
+    # as many images as FCN-8s over its four stages (4 x 200 x 4 = 3,200); from scratch, plus the VGG16 zoo
+    # stand-in's pretraining images ((1,600 + 1,500) x 32 = 99,200)
+    assert {n: r.iterations for n, r in succ.items()} == {**{n: 800 for n in succ}, "succ-unet_same": 25_600}
     for run in succ.values():
-        assert (run.recipe, run.iterations, run.seeds, run.dataset) == ("short", 200, (1,), "voc")
+        assert (run.recipe, run.seeds, run.dataset) == ("short", (1,), "voc")
         assert (run.lr, run.momentum, run.batch_size, run.tags) == (None, None, None, ("successors",))
+
+
+def test_successor_lengths_follow_their_rules():
+    config = _config()
+    assert runs.fcn8s_images(config) == (200 + 200 + 200 + 200) * 4
+    assert runs.fcn8s_images(_config({"train": {"from_fixed": False, "batch_size": 2}})) == 600 * 2
+    assert runs.standin_images(config) == (1600 + 1500) * 32  # the zoo's VGG16 recipe
+    synthetic = _config({"pretrain": {"source": "synthetic"}})
+    assert runs.standin_images(synthetic) == (400 + 150) * 32  # the config's pretrain settings
+    odd = _config({"successors": {"batch_size": 3, "models": ["unet_same", "pspnet_resnet50"]}})
+    assert {n: r.iterations for n, r in _successors(runs.run_table(odd)).items()} == {
+        "succ-unet_same": -(-(3200 + 99_200) // 3), "succ-pspnet_resnet50": -(-3200 // 3)}  # rounded up
+    plain = _config({"successors": {"iterations": 7, "scratch_iterations": None, "models": ["unet_same"]}})
+    assert runs.run_table(plain)["succ-unet_same"].iterations == 7
+    with pytest.raises(ValueError, match="pretrain.source is torchvision"):
+        runs.run_table(_config({"pretrain": {"source": "torchvision"}, "successors": {"models": ["unet_same"]}}))
+    with pytest.raises(ValueError, match=r"successors iterations 'many': expected a positive integer, null, fcn8s"):
+        runs.run_table(_config({"successors": {"iterations": "many"}}))
+
+
+def test_rows_share_the_trunk_they_descend_from():
+    table = runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml")))
+    assert {n: runs.trunk_of(table, n) for n in ("fcn8s", *_successors(table))} == {
+        "fcn8s": "vgg16", "succ-unet_same": None, "succ-unet_vgg16": "vgg16", "succ-dilation8_vgg16": "vgg16",
+        "succ-dilation8_basic_vgg16": "vgg16", "succ-pspnet_resnet50": "resnet50",
+        "succ-deeplabv3plus_resnet50": "resnet50", "succ-icnet_resnet50": "resnet50_half"}
+    assert runs.trunk_of(table, "nyud-rgb-hha") == "vgg16"  # a late fusion: through its colour stream
 
 
 SUCCESSORS = ("config/config.yaml", "config/successors.yaml")
 
 
 def test_the_stand_ins_of_the_resnet_trunks_are_pretrained():
-    assert runs.pretrained_backbones(runs.run_table(_config())) == ["alexnet_caffe", "googlenet", "vgg16"]
     table = runs.run_table(_config(files=SUCCESSORS))
-    assert runs.pretrained_backbones(table) == ["alexnet_caffe", "googlenet", "resnet50", "resnet50_half", "vgg16"]
+    assert runs.pretrained_backbones(runs.run_table(_config())) == runs.pretrained_backbones(table) == [
+        "alexnet_caffe", "googlenet", "resnet50", "resnet50_half", "vgg16"]
     paths = runs.RunPaths("r")
     assert paths.init(table["succ-pspnet_resnet50"], 1) == ["r/pretrain/resnet50.pt"]
     assert paths.init(table["succ-unet_same"], 1) == []

@@ -55,7 +55,7 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
     with open(out / "tables" / "successors.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(row["key"], row["n"], row["iterations"]) for row in rows] == [
-        ("fcn8s_vgg16", "2", "4"), ("unet_same", "1", "2"), ("dilation8_vgg16", "1", "2"),
+        ("fcn8s_vgg16", "2", "4"), ("unet_same", "1", "3"), ("dilation8_vgg16", "1", "2"),
         ("dilation8_basic_vgg16", "1", "2"), ("icnet_resnet50", "1", "2")]
     context = json.loads((out / "train" / "succ-dilation8_basic_vgg16" / "seed1" / "run.json").read_text())
     assert (context["mode"], context["init"]) == ("context", str(out / "train/succ-dilation8_vgg16/seed1/model.pt"))
@@ -69,7 +69,8 @@ def test_workflow_runs_end_to_end_and_writes_every_table(tiny_run):
     assert "from scratch: U-Net (same padding)" in caption
     assert ("seeds per model: 2 (FCN-8s); 1 (U-Net (same padding), Dilation8 front end, Dilation8 + basic context, "
             "ICNet (ResNet-50, half width)); one seed has no spread") in caption
-    assert "trunk pruned to half width: ICNet (ResNet-50, half width) from resnet50" in caption
+    assert ("rows by trunk: vgg16 (FCN-8s, Dilation8 front end, Dilation8 + basic context), resnet50_half pruned "
+            "from resnet50 (ICNet (ResNet-50, half width))") in caption
 
 
 @pytest.mark.slow
@@ -253,13 +254,13 @@ def test_no_successor_models_means_no_successor_jobs_and_no_table(tmp_path):
 def test_the_default_takes_its_stand_ins_from_the_zoo_and_trains_none(tmp_path):
     result = _snakemake("--dry-run", "--forceall", "--nolock", "--printshellcmds", "--config", f"results={tmp_path}")
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout.split("Job stats:")[1].split("total")[0], flags=re.M))
-    assert int(jobs["zoo_standin"]) >= 3 and not {"pretrain", "standin_images", "prune_trunk"} & set(jobs)
+    assert int(jobs["zoo_standin"]) == 5 and not {"pretrain", "standin_images", "prune_trunk"} & set(jobs)
     commands = re.findall(r"segbench zoo-standin .*$", result.stdout, flags=re.M)
-    layered = _dry_run_outputs("--configfile", "config/config.yaml", "config/successors.yaml", "--config",
-                               f"results={tmp_path}")  # the zoo holds no ResNet-50: trained here, then pruned
-    assert {f"{tmp_path}/pretrain/resnet50.pt", f"{tmp_path}/pretrain/resnet50_half.pt"} <= layered
-    assert f"{tmp_path}/pretrain/images-224px.h5" not in layered  # one 224 px stand-in trained here: nothing shared
     assert any("vgg16 " in c and "--zoo zoo" in c and "--width 0.125" in c for c in commands), commands
+    assert any("resnet50_half " in c and "--width 0.25" in c for c in commands), commands  # ICNet's, fine-tuned
+    layered = _snakemake("--dry-run", "--forceall", "--nolock", "--configfile", "config/config.yaml",
+                         "config/successors.yaml", "--config", f"results={tmp_path}")  # U-Net from scratch: none
+    assert not re.search(r"^(pretrain|standin_images|prune_trunk)\s", layered.stdout, flags=re.M)
 
 
 @pytest.mark.parametrize("config, message", [

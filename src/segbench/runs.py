@@ -261,9 +261,10 @@ def successor_init(model: str, *, torchvision: bool) -> Init:
 
 def _successor_runs(config: Mapping) -> list[Run]:
     """The successors table: one run per model of ``successors.models`` on VOC, with the section's recipe
-    (null: the model's own paper's, ``recipes.own_recipe``) and length (null: the recipe's published one),
-    batch size ``successors.batch_size`` (absent or null: the recipe's), lr and momentum the recipe's (``train.lr``
-    and ``train.momentum`` are the FCNs': 1e-10 for the heavy recipe's VGG16 would stall a successor).
+    (null: the model's own paper's, ``recipes.own_recipe``) and length (``_successor_length``; a net trained from
+    scratch takes ``successors.scratch_iterations`` where set), batch size ``successors.batch_size`` (absent or
+    null: the recipe's), lr and momentum the recipe's (``train.lr`` and ``train.momentum`` are the FCNs': 1e-10 for
+    the heavy recipe's VGG16 would stall a successor).
 
     A Dilation net with a context module trains in the paper's two stages, each with the section's recipe and
     length (the paper states none for the second): the front end ``succ-dilation8_vgg16`` (a row of its own,
@@ -299,12 +300,12 @@ def _successor_runs(config: Mapping) -> list[Run]:
             raise ValueError(f"{model} trains with batch size {batch} (successors.batch_size or recipe {recipe!r}), "
                              f"but its pooling branch's batch norm needs at least {entry.min_batch} images per "
                              f"batch; set successors.batch_size to {entry.min_batch} or more")
-        iterations = c["iterations"] if c["iterations"] is not None else published
-        if iterations is None:
-            raise ValueError(f"successors.iterations is null (the recipe's published length) but recipe {recipe!r} "
-                             f"has none; set successors.iterations, or a successor recipe "
-                             f"({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own")
-        common = dict(width=_width(config, model), iterations=int(iterations), recipe=recipe,
+        init = successor_init(model, torchvision=torchvision)
+        length = c["iterations"]
+        if init.kind == "random" and c.get("scratch_iterations") is not None:
+            length = c["scratch_iterations"]
+        iterations = _successor_length(config, length, published=published, batch=batch, recipe=recipe)
+        common = dict(width=_width(config, model), iterations=iterations, recipe=recipe,
                       batch_size=c.get("batch_size"), val_every=train["val_every"], seeds=tuple(c["seeds"]),
                       tags=("successors",))
         front = entry.front_end and successor_run(entry.front_end)
@@ -313,14 +314,66 @@ def _successor_runs(config: Mapping) -> list[Run]:
                             torchvision=torchvision), options=_sorted(options.get(entry.front_end)), **common))
         if successor_run(model) in {r.name for r in runs}:  # the front end, listed after a context model
             continue
-        init = Init("run", front) if front else successor_init(model, torchvision=torchvision)
+        init = Init("run", front) if front else init
         runs.append(Run(name=successor_run(model), model=model, init=init, mode="context" if front else "full",
                         options=_sorted(options.get(model)), **common))
     return runs
 
 
+def fcn8s_images(config: Mapping) -> int:
+    """The images the successors table's FCN-8s row trained on, over every stage of its chain
+    (32s-fixed with ``train.from_fixed``, 32s, 16s, 8s)."""
+    train = config["train"]
+    stages = (["fcn32s-fixed"] if train["from_fixed"] else []) + ["fcn32s", "fcn16s", "fcn8s"]
+    batch = train["batch_size"] or recipes.recipe(train["recipe"], model_name="fcn8s_vgg16").batch_size
+    return sum(train["iterations"][stage] for stage in stages) * batch
+
+
+def standin_images(config: Mapping, backbone: str = "vgg16") -> int:
+    """The images ``backbone``'s stand-in saw in its pretraining (both phases): the zoo's recipe with
+    ``pretrain.source: zoo``, the config's ``pretrain`` settings with ``synthetic``."""
+    from segbench.pretraining import zoo
+
+    source = config["pretrain"]["source"]
+    if source == "torchvision":
+        raise ValueError("successors.scratch_iterations: pretraining counts the images of a stand-in's pretraining, "
+                         "but pretrain.source is torchvision (ImageNet weights): set an integer, or null for "
+                         "successors.iterations")
+    settings = zoo.RECIPES[backbone] if source == "zoo" else config["pretrain"]
+    return (settings["crop_iterations"] + settings["iterations"]) * settings["batch_size"]
+
+
+def _successor_length(config: Mapping, length, *, published: int | None, batch: int, recipe: str) -> int:
+    """A successor run's iterations from ``successors.iterations`` (or ``scratch_iterations``): an integer; null,
+    the recipe's published length; ``"fcn8s"``, as many images as the FCN-8s row (``fcn8s_images``);
+    ``"pretraining"``, those plus the VGG16 stand-in's pretraining images (``standin_images``: what a net
+    trained from scratch has not seen), each divided by the run's batch and rounded up."""
+    if length is None:
+        if published is None:
+            raise ValueError(f"successors.iterations is null (the recipe's published length) but recipe {recipe!r} "
+                             f"has none; set successors.iterations, or a successor recipe "
+                             f"({', '.join(recipes.SUCCESSOR_RECIPES)}) or null for each model's own")
+        return int(published)
+    if length == "fcn8s":
+        return -(-fcn8s_images(config) // batch)
+    if length == "pretraining":
+        return -(-(fcn8s_images(config) + standin_images(config)) // batch)
+    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"successors iterations {length!r}: expected a positive integer, null, fcn8s or pretraining")
+    return length
+
+
 def _sorted(options: Mapping | None) -> tuple[tuple[str, object], ...]:
     return tuple(sorted((options or {}).items()))
+
+
+def trunk_of(table: Mapping[str, Run], name: str) -> str | None:
+    """The pretrained backbone that run ``name``'s weights descend from (through the runs it starts from), or
+    None for a net trained from scratch: the rows of a table that share a trunk."""
+    init = table[name].init
+    while init.kind == "run":
+        init = table[init.streams[0] if init.streams else init.name].init
+    return init.name if init.kind == "pretrained" else None
 
 
 def fig5_run(p: float) -> str:

@@ -192,15 +192,16 @@ def successors_flags(wildcards):
 
 
 def _successor_starts():
-    """How the successor runs start, for the table's caption."""
-    scratch = [models.declared(RUNS[name].model).display for name in SUCCESSOR_RUNS if RUNS[name].init.kind == "random"]
-    pruned = [f"{models.declared(RUNS[name].model).display} from {models.PRUNED_FROM[RUNS[name].init.name]}"
-              for name in SUCCESSOR_RUNS if RUNS[name].init.name in models.PRUNED_FROM]
+    """How the successor rows start and which share a trunk, for the table's caption."""
+    trunks = {}
+    for name in SUCCESSOR_ROWS:
+        trunks.setdefault(runs.trunk_of(RUNS, name), []).append(models.declared(RUNS[name].model).display)
     source = ("ImageNet weights (torchvision)" if TORCHVISION
               else "the pretraining stand-ins (synthetic objects, not ImageNet)")
-    return "; ".join(filter(None, [f"trunks from {source}",
-                                   f"trunk pruned to half width: {', '.join(pruned)}" if pruned else "",
-                                   f"from scratch: {', '.join(scratch)}" if scratch else ""]))
+    groups = [f"{trunk}{f' pruned from {models.PRUNED_FROM[trunk]}' if trunk in models.PRUNED_FROM else ''} "
+              f"({', '.join(rows)})" for trunk, rows in trunks.items() if trunk is not None]
+    return "; ".join(filter(None, [f"trunks from {source}", f"rows by trunk: {', '.join(groups)}",
+                                   f"from scratch: {', '.join(trunks[None])}" if None in trunks else ""]))
 
 
 DATASET_NOTES["successors"] = "; ".join(filter(None, [

@@ -45,8 +45,10 @@ RECIPES = {
     "alexnet_caffe": {**_SCHEDULE, "width": 0.25},
     "googlenet": {**_SCHEDULE, "width": 0.5},
     "resnet50": {**_SCHEDULE, "width": 0.25, "iterations": 5000},
-    "resnet50_half": {"pruned_from": "resnet50", "recalibrate_batches": 50, "crop_iterations": 0, "iterations": 300,
-                      "lr": 3e-4, "batch_size": 32, "jitter": 16.0, "clutter": 2, "seed": 0},
+    # pruned at width 1/4, it is at chance (5.7% / 4.6%) and 300 fine-tuning steps at 224 px reached 18% / 17%; the
+    # pretrain schedule with 1,500 steps at 224 px, 98.6% / 92.1% (on a 97.2% ResNet-50)
+    "resnet50_half": {"pruned_from": "resnet50", "recalibrate_batches": 50, "crop_size": 112, "crop_iterations": 1600,
+                      "iterations": 7000, "lr": 3e-4, "batch_size": 32, "jitter": 16.0, "clutter": 2, "seed": 0},
 }
 
 
