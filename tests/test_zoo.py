@@ -26,7 +26,7 @@ ZOO = ROOT / "zoo"
 MANIFEST = zoo.read_manifest(ZOO)
 
 
-def test_the_zoo_holds_table_1s_trunks_and_every_file_matches_the_manifest():
+def test_the_zoo_holds_every_recipe_and_every_file_matches_the_manifest():
     assert set(zoo.held(ZOO)) == set(zoo.RECIPES)
     assert sorted(MANIFEST["files"]) == sorted(zoo.file_name(b) for b in zoo.held(ZOO))
     for backbone in zoo.held(ZOO):
