@@ -213,11 +213,27 @@ def test_unet_on_vgg16_takes_fcns_trunk_and_its_skips_from_conv1_to_conv4():
     assert not hasattr(net, "fc6") and "pool5" not in net.trunk_names
     shapes = _hook_shapes(net, torch.randn(1, 3, 64, 48), [*net.skip_names, "relu5_3", "u0"])
     assert [shapes[n][-2:] for n in (*net.skip_names, "relu5_3")] == [(64 // s, 48 // s) for s in (1, 2, 4, 8, 16)]
-    assert shapes["u0"] == (1, 4, 64, 48)  # conv1_2's 64 channels at 1/16
+    assert shapes["u0"] == (1, 5, 64, 48)  # conv1_2's 64 channels at 1/16 (4), widened to the 5 classes
     decoder = {n for n, _ in net.named_parameters() if recipes.head_parameter(net, n)}
     assert decoder and all(n.split(".")[0] not in net.trunk_names for n in decoder)
     assert {n.split(".")[0] for n in decoder} == {"upconv3", "upconv2", "upconv1", "upconv0", "u3", "u2", "u1", "u0",
                                                   "score"}
+
+
+def test_unet_expansive_stages_are_never_narrower_than_the_classes():
+    """Width 1/8 makes U-Net's last stages 8 and 16 channels wide, below VOC's 21 classes, which must all pass
+    through them to the classifier: they are widened to 21; the bottom and every stage at full width keep
+    the paper's counts."""
+    assert unet.expansive_channels([8, 16, 32, 64, 128], 21) == [21, 21, 32, 64, 128]
+    assert unet.expansive_channels([8, 16, 32, 64, 64], 80) == [80, 80, 80, 80, 64]
+    assert unet.expansive_channels([64, 128, 256, 512, 1024], 40) == [64, 128, 256, 512, 1024]
+    for name in ("unet_vgg16", "unet_same", "unet"):
+        narrow = models.build(name, 21, width=0.125)
+        assert narrow.score.in_channels == 21 and narrow.u1[0].out_channels == 21
+        assert narrow.u0[0].in_channels == 21 + 8  # the up-convolution's 21 beside the skip's 8
+        assert narrow.u2[0].out_channels == 32
+        full = models.build(name, 21)
+        assert full.score.in_channels == 64 and full.u0[0].in_channels == 128 and full.u3[0].out_channels == 512
 
 
 def test_unet_valid_geometry():

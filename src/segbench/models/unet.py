@@ -53,6 +53,18 @@ def valid_input_size(output: int) -> int:
     return STRIDE * max(8, math.ceil((output + 2 * MARGIN - 60) / STRIDE)) + 60
 
 
+def expansive_channels(contracting: list[int], num_classes: int) -> list[int]:
+    """Channels of the expansive path's stages (index = scale, the last = the bottom, which is not widened).
+
+    U-Net's: each stage as wide as the contracting stage at its scale. A width multiplier can make the last
+    stages narrower than the number of classes (8 channels at width 1/8 against VOC's 21), and every class
+    must pass through them to reach the 1x1 classifier: a bottleneck the full-width net never has (64 channels
+    against 21, 40 or 2 classes). So no expansive stage is narrower than ``num_classes``; at full width on
+    every dataset here this changes nothing.
+    """
+    return [max(ch, num_classes) for ch in contracting[:-1]] + [contracting[-1]]
+
+
 def _double_conv(c_in: int, c_out: int, padding: str) -> nn.Sequential:
     if padding == "valid":
         return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.ReLU(inplace=True),
@@ -95,10 +107,11 @@ class UNet(nn.Module):
             self.add_module(f"pool{i}", nn.MaxPool2d(2))
             self.add_module(f"d{i}", _double_conv(c[i - 1], c[i], padding))
         self.drop = nn.Dropout(0.5) if padding == "valid" else nn.Identity()
+        e = expansive_channels(c, num_classes)
         for i in range(3, -1, -1):
-            self.add_module(f"upconv{i}", nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2))
-            self.add_module(f"u{i}", _double_conv(2 * c[i], c[i], padding))
-        self.score = nn.Conv2d(c[0], num_classes, 1)
+            self.add_module(f"upconv{i}", nn.ConvTranspose2d(e[i + 1], e[i], 2, stride=2))
+            self.add_module(f"u{i}", _double_conv(e[i] + c[i], e[i], padding))
+        self.score = nn.Conv2d(e[0], num_classes, 1)
         _init(self)
 
     def support(self, p: int) -> tuple[int, int]:
@@ -224,10 +237,11 @@ class VGGUNet(nn.Module):
         self.skip_names = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
         self.output_stride, self.max_stride = 1, STRIDE
         c = [scaled(stage[-1], width) for stage in vgg.STAGES]
+        e = expansive_channels(c, num_classes)
         for i in range(3, -1, -1):
-            self.add_module(f"upconv{i}", nn.ConvTranspose2d(c[i + 1], c[i], 2, stride=2))
-            self.add_module(f"u{i}", _double_conv(2 * c[i], c[i], "same"))
-        self.score = nn.Conv2d(c[0], num_classes, 1)
+            self.add_module(f"upconv{i}", nn.ConvTranspose2d(e[i + 1], e[i], 2, stride=2))
+            self.add_module(f"u{i}", _double_conv(e[i] + c[i], e[i], "same"))
+        self.score = nn.Conv2d(e[0], num_classes, 1)
         for name in ("upconv3", "upconv2", "upconv1", "upconv0", "u3", "u2", "u1", "u0", "score"):
             _init(getattr(self, name))
 
