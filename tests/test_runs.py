@@ -46,14 +46,17 @@ def test_default_config_runs_the_successors_on_pretrained_trunks():
     assert all(run.init.kind != "random" for run in succ.values())
 
 
-def test_successors_config_adds_u_net_from_scratch_dilation_and_pspnet_to_the_default_runs():
+def test_successors_config_adds_the_u_nets_from_scratch_dilation_and_pspnet_to_the_default_runs():
     default = _successors(runs.run_table(_config()))
     succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml"))))
-    assert list(succ) == ["succ-unet_same", "succ-unet_vgg16", "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16",
-                          "succ-pspnet_resnet50", "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
+    assert list(succ) == ["succ-unet_same", "succ-unetpp", "succ-attention_unet", "succ-unet_vgg16",
+                          "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16", "succ-pspnet_resnet50",
+                          "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
     assert {n: succ[n] for n in default} == default  # the default's runs, reused
     assert {n: (r.model, r.width, r.init, r.mode) for n, r in succ.items()} == {
         "succ-unet_same": ("unet_same", 0.125, runs.Init("random"), "full"),
+        "succ-unetpp": ("unetpp", 0.125, runs.Init("random"), "full"),
+        "succ-attention_unet": ("attention_unet", 0.125, runs.Init("random"), "full"),
         "succ-unet_vgg16": ("unet_vgg16", 0.125, runs.Init("pretrained", "vgg16"), "full"),
         "succ-dilation8_vgg16": ("dilation8_vgg16", 0.125, runs.Init("pretrained", "vgg16"), "full"),
         "succ-dilation8_basic_vgg16": ("dilation8_basic_vgg16", 0.125, runs.Init("run", "succ-dilation8_vgg16"),
@@ -64,7 +67,8 @@ def test_successors_config_adds_u_net_from_scratch_dilation_and_pspnet_to_the_de
     }
     # as many images as FCN-8s over its four stages (4 x 200 x 4 = 3,200); from scratch, plus the VGG16 zoo
     # stand-in's pretraining images ((1,600 + 1,500) x 32 = 99,200)
-    assert {n: r.iterations for n, r in succ.items()} == {**{n: 800 for n in succ}, "succ-unet_same": 25_600}
+    scratch = ("succ-unet_same", "succ-unetpp", "succ-attention_unet")
+    assert {n: r.iterations for n, r in succ.items()} == {**{n: 800 for n in succ}, **{n: 25_600 for n in scratch}}
     for run in succ.values():
         assert (run.recipe, run.seeds, run.dataset) == ("short", (1,), "voc")
         assert (run.lr, run.momentum, run.batch_size, run.tags) == (None, None, None, ("successors",))
@@ -91,7 +95,8 @@ def test_successor_lengths_follow_their_rules():
 def test_rows_share_the_trunk_they_descend_from():
     table = runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml")))
     assert {n: runs.trunk_of(table, n) for n in ("fcn8s", *_successors(table))} == {
-        "fcn8s": "vgg16", "succ-unet_same": None, "succ-unet_vgg16": "vgg16", "succ-dilation8_vgg16": "vgg16",
+        "fcn8s": "vgg16", "succ-unet_same": None, "succ-unetpp": None, "succ-attention_unet": None,
+        "succ-unet_vgg16": "vgg16", "succ-dilation8_vgg16": "vgg16",
         "succ-dilation8_basic_vgg16": "vgg16", "succ-pspnet_resnet50": "resnet50",
         "succ-deeplabv3plus_resnet50": "resnet50", "succ-icnet_resnet50": "resnet50_half"}
     assert runs.trunk_of(table, "nyud-rgb-hha") == "vgg16"  # a late fusion: through its colour stream
@@ -117,6 +122,8 @@ def test_paper_config_trains_every_successor_with_its_own_recipe_from_imagenet_w
     assert {n: (r.recipe, r.iterations, r.init) for n, r in _successors(table).items()} == {
         "succ-unet": ("unet", 30_000, scratch),
         "succ-unet_same": ("unet", 30_000, scratch),
+        "succ-unetpp": ("unetpp", 30_000, scratch),
+        "succ-attention_unet": ("attention_unet", 30_000, scratch),
         "succ-dilation8_vgg16": ("dilation", 60_000, vgg),
         "succ-dilation8_basic_vgg16": ("dilation", 60_000, front),
         "succ-dilation8_large_vgg16": ("dilation", 60_000, front),
@@ -196,3 +203,19 @@ def test_a_single_image_batch_is_refused_where_batch_norm_pools_the_whole_image(
         runs.run_table(config)
     assert runs.run_table(_config({"successors": {"models": ["unet_same"], "batch_size": 1}}))[
         "succ-unet_same"].batch_size == 1
+
+
+def test_training_jobs_are_ordered_by_the_work_left_on_their_chain():
+    config = _config()
+    table = runs.run_table(config)
+    work, priority = runs.chain_work(table, config), runs.train_priorities(table, config)
+    px = 128 * 128
+    assert work["fcn8s"] == 200 * 4 * px
+    assert work["fcn32s-fixed"] == 4 * 200 * 4 * px  # its chain: 32s-fixed, 32s, 16s, 8s
+    assert work["fig5-p0.25"] == 80 * 8 * px  # batch 2 / p images per iteration
+    assert work["siftflow-32s"] == 2 * 60 * 4 * 256 * 256
+    assert work["nyud-rgb"] == 80 * 4 * 120 * 160 + work["nyud-rgb-hha"]  # then the late fusion of both streams
+    assert work["nyud-hha"] == work["nyud-rgb"]
+    assert [priority[n] for n in ("fcn32s-fixed", "fcn32s", "fcn16s", "fcn8s")] == [49, 37, 24, 12]
+    assert max(priority.values()) == 49 and min(priority.values()) >= 1
+    assert 2 * 49 < runs.BENCHMARK_PRIORITY  # two one-core training jobs never outrank one all-core benchmark

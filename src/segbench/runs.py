@@ -233,6 +233,54 @@ def images_per_iteration(run: Run) -> int:
     return recipes.images_per_iteration(batch, run.sample_p)
 
 
+# Pixels of one training image of each real dataset (VOC's are about 500 x 375), for ordering jobs only
+REAL_TRAIN_PIXELS = {"voc": 500 * 375, "nyud": 480 * 640, "siftflow": 256 * 256}
+SIFTFLOW_PIXELS = 256 * 256  # the twin keeps SIFT Flow's size
+BENCHMARK_PRIORITY = 100  # the all-core benchmark jobs go first: above any two training jobs together
+
+
+def train_pixels(config: Mapping, dataset: str) -> int:
+    """Pixels of one training image of ``dataset`` (``DATASETS``) under ``config``: the twin's size, or the
+    real dataset's typical size."""
+    if config["data"]["source"] != "synthetic":
+        return REAL_TRAIN_PIXELS[dataset]
+    twin = config["data"]["synthetic"]
+    if dataset == "voc":
+        return twin["voc"]["image_size"] ** 2
+    if dataset == "nyud":
+        scale = twin["nyud"]["frame_scale"]
+        return round(480 * scale) * round(640 * scale)
+    return SIFTFLOW_PIXELS
+
+
+def chain_work(table: Mapping[str, Run], config: Mapping) -> dict[str, int]:
+    """The training pixels left on the longest chain that starts with each run: its own (iterations x images
+    per iteration x pixels per image) plus the largest among the runs that start from it."""
+    own = {n: r.iterations * images_per_iteration(r) * train_pixels(config, r.dataset) for n, r in table.items()}
+    children: dict[str, list[str]] = {n: [] for n in table}
+    for run in table.values():
+        for parent in (run.init.streams or (run.init.name,)) if run.init.kind == "run" else ():
+            children[parent].append(run.name)
+    work: dict[str, int] = {}
+
+    def left(name: str) -> int:
+        if name not in work:
+            work[name] = own[name] + max((left(child) for child in children[name]), default=0)
+        return work[name]
+
+    return {name: left(name) for name in table}
+
+
+def train_priorities(table: Mapping[str, Run], config: Mapping) -> dict[str, int]:
+    """Each run's training-job priority, 1 ... ``BENCHMARK_PRIORITY // 2 - 1`` (Snakemake starts the ready jobs
+    whose priorities sum highest, so two of them stay below one benchmark), in proportion to ``chain_work``: the
+    longest chains start first, so that the cores finish together instead of one running a late chain alone.
+    Only the order of the jobs changes, never their results."""
+    work = chain_work(table, config)
+    top, most = max(work.values(), default=1), BENCHMARK_PRIORITY // 2 - 1
+    return {name: max(1, round(most * w / top)) for name, w in work.items()}
+
+
 def min_images_per_process(run: Run, *, synced: bool) -> int:
     """The fewest images a training process of ``run`` may get (``recipes.min_images_per_process``; ``synced``:
     batch norm synchronised over the processes, as on CUDA)."""

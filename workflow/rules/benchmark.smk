@@ -18,7 +18,7 @@ rule benchmark:
     # First, while every core is free: a job that needs many cores, queued among one-core jobs, waits until
     # enough are idle (at worst the end of the run), which left cores idle at the end of the embedded default.
     # Snakemake starts the jobs whose priorities sum highest, so this is above any two one-core jobs together.
-    priority: 100
+    priority: runs.BENCHMARK_PRIORITY
     resources:
         **BENCHMARK_RESOURCES,
     conda:

@@ -70,6 +70,7 @@ if REHEARSAL:
                             f"{', '.join(f'{k}: {v}' for k, v in _wrong.items())}")
 
 RUNS = runs.run_table(config)  # run name -> segbench.runs.Run
+TRAIN_PRIORITY = runs.train_priorities(RUNS, config)  # the longest chains of runs start first
 PATHS = runs.RunPaths(RESULTS)
 BACKBONES = runs.pretrained_backbones(RUNS)  # classifiers the runs start from, and those they are pruned from
 TRAINED_BACKBONES = "|".join(b for b in models.BACKBONES if b not in models.PRUNED_FROM and b not in ZOO_HELD) or "$^"

@@ -154,6 +154,7 @@ rule train:
         provenance=PROVENANCE,
         out_dir=lambda wc, output: os.path.dirname(output.model),
     threads: 1  # per training process; its data-loading workers and further processes are in cpus_per_task
+    priority: lambda wc: TRAIN_PRIORITY[wc.run]  # by the training left on its chain (segbench.runs.train_priorities)
     resources:
         **train_resources(),
     conda:
