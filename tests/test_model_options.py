@@ -19,7 +19,7 @@ W = 1 / 16
 
 
 def test_every_declared_model_builds_and_names_what_the_tables_need():
-    assert len(models.MODELS) == 24 and "fcn8s_siftflow_vgg16" not in models.MODELS
+    assert len(models.MODELS) == 26 and "fcn8s_siftflow_vgg16" not in models.MODELS
     for name, entry in models.MODELS.items():
         assert entry.name == name and entry.display
         assert entry.backbone is None or entry.backbone in models.BACKBONES

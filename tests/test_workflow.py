@@ -210,9 +210,9 @@ def _dry_run_outputs(*args) -> set[str]:
 def test_paper_dry_run_trains_every_successor_with_imagenet_trunks_and_tables_them():
     outputs = _dry_run_outputs("--configfile", "config/config.yaml", "config/paper.yaml", "--config",
                                "results=/nonexistent/paper")
-    successors = ["unet", "unet_same", "dilation8_vgg16", "dilation8_basic_vgg16", "dilation8_large_vgg16",
-                  "pspnet_resnet50", "pspnet_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-                  "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "icnet_resnet50"]
+    successors = ["unet", "unet_same", "unetpp", "attention_unet", "dilation8_vgg16", "dilation8_basic_vgg16",
+                  "dilation8_large_vgg16", "pspnet_resnet50", "pspnet_resnet101", "deeplabv3_resnet50",
+                  "deeplabv3_resnet101", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "icnet_resnet50"]
     r = "/nonexistent/paper"
     assert {p for p in outputs if p.startswith(f"{r}/train/succ-") and p.endswith("model.pt")} == {
         f"{r}/train/succ-{m}/seed1337/model.pt" for m in successors}

@@ -10,7 +10,9 @@ gives ``16k - 124`` outputs (572 -> 388), a 92-pixel context margin on each side
 every pooling sees an even size. To map N x C x H x W to N x K x H x W, ``forward`` mirrors the image by 92
 pixels (more at the bottom/right, up to the next valid size), runs ``forward_valid`` once and crops the
 output to H x W; ``predict_tiled`` does the same tile by tile (the paper's overlap-tile strategy).
-Initialisation as in the paper: Gaussian with std sqrt(2 / N), N the incoming connections of a unit.
+Initialisation as in the paper: Gaussian with std sqrt(2 / N), N the incoming connections of a unit. ``width``
+multiplies every channel count, except that no expansive stage is narrower than the classes
+(``expansive_channels``): at width 1/8 the last two would be 8 and 16 channels for VOC's 21 classes.
 
 ``padding="same"`` is the common variant (milesial/Pytorch-UNet, ``bilinear=False``): 3x3 convs padded by 1
 without bias, each followed by BN + ReLU; no dropout. ``forward`` mirrors the bottom/right border up to a
