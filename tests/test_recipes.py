@@ -66,8 +66,8 @@ def test_poly_schedule_decays_to_zero_and_fixed_stays():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match=r"unknown recipe 'adam'; expected one of \[.*'heavy', 'icnet', 'paper', 'pspnet', "
-                                         r"'short', 'unet', 'unetpp'\]"):
+    with pytest.raises(ValueError, match=r"unknown recipe 'adam'; expected one of \[.*'heavy', 'icnet', 'paper', "
+                                         r"'pspnet', 'short', 'unet', 'unetpp'\]"):
         recipe("adam", model_name="fcn32s_vgg16")
     with pytest.raises(ValueError, match=r"unknown model 'fcn4s_vgg16'; expected one of \[.*'fcn32s_vgg16'"):
         recipe("heavy", model_name="fcn4s_vgg16")

@@ -60,8 +60,8 @@ Scaling the learning rate of ``heavy`` and ``paper`` (``base_lr`` replaces the r
 The successors' own recipes (``SUCCESSOR_RECIPES``; ``own_recipe(model)`` names a successor model's) are
 declared, with where each value comes from and which ones the papers do not state, beside the models in
 their family files (``RECIPES`` in ``segbench.models.unet``, ``unetplusplus``, ``attention_unet``, ``context``,
-``pspnet``, ``deeplab``, ``icnet``).
-SGD (Adam for UNet++ and Attention U-Net, as their releases) on the mean loss over valid pixels; "poly" is lr x (1 - it / iterations) ** 0.9 per iteration;
+``pspnet``, ``deeplab``, ``icnet``). SGD (Adam for UNet++ and Attention U-Net, as their releases) on the mean
+loss over valid pixels; "poly" is lr x (1 - it / iterations) ** 0.9 per iteration;
 ``head_lr_mult`` / ``bias_lr_mult`` are the lr multipliers of the new layers (``head_prefixes``) and of the
 biases; ``scale_range`` a random rescale factor, ``rotate`` a random rotation in [-r, r] degrees, ``blur``
 the probability of a 5x5 Gaussian blur; crops pad the image with the mean colour and the labels with 255
