@@ -147,6 +147,20 @@ def test_a_successor_recipe_trains_on_its_crops(store, tmp_path):
     assert meta["constant_prediction_loss"] == pytest.approx(1.8 * fcn["constant_prediction_loss"])
 
 
+def test_the_u_net_family_trains_with_its_own_recipes_and_objectives(store, tmp_path):
+    """UNet++ sums four heads' losses (so does its floor); Attention U-Net trains on its release's crops."""
+    _train(store, tmp_path / "fcn", iterations=1)
+    fcn = json.loads((tmp_path / "fcn" / "run.json").read_text())
+    _train(store, tmp_path / "unetpp", model_name="unetpp", recipe="unetpp", batch_size=2, iterations=1)
+    nested = json.loads((tmp_path / "unetpp" / "run.json").read_text())
+    assert nested["constant_prediction_loss"] == pytest.approx(4 * fcn["constant_prediction_loss"])
+    assert (nested["optimizer"], nested["augmentation"]["flip"]) == ("adam", True)
+    _train(store, tmp_path / "att", model_name="attention_unet", recipe="attention_unet", iterations=1)
+    gated = json.loads((tmp_path / "att" / "run.json").read_text())
+    assert gated["augmentation"]["crop"] == 160 and gated["batch_size"] == 3
+    assert gated["constant_prediction_loss"] == pytest.approx(fcn["constant_prediction_loss"])  # one loss
+
+
 def test_workers_load_the_same_batches_as_the_training_process(store):
     data = loader.TrainingBatches(Store(store), heads=HEADS, modality="rgb", norm="caffe")
     sampler = loader.RandomBatches(8, 3, seed=2, iterations=(0, 7))

@@ -288,9 +288,10 @@ def test_unetpp_deep_supervision_trains_four_heads_and_averages_them_at_test():
     x = torch.randn(2, 3, 37, 21)
     with torch.no_grad():
         scores, aux = net.forward_with_aux(x)
-        heads = net.heads(x)
+        heads = net.head_scores(x)
         assert len(heads) == 4 and torch.equal(scores, heads[3])
         assert {k: w for k, (_, w) in aux.items()} == {"head1": 1.0, "head2": 1.0, "head3": 1.0}
+        assert net.aux_weights == {"head1": 1.0, "head2": 1.0, "head3": 1.0}  # the floor counts four losses
         mean = torch.stack([h.softmax(1) for h in heads]).mean(0)
         assert torch.allclose(net(x).exp(), mean, atol=1e-6)
         assert not torch.allclose(mean, heads[3].softmax(1), atol=1e-3)  # the heads differ
@@ -305,7 +306,7 @@ def test_unetpp_pruned_inference_equals_the_subnetwork(level):
     pruned = models.for_evaluation(full, {"name": "unetpp", "num_classes": 5, "width": W}, {"prune": level})
     x = torch.randn(1, 3, 45, 30)
     with torch.no_grad():
-        assert torch.equal(pruned(x), sub.heads(x)[-1])
+        assert torch.equal(pruned(x), sub.head_scores(x)[-1])
         assert pruned(x).shape == (1, 5, 45, 30)
     assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in full.parameters())
     with pytest.raises(ValueError, match="prune must be 1 ... 4"):

@@ -10,9 +10,9 @@ Follows the authors' release (MrGiovanni/UNetPlusPlus, ``model_logic.py`` ``Nest
     heads : head{j} = 1x1 conv -> classes on X(0, j), j = 1 ... 4, each trained with its own loss (deep
             supervision, equal weights: ``forward_with_aux``)
     test  : the "accurate" mode averages the four heads (their softmax probabilities; ``forward`` returns the
-            log of that mean, so its argmax and cross-entropy are the average's); ``pruned(L)`` is the "fast"
-            mode, which computes only the nodes X(i, j) with i + j <= L and returns head L: exactly the UNet++ of
-            depth L (``depth=L``) with the same weights
+            log of that mean, so its argmax and cross-entropy are the average's); the evaluate option ``prune: L``
+            (``Pruned``) is the "fast" mode, which computes only the nodes X(i, j) with i + j <= L and returns
+            head L: exactly the UNet++ of depth L (``depth=L``) with the same weights
 
 Deviations: softmax heads and cross-entropy for multi-class labels (the release: sigmoid heads, 0.5 x BCE - Dice,
 for one class); He-normal initialisation as U-Net's (Keras ``he_normal`` is truncated); no expansive node is
@@ -56,6 +56,8 @@ class UNetPlusPlus(nn.Module):
             raise ValueError(f"depth must be 1 ... {DEPTH}, got {depth!r}")
         self.depth = depth
         self.output_stride, self.max_stride = 1, 2 ** depth
+        # the shallower heads' losses, each weighted as the deepest one (training objective and its floor)
+        self.aux_weights = {f"head{j}": 1.0 for j in range(1, depth)}
         c = [scaled(ch, width) for ch in CHANNELS]
         e = expansive_channels(c, num_classes)
         self.pool = nn.MaxPool2d(2)
@@ -76,7 +78,7 @@ class UNetPlusPlus(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.zeros_(m.bias)
 
-    def heads(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+    def head_scores(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Scores of head 1 ... ``upto`` (default: the depth), N x K x H x W each, computing only the nodes
         X(i, j) with i + j <= ``upto``."""
         upto = self.depth if upto is None else upto
@@ -95,11 +97,11 @@ class UNetPlusPlus(nn.Module):
 
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, float]]]:
         """Deep supervision: the deepest head's scores, and the others' ``{"head1": (scores, 1.0), ...}``."""
-        scores = self.heads(x)
-        return scores[-1], {f"head{j}": (s, 1.0) for j, s in enumerate(scores[:-1], start=1)}
+        scores = self.head_scores(x)
+        return scores[-1], {f"head{j}": (s, self.aux_weights[f"head{j}"]) for j, s in enumerate(scores[:-1], start=1)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        probs = torch.stack([F.softmax(s.float(), dim=1) for s in self.heads(x)]).mean(0)
+        probs = torch.stack([F.softmax(s.float(), dim=1) for s in self.head_scores(x)]).mean(0)
         return probs.clamp_min(torch.finfo(probs.dtype).tiny).log()
 
 
@@ -113,7 +115,7 @@ class Pruned(nn.Module):
         self.net, self.level = net, level
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.heads(x, self.level)[-1]
+        return self.net.head_scores(x, self.level)[-1]
 
 
 def _for_evaluation(model: UNetPlusPlus, rebuild, *, prune: int | None = None) -> nn.Module:
