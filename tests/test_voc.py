@@ -47,6 +47,23 @@ def test_twin_is_in_the_real_formats(twin):
     assert gt.Segmentation.dtype == np.uint8 and 255 not in gt.Segmentation
 
 
+def test_twin_mat_files_do_not_record_when_they_were_written(tmp_path, monkeypatch):
+    """scipy.io.savemat writes the time into the header: two writes a second apart differed (a flaky twin)."""
+    import time
+
+    import scipy.io
+
+    from segbench.data.synthetic.matfile import HEADER, savemat
+    data = {"GTcls": {"Segmentation": np.arange(6, dtype=np.uint8).reshape(2, 3)}}
+    for name, clock in (("a.mat", "Sun Dec  6 23:59:59 2026"), ("b.mat", "Mon Dec  7 00:00:00 2026")):
+        monkeypatch.setattr(time, "asctime", lambda *args, clock=clock: clock)
+        savemat(tmp_path / name, data, compression=True)
+    a, b = (tmp_path / "a.mat").read_bytes(), (tmp_path / "b.mat").read_bytes()
+    assert a == b and a.startswith(HEADER) and b"2026" not in a[:116]
+    seg = scipy.io.loadmat(tmp_path / "a.mat", struct_as_record=False, squeeze_me=True)["GTcls"].Segmentation
+    assert seg.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
 def test_twin_is_deterministic(tmp_path):
     for d in ("a", "b"):
         write_twin(tmp_path / d, image_size=32, n_sbd_train=2, n_sbd_val=1, n_voc_train=1, n_voc_val=2,

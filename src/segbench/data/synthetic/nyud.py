@@ -43,7 +43,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-import scipy.io
 
 from segbench.data import MANIFEST
 from segbench.data.nyud import (
@@ -54,6 +53,7 @@ from segbench.data.nyud import (
     crop_window,
     scaled_camera,
 )
+from segbench.data.synthetic.matfile import savemat
 from segbench.infra.atomic import replacing, write_json
 
 # The twin's classes, once: 40-class name -> (its 894-class id in the twin's classMapping40, material).
@@ -338,5 +338,4 @@ def _cell(strings) -> np.ndarray:
 
 
 def _savemat(path: Path, data: dict) -> None:
-    with replacing(path) as tmp, open(tmp, "wb") as fh:
-        scipy.io.savemat(fh, data, format="5", do_compression=False)
+    savemat(path, data, compression=False)

@@ -29,11 +29,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from PIL import Image
 
 from segbench.data import MANIFEST
 from segbench.data.siftflow import CLASSES, REAL_ABSENT_FROM_TEST, SUBDIR
+from segbench.data.synthetic.matfile import savemat
 from segbench.infra.atomic import replacing, write_json
 
 SIZE = 256
@@ -243,5 +243,4 @@ def _save_jpg(path: Path, image: np.ndarray) -> None:
 
 
 def _save_mat(path: Path, s: np.ndarray) -> None:
-    with replacing(path) as tmp, open(tmp, "wb") as fh:
-        scipy.io.savemat(fh, {"S": s}, format="5", do_compression=True)
+    savemat(path, {"S": s}, compression=True)

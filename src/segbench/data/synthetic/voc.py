@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import scipy.io
 from PIL import Image
 
 from segbench.data import MANIFEST
+from segbench.data.synthetic.matfile import savemat
 from segbench.data.synthetic.objects import render_scene, void_borders
 from segbench.data.voc import voc_palette
 from segbench.infra.atomic import replacing, write_json, write_text
@@ -76,8 +76,7 @@ def write_twin(out_dir: Path, *, image_size: int = 96, n_sbd_train: int = 300, n
             with replacing(sbd / "img" / f"{i}.jpg") as tmp:
                 Image.fromarray(image).save(tmp, format="JPEG", quality=95)
             gt = {"Segmentation": label, "CategoriesPresent": np.unique(label[label > 0]).astype(np.uint8)}
-            with replacing(sbd / "cls" / f"{i}.mat") as tmp, open(tmp, "wb") as fh:
-                scipy.io.savemat(fh, {"GTcls": gt}, do_compression=True)
+            savemat(sbd / "cls" / f"{i}.mat", {"GTcls": gt}, compression=True)
 
     lists = {voc / "ImageSets/Segmentation/train.txt": voc_train, voc / "ImageSets/Segmentation/val.txt": voc_val,
              sbd / "train.txt": sbd_train, sbd / "val.txt": sbd_val}
