@@ -235,7 +235,6 @@ def images_per_iteration(run: Run) -> int:
 
 # Pixels of one training image of each real dataset (VOC's are about 500 x 375), for ordering jobs only
 REAL_TRAIN_PIXELS = {"voc": 500 * 375, "nyud": 480 * 640, "siftflow": 256 * 256}
-SIFTFLOW_PIXELS = 256 * 256  # the twin keeps SIFT Flow's size
 BENCHMARK_PRIORITY = 100  # the all-core benchmark jobs go first: above any two training jobs together
 
 
@@ -247,10 +246,9 @@ def train_pixels(config: Mapping, dataset: str) -> int:
     twin = config["data"]["synthetic"]
     if dataset == "voc":
         return twin["voc"]["image_size"] ** 2
-    if dataset == "nyud":
-        scale = twin["nyud"]["frame_scale"]
-        return round(480 * scale) * round(640 * scale)
-    return SIFTFLOW_PIXELS
+    if dataset == "nyud":  # the real frames scaled by frame_scale
+        return round(REAL_TRAIN_PIXELS["nyud"] * twin["nyud"]["frame_scale"] ** 2)
+    return REAL_TRAIN_PIXELS[dataset]  # SIFT Flow's twin keeps the real 256 x 256
 
 
 def chain_work(table: Mapping[str, Run], config: Mapping) -> dict[str, int]:

@@ -24,8 +24,6 @@ inputs are mirrored at the bottom/right to a multiple of 16 and cropped back, as
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +31,7 @@ from torch import nn
 from segbench.models.blocks import mirror_pad
 from segbench.models.layers import scaled
 from segbench.models.registry import Declared
-from segbench.models.unet import CHANNELS, STRIDE, expansive_channels
+from segbench.models.unet import CHANNELS, STRIDE, expansive_channels, he_init
 
 GATES = (0, 1, 2)
 
@@ -125,11 +123,7 @@ class AttentionUNet(nn.Module):
         for i in (3, 2, 1, 0):
             self.add_module(f"dsv{i + 1}", conv(e[i], num_classes, 1))
         self.final = conv(4 * num_classes, num_classes, 1)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
-                nn.init.normal_(m.weight, std=math.sqrt(2 / m.weight[0].numel()))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        he_init(self)
 
     def _net(self, x: torch.Tensor, attention: dict | None = None) -> torch.Tensor:
         skips = [self.conv1(x)]

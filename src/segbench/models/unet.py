@@ -76,14 +76,17 @@ def _double_conv(c_in: int, c_out: int, padding: str) -> nn.Sequential:
         nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
-def _init(module: nn.Module) -> None:
-    """The paper's init: N(0, 2 / N), N = k * k * C_in (a 2x2/2 up-convolution feeds C_in inputs to a unit)."""
+def he_init(module: nn.Module) -> None:
+    """The paper's init, for every convolution in ``module`` (2D or 3D): N(0, 2 / N), N = k * k * C_in (a 2x2/2
+    up-convolution feeds C_in inputs to a unit); biases zero. UNet++ and Attention U-Net use it too."""
     for m in module.modules():
-        if isinstance(m, nn.ConvTranspose2d):
+        if isinstance(m, (nn.ConvTranspose2d, nn.ConvTranspose3d)):
             nn.init.normal_(m.weight, std=math.sqrt(2 / m.in_channels))
-        elif isinstance(m, nn.Conv2d):
+        elif isinstance(m, (nn.Conv2d, nn.Conv3d)):
             nn.init.normal_(m.weight, std=math.sqrt(2 / m.weight[0].numel()))
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.bias is not None:
+        else:
+            continue
+        if m.bias is not None:
             nn.init.zeros_(m.bias)
 
 
@@ -114,7 +117,7 @@ class UNet(nn.Module):
             self.add_module(f"upconv{i}", nn.ConvTranspose2d(e[i + 1], e[i], 2, stride=2))
             self.add_module(f"u{i}", _double_conv(e[i] + c[i], e[i], padding))
         self.score = nn.Conv2d(e[0], num_classes, 1)
-        _init(self)
+        he_init(self)
 
     def support(self, p: int) -> tuple[int, int]:
         """First and last input pixel (one axis) that output pixel ``p`` depends on, in the coordinates of the
@@ -245,7 +248,7 @@ class VGGUNet(nn.Module):
             self.add_module(f"u{i}", _double_conv(e[i] + c[i], e[i], "same"))
         self.score = nn.Conv2d(e[0], num_classes, 1)
         for name in ("upconv3", "upconv2", "upconv1", "upconv0", "u3", "u2", "u1", "u0", "score"):
-            _init(getattr(self, name))
+            he_init(getattr(self, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -22,8 +22,6 @@ mirrored at the bottom/right to a multiple of 16 and cropped back, as ``unet_sam
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,7 +29,7 @@ from torch import nn
 from segbench.models.blocks import mirror_pad
 from segbench.models.layers import scaled
 from segbench.models.registry import Declared
-from segbench.models.unet import expansive_channels
+from segbench.models.unet import expansive_channels, he_init
 
 CHANNELS = (32, 64, 128, 256, 512)
 DEPTH = 4
@@ -70,13 +68,7 @@ class UNetPlusPlus(nn.Module):
                 self.add_module(f"x{i}_{j}", _node(e[i] + c[i] + (j - 1) * e[i], e[i]))
         for j in range(1, depth + 1):
             self.add_module(f"head{j}", nn.Conv2d(e[0], num_classes, 1))
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d):
-                nn.init.normal_(m.weight, std=math.sqrt(2 / m.in_channels))
-            elif isinstance(m, nn.Conv2d):
-                nn.init.normal_(m.weight, std=math.sqrt(2 / m.weight[0].numel()))
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.zeros_(m.bias)
+        he_init(self)
 
     def head_scores(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
         """Scores of head 1 ... ``upto`` (default: the depth), N x K x H x W each, computing only the nodes
@@ -119,7 +111,7 @@ class Pruned(nn.Module):
 
 
 def _for_evaluation(model: UNetPlusPlus, rebuild, *, prune: int | None = None) -> nn.Module:
-    return model if prune is None else Pruned(model, int(prune))
+    return model if prune is None else Pruned(model, prune)
 
 
 # Zhou et al. 2018 and the release: Adam, lr 3e-4 [from the paper's text as recalled by the reference notes, not
