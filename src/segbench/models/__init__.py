@@ -33,8 +33,8 @@ __all__ = ["MODELS", "RECIPES", "BACKBONES", "FCN", "Declared", "build", "declar
 # The architecture families, one module each: its MODELS list declares its models (name, display name, trunk,
 # recipe, published figure, options; segbench.models.registry) and its RECIPES its papers' recipes. This line
 # registers them: a new family file is added here and nowhere else.
-FAMILY_MODULES = ("fcn", "fusion", "twohead", "unet", "unetplusplus", "attention_unet", "context", "pspnet", "deeplab",
-                  "icnet")
+FAMILY_MODULES = ("fcn", "fusion", "twohead", "unet", "unetplusplus", "attention_unet", "unet3d", "vnet", "context",
+                  "pspnet", "deeplab", "deeplab_v2", "icnet", "dilated_fcn", "glore", "ginet", "hdnet")
 MODELS, RECIPES = registry.collect(FAMILY_MODULES)  # model name -> Declared; recipe name -> its settings
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
