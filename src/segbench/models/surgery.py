@@ -6,7 +6,9 @@ are copied one to one, the fully connected fc6/fc7 are *reshaped* into convoluti
 1000-way (or 20-way stand-in) classifier -- is dropped: the FCN's ``score_fr`` starts at zero. The same
 function fills the trunk of the successor nets: the dilated VGG16 front end from a VGG16 classifier (fc6
 reshaped into its dilated 7x7 conv), and PSPNet / DeepLab / ICNet from a ResNet classifier, whose trunk keys
-they share (``fc`` dropped; dilation changes no weight shape).
+they share (``fc`` dropped; dilation changes no weight shape). A net whose layers differ from the classifier's
+in shape or number (DeepLab's decimated fc6/fc7, one per ASPP branch) has a ``transplant_hook(key, value)``
+that says where each mapped value goes (``{key: value}``, as many as it likes).
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def _same_names_map(net: nn.Module, dropped: tuple[str, ...], family: str) -> Ca
 
 def _key_map(fcn: nn.Module) -> Callable:
     if fcn.backbone == "vgg16":  # fc6 and fc7 dropped too for a net without them (U-Net's decoder on VGG16)
-        table = vgg.torchvision_keys()
-        unused = tuple(k for k, (name, _) in table.items() if name in ("fc6", "fc7") and not hasattr(fcn, name))
+        table = vgg.torchvision_keys()  # (a transplant_hook places them itself: DeepLab's ASPP branches)
+        unused = tuple(k for k, (name, _) in table.items() if name in ("fc6", "fc7") and not hasattr(fcn, name)
+                       and not hasattr(fcn, "transplant_hook"))
         return _prefix_table({k: v for k, v in table.items() if k not in unused}, dropped=("classifier.6", *unused))
     if fcn.backbone in ("alexnet", "alexnet_caffe"):
         return _prefix_table(alexnet.torchvision_keys(fcn.backbone), dropped=("classifier.6",))
@@ -77,23 +80,25 @@ def transplant(classifier: nn.Module | dict, fcn: nn.Module) -> nn.Module:
     map_key = _key_map(fcn)
     target = fcn.state_dict()
     first_conv = next(n for n, m in fcn.named_modules() if isinstance(m, nn.Conv2d)) + ".weight"
+    hook = getattr(fcn, "transplant_hook", None)
     new = {}
-    for key, value in state.items():
+    for key, mapped in state.items():
         fcn_key, reshape = map_key(key)
         if fcn_key is None:
             continue
-        if fcn_key not in target:
-            raise WeightsError(f"classifier key {key!r} maps to {fcn_key!r}, which the {fcn.backbone} FCN lacks")
-        want = target[fcn_key].shape
-        if reshape and value.numel() == want.numel():
-            value = value.reshape(want)
-        elif fcn_key == first_conv and value.shape[1] < want[1] and value.shape[2:] == want[2:]:
-            extra = value.mean(dim=1, keepdim=True).expand(-1, want[1] - value.shape[1], -1, -1)
-            value = torch.cat([value, extra], dim=1)
-        if value.shape != want:
-            raise ValueError(f"classifier key {key!r} has shape {tuple(value.shape)} but FCN parameter {fcn_key!r} "
-                             f"expects {tuple(want)}: build both with the same backbone and width")
-        new[fcn_key] = value
+        for fcn_key, value in (hook(fcn_key, mapped) if hook else {fcn_key: mapped}).items():
+            if fcn_key not in target:
+                raise WeightsError(f"classifier key {key!r} maps to {fcn_key!r}, which the {fcn.backbone} FCN lacks")
+            want = target[fcn_key].shape
+            if reshape and value.numel() == want.numel():
+                value = value.reshape(want)
+            elif fcn_key == first_conv and value.shape[1] < want[1] and value.shape[2:] == want[2:]:
+                extra = value.mean(dim=1, keepdim=True).expand(-1, want[1] - value.shape[1], -1, -1)
+                value = torch.cat([value, extra], dim=1)
+            if value.shape != want:
+                raise ValueError(f"classifier key {key!r} has shape {tuple(value.shape)} but FCN parameter "
+                                 f"{fcn_key!r} expects {tuple(want)}: build both with the same backbone and width")
+            new[fcn_key] = value
     trunk_keys = [k for k in target if k.split(".", 1)[0] in fcn.trunk_names]
     missing = [k for k in trunk_keys if k not in new]
     if missing:

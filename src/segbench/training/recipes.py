@@ -60,8 +60,9 @@ Scaling the learning rate of ``heavy`` and ``paper`` (``base_lr`` replaces the r
 The successors' own recipes (``SUCCESSOR_RECIPES``; ``own_recipe(model)`` names a successor model's) are
 declared, with where each value comes from and which ones the papers do not state, beside the models in
 their family files (``RECIPES`` in ``segbench.models.unet``, ``unetplusplus``, ``attention_unet``, ``context``,
-``pspnet``, ``deeplab``, ``icnet``). SGD (Adam for UNet++ and Attention U-Net, as their releases) on the mean
-loss over valid pixels; "poly" is lr x (1 - it / iterations) ** 0.9 per iteration;
+``pspnet``, ``deeplab``, ``deeplab_v2``, ``icnet``, ``dilated_fcn``, ``glore``, ``ginet``, ``hdnet``, ``vnet``,
+``unet3d``). SGD (Adam for UNet++ and Attention U-Net, as their releases) on the mean loss over valid pixels; "poly" is lr x (1 - it / iterations) ** 0.9 per iteration, "step" (DeepLab v1) lr x 0.1
+every ``step_size`` iterations (placed at the same fractions of a run of another length);
 ``head_lr_mult`` / ``bias_lr_mult`` are the lr multipliers of the new layers (``head_prefixes``) and of the
 biases; ``scale_range`` a random rescale factor, ``rotate`` a random rotation in [-r, r] degrees, ``blur``
 the probability of a 5x5 Gaussian blur; crops pad the image with the mean colour and the labels with 255
@@ -109,6 +110,7 @@ _STAGE_DIVISOR = {
 }
 RECIPES = FCN_RECIPES + SUCCESSOR_RECIPES
 BN_MODES = ("batch", "frozen")
+SCHEDULES = ("fixed", "poly", "step")
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,10 @@ class Recipe:
     optimizer: str = "sgd"   # "sgd" or "adam" (AdamW: decoupled weight decay)
     momentum: float | None = None  # SGD's momentum (None for Adam)
     beta1: float | None = None     # Adam's first-moment decay (None for SGD); beta2 is 0.999
-    schedule: str = "fixed"  # "fixed" (Caffe lr_policy fixed) or "poly": lr x (1 - it / iterations) ** 0.9
+    schedule: str = "fixed"  # "fixed" (Caffe lr_policy fixed), "poly": lr x (1 - it / iterations) ** 0.9, or
+    #                          "step" (Caffe lr_policy step): lr x step_gamma ** (it // step), see lr_factor
+    step_size: int | None = None  # "step": iterations between drops, of the recipe's published length
+    step_gamma: float = 0.1       # "step": the factor of each drop
     head_lr_mult: float = 1.0  # lr multiplier of the layers no classifier provides (see make_optimizer)
     bias_lr_mult: float = BIAS_LR_MULT  # Caffe's 2x on biases; 1 for the PyTorch/TensorFlow-era recipes
     # training data as the recipe draws it (segbench.data.augment); the defaults are whole, unchanged images
@@ -139,11 +144,19 @@ class Recipe:
     def __post_init__(self):
         if self.bn not in BN_MODES:
             raise ValueError(f"recipe {self.name!r}: bn must be one of {BN_MODES}, got {self.bn!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"recipe {self.name!r}: schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.schedule == "step" and not (isinstance(self.step_size, int) and self.step_size >= 1):
+            raise ValueError(f"recipe {self.name!r}: the step schedule needs step_size, a positive number of "
+                             f"iterations, got {self.step_size!r}")
 
     def lr_factor(self, iteration: int, iterations: int) -> float:
         """The schedule's multiplier of the lr at ``iteration`` (0-based) of a run of ``iterations``."""
         if self.schedule == "poly":
             return (1.0 - iteration / iterations) ** POLY_POWER
+        if self.schedule == "step":  # the drops keep their place in the run when its length differs from the
+            step = self.step_size * iterations / (self.iterations or iterations)  # published one
+            return self.step_gamma ** int(iteration // step)
         return 1.0
 
 
