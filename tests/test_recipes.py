@@ -6,6 +6,7 @@ from segbench.training import recipes
 from segbench.training.recipes import (
     FCN_RECIPES,
     RECIPES,
+    Recipe,
     SUCCESSOR_RECIPES,
     apply_schedule,
     make_optimizer,
@@ -154,6 +155,18 @@ STATED = {
     "attention_unet": {"lr": 1e-4, "weight_decay": 1e-6, "batch_size": 2, "bias_lr_mult": 1.0,
                        "scale_range": (0.7, 1.3), "rotate": 15.0, "flip": True},
     "unetpp": {},  # Adam at 3e-4 is recalled from the paper's text, not verified: every value is chosen
+    # DeepLab v1 (step x0.1 every 2,000) and v2 (kazuto1011/deeplab-pytorch configs/voc12.yaml)
+    "deeplab_v1": {"lr": 1e-3, "schedule": "step", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 20,
+                   "iterations": 6_000, "head_lr_mult": 10.0, "bias_lr_mult": 2.0},
+    "deeplab_v2": {"lr": 2.5e-4, "schedule": "poly", "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 10,
+                   "crop": 321, "iterations": 20_000, "head_lr_mult": 10.0, "bias_lr_mult": 2.0,
+                   "scale_range": (0.5, 1.5), "flip": True},
+    # PaddleSeg's VOC configs (GloRe's and GINet's reproductions; batch 4 per card); HDNet: the reference's two values
+    "glore": {"lr": 0.01, "schedule": "poly", "momentum": 0.9, "weight_decay": 4e-5, "batch_size": 4, "crop": 512,
+              "iterations": 40_000, "head_lr_mult": 1.0, "bias_lr_mult": 1.0, "scale_range": (0.5, 2.0), "flip": True},
+    "ginet": {"lr": 0.01, "schedule": "poly", "momentum": 0.9, "weight_decay": 4e-5, "batch_size": 4, "crop": 512,
+              "iterations": 40_000, "head_lr_mult": 1.0, "bias_lr_mult": 1.0, "scale_range": (0.5, 2.0), "flip": True},
+    "hdnet": {"crop": 480, "scale_range": (0.75, 2.0)},
 }
 # The values no paper states, chosen here (their reasons are beside each recipe in its model family's file):
 CHOSEN = {
@@ -166,6 +179,11 @@ CHOSEN = {
     "icnet": set(FIELDS) - {"iterations"},
     "attention_unet": {"schedule", "momentum", "crop", "iterations", "head_lr_mult", "blur", "elastic"},
     "unetpp": set(FIELDS),
+    "deeplab_v1": {"crop", "scale_range", "flip", "rotate", "blur", "elastic"},
+    "deeplab_v2": {"rotate", "blur", "elastic"},
+    "glore": {"rotate", "blur", "elastic"},
+    "ginet": {"rotate", "blur", "elastic"},
+    "hdnet": set(FIELDS) - {"crop", "scale_range"},
 }
 ADAM = {"attention_unet", "unetpp"}  # their releases train with Adam; the others with SGD
 
@@ -182,7 +200,9 @@ def test_successor_recipes_keep_every_value_their_paper_states(name):
 @pytest.mark.parametrize("model_name", sorted(m for m, e in models.MODELS.items() if e.recipe))
 def test_each_successor_model_names_its_papers_recipe(model_name):
     prefixes = {"deeplabv3plus_": "deeplabv3plus", "deeplabv3_": "deeplabv3", "pspnet_": "pspnet", "icnet_": "icnet",
-                "dilation8_": "dilation", "unetpp": "unetpp", "attention_unet": "attention_unet", "unet": "unet"}
+                "dilation8_": "dilation", "unetpp": "unetpp", "attention_unet": "attention_unet", "unet": "unet",
+                "deeplabv2_": "deeplab_v2", "deeplab_largefov_": "deeplab_v1", "deeplab_aspp_": "deeplab_v2",
+                "dilated_fcn_": "pspnet", "glore_": "glore", "ginet_": "ginet", "hdnet_": "hdnet"}
     assert own_recipe(model_name) == next(r for p, r in prefixes.items() if model_name.startswith(p))
 
 
@@ -206,6 +226,19 @@ def test_successor_recipes_take_overrides_and_poly():
     assert recipe("deeplabv3", model_name="fcn8s_vgg16").lr == 0.007
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         recipe("icnet", model_name="icnet_resnet50", batch_size=0)
+
+
+def test_step_schedule_drops_tenfold_at_its_steps_and_keeps_their_place_in_a_shorter_run():
+    rec = recipe("deeplab_v1", model_name="deeplab_largefov_vgg16")
+    assert (rec.schedule, rec.step_size, rec.iterations) == ("step", 2_000, 6_000)
+    assert [rec.lr_factor(it, 6_000) for it in (0, 1_999, 2_000, 3_999, 4_000, 5_999)] == pytest.approx(
+        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+    assert [rec.lr_factor(it, 600) for it in (199, 200, 400)] == pytest.approx([1.0, 0.1, 0.01])
+    with pytest.raises(ValueError, match="the step schedule needs step_size, a positive number of iterations, got "
+                                         "None"):
+        Recipe(name="x", batch_size=1, weight_decay=0.0, lr=0.1, reduction="mean", schedule="step")
+    with pytest.raises(ValueError, match=r"schedule must be one of \('fixed', 'poly', 'step'\), got 'cosine'"):
+        Recipe(name="x", batch_size=1, weight_decay=0.0, lr=0.1, reduction="mean", schedule="cosine")
 
 
 def test_fcn_recipes_keep_whole_unchanged_images():
@@ -248,7 +281,7 @@ def test_head_prefixes_name_every_randomly_initialised_layer_outside_the_transpl
         assert model.head_prefixes == () and heads == set()
     else:
         assert heads == {n for n in names if not _trunk_parameter(model, n)} - identity and heads
-    assert bool(identity) == ("basic" in model_name or "large" in model_name)
+    assert bool(identity) == (model_name.startswith("dilation8_") and ("basic" in model_name or "large" in model_name))
 
 
 def test_pspnet_recipe_puts_its_heads_at_10x_and_biases_at_1x():

@@ -1,14 +1,18 @@
 """What a segmentation net is trained and scored against: its heads, its auxiliary outputs and the loss.
 
-    heads = heads_of(model, num_classes)         # {"label": 21}; SIFT Flow's two-headed net {"label": 33, "label_geo": 3}
+    heads = heads_of(model, num_classes)         # {"label": 21}; SIFT Flow's net {"label": 33, "label_geo": 3}
     for indices in batches_by_shape(store, indices, batch_size): ...
     y = targets(store, indices, heads)            # {field: int64 N x H x W}
     loss = training_loss(model, x, y, heads, reduction="mean", ...)
 
 A net's ``forward(x)`` returns the scores of its heads concatenated along channels (one head for most nets);
-PSPNet and ICNet also have ``forward_with_aux(x) -> (scores, {name: (scores at their own size, weight)})``:
-their auxiliary losses are computed against the main labels resized by nearest neighbour and added with
-their weights (training only; evaluation scores the main output).
+PSPNet, ICNet, UNet++ and the dilated-ResNet heads also have ``forward_with_aux(x) -> (scores, {name: (output,
+weight)})`` (training only; evaluation scores the main output). An output is either scores at their own size,
+whose loss is computed against the main labels resized by nearest neighbour, or a loss of its own: a callable
+``loss(labels, *, reduction) -> scalar`` given the main labels (N x H x W, 255 = ignore) at full size (GINet's
+semantic context loss, HDNet's feature-distance loss). Either is added with its weight. The model's
+``aux_weights`` name only the score outputs: a loss of its own has no constant-prediction floor of the
+segmentation kind, so ``train._finish`` counts it with floor 0.
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ def training_loss(model: torch.nn.Module, x: torch.Tensor, y: Mapping[str, torch
                   autocast=None) -> torch.Tensor:
     """The training loss of ``model`` on ``x``: the heads' losses summed (weight 1 each) plus the weighted
     auxiliary losses. ``keep`` (loss sampling) applies to the heads, ``pixel_weights`` (N x H x W, U-Net's
-    weighted loss) to a single head; ``autocast`` is the context manager of the forward pass (e.g.
+    weighted loss) to a single head, ``criterion`` and ``gamma`` to the score outputs, not to the losses of
+    their own (which take only ``reduction``); ``autocast`` is the context manager of the forward pass (e.g.
     ``precision.autocast``; the loss itself is computed in float32)."""
     with autocast if autocast is not None else nullcontext():
         if hasattr(model, "forward_with_aux"):
@@ -68,7 +73,10 @@ def training_loss(model: torch.nn.Module, x: torch.Tensor, y: Mapping[str, torch
         loss = losses.multi_head_loss(scores.float(), y, heads, reduction=reduction, criterion=criterion,
                                       gamma=gamma, keep=keep)
     main = y[next(iter(heads))]
-    for head_scores, weight in aux.values():
-        loss = loss + weight * losses.segmentation_loss(head_scores.float(), _resized(main, head_scores.shape[-2:]),
+    for output, weight in aux.values():
+        if callable(output):  # a loss of its own (tensors are not callable): it sees the full-size main labels
+            loss = loss + weight * output(main, reduction=reduction)
+            continue
+        loss = loss + weight * losses.segmentation_loss(output.float(), _resized(main, output.shape[-2:]),
                                                         reduction=reduction, criterion=criterion, gamma=gamma)
     return loss

@@ -302,7 +302,9 @@ def _finish(model, data, heads, rows, out_dir, *, rec, name, width, init, in_cha
     floors = [losses.constant_prediction_loss(class_pixels(data, field, n)[0], reduction=rec.reduction,
                                               images=len(data)) for field, n in heads.items()]
     # the objective also sums the weighted auxiliary losses (PSPNet, ICNet) on the first head's labels: their
-    # floor is that head's (its labels resized to the auxiliary scores, nearly the same class frequencies)
+    # floor is that head's (its labels resized to the auxiliary scores, nearly the same class frequencies).
+    # Losses of their own (GINet's semantic context, HDNet's feature distance) are not in aux_weights: they are
+    # >= 0 and count with floor 0, so "learned" still means the segmentation terms fell below their floor
     floor = sum(floors) + sum(getattr(model, "aux_weights", {}).values()) * floors[0]
     tail = [r["train_loss"] for r in rows[-max(1, len(rows) // 10):]]
     final = float(np.mean(tail)) if tail else float("nan")
