@@ -128,7 +128,7 @@ def test_a_toy_model_needs_its_declaration_and_the_config_that_names_it(monkeypa
     paths = table_successors({"toy_unet": {"metrics": [metrics], "recipe": "toy", "iterations": 10}},
                              tmp_path / "succ")
     md = next(p for p in paths if p.suffix == ".md").read_text()
-    assert "| Toy U-Net | 1 | 20.0 |" in md and "| 12.5 | toy val | a test | this test |" in md
+    assert "| Toy U-Net | 1 | 20.0 | -- |" in md and "| 12.5 | -- | toy val | a test | this test |" in md
 
 
 def test_readme_adding_a_model_names_the_three_places():

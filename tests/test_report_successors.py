@@ -2,6 +2,7 @@
 model cards, forward time, the published figures with their sources, and a caption naming the deviations."""
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -17,6 +18,16 @@ def _metrics(tmp_path, name, mean_iu, pixel_acc=0.8, learned=True):
     return path
 
 
+def _crf_metrics(tmp_path, name, mean_iu):
+    """An evaluation with the dense CRF, as ``segbench evaluate --crf`` writes it (with its ``crf`` record)."""
+    path = _metrics(tmp_path, name, mean_iu)
+    record = json.loads(path.read_text())
+    record["crf"] = {"params": {"w1": 4.0, "theta_alpha": 67.0, "theta_beta": 3.0, "w2": 3.0, "theta_gamma": 1.0,
+                                "iterations": 10}, "scale": "auto", "seconds_per_image": 0.3}
+    path.write_text(json.dumps(record))
+    return path
+
+
 def _bench(tmp_path, name, ms):
     path = tmp_path / f"bench-{name}.json"
     path.write_text(json.dumps({"device": "test CPU", "size": 500, "width": 1.0,
@@ -29,6 +40,7 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("succ")
     return {
         "pspnet_resnet50": {"metrics": [_metrics(tmp, "p1", 0.40, 0.90), _metrics(tmp, "p2", 0.50, 0.92)],
+                            "crf_metrics": [_crf_metrics(tmp, "pc1", 0.44), _crf_metrics(tmp, "pc2", 0.52)],
                             "benchmark": _bench(tmp, "psp", 321.0), "recipe": "short", "iterations": 200,
                             "width": 0.25},
         "unet_same": {"metrics": [_metrics(tmp, "u1", 0.30), _metrics(tmp, "u2", 0.34, learned=False)],
@@ -76,11 +88,35 @@ def test_markdown_and_caption_name_every_deviation(written):
     assert "U-Net" not in caption  # its own recipe, full length, full width: nothing to say
     assert "2 seeds" in caption and "test CPU (500x500, width 1)" in caption
     assert "62.7 on VOC2011 seg11valid" in caption and "62.2 on VOC2012 test" in caption
-    assert ("| FCN-8s | 2 | 36.0 ± 1.4 | 80.0 ± 0.0 | 134.4 | 362.8 | 8 | 2180.0 | short | 62.7 | VOC2011 seg11valid |"
-            in md), [line for line in md.splitlines() if line.startswith("| FCN-8s")]
-    assert "| PSPNet (ResNet-50) | 2 | 45.0 ± 7.1 | 91.0 ± 1.4 | 46.6 |"
-    assert "| short | 77.05 | VOC2012 val |" in md  # published figures as printed, not rounded in md
+    assert ("| FCN-8s | 2 | 36.0 ± 1.4 | -- | 80.0 ± 0.0 | 134.4 | 362.8 | 8 | 2180.0 | short | 62.7 | -- "
+            "| VOC2011 seg11valid |" in md), [line for line in md.splitlines() if line.startswith("| FCN-8s")]
+    assert "| PSPNet (ResNet-50) | 2 | 45.0 ± 7.1 | 48.0 ± 5.7 | 91.0 ± 1.4 | 46.6 |" in md
+    assert "| short | 77.05 | -- | VOC2012 val |" in md  # published figures as printed, not rounded in md
     assert "\\toprule" in written[1].read_text() and "$\\pm$" in written[1].read_text()
+
+
+def test_the_crf_column_averages_the_crf_evaluations_and_is_blank_without_them(written):
+    fcn, psp, unet = list(csv.DictReader(written[0].open()))
+    assert float(psp["crf_mean_iu"]) == pytest.approx(48.0) and float(psp["crf_mean_iu_std"]) == pytest.approx(5.6569)
+    assert psp["crf_n"] == "2" and float(psp["mean_iu"]) == pytest.approx(45.0)  # the plain column is unchanged
+    assert fcn["crf_mean_iu"] == fcn["crf_n"] == unet["crf_mean_iu"] == ""
+    md = written[2].read_text()
+    assert "| PSPNet (ResNet-50) | 2 | 45.0 ± 7.1 | 48.0 ± 5.7 | 91.0 ± 1.4 |" in md
+    assert ("+CRF: mean IU of the same nets after DeepLab's dense CRF (w1 4, theta_alpha 67, theta_beta 3, w2 3, "
+            "theta_gamma 1, 10 iterations, spatial bandwidths times image size / 500)") in md.splitlines()[0]
+
+
+def test_a_published_crf_figure_is_shown_where_the_model_declares_one(tmp_path, monkeypatch):
+    entry = models.MODELS["icnet_resnet50"]
+    monkeypatch.setitem(models.MODELS, "icnet_resnet50",
+                        dataclasses.replace(entry, published={**entry.published, "mean_iu_crf": 71.25}))
+    run = {"icnet_resnet50": {"metrics": _metrics(tmp_path, "i", 0.2)},
+           "unet_same": {"metrics": _metrics(tmp_path, "u", 0.1)}}
+    written = table_successors(run, tmp_path / "t")
+    icnet, unet = list(csv.DictReader(written[0].open()))
+    assert float(icnet["paper_mean_iu_crf"]) == 71.25 and unet["paper_mean_iu_crf"] == ""
+    md = written[2].read_text()
+    assert "| 71.25 |" in md and "+CRF:" not in md.splitlines()[0]  # no CRF evaluation: no note
 
 
 def test_one_seed_says_so(tmp_path):
@@ -88,7 +124,7 @@ def test_one_seed_says_so(tmp_path):
     _, _, md = table_successors(run, tmp_path / "t")
     text = md.read_text()
     assert "one seed, so no spread" in text.splitlines()[0]
-    assert "| ICNet (ResNet-50, half width) | 1 | 20.0 | 80.0 |" in text
+    assert "| ICNet (ResNet-50, half width) | 1 | 20.0 | -- | 80.0 |" in text
 
 
 def test_fewer_seeds_for_the_successors_are_named_per_model(tmp_path):

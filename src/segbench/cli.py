@@ -159,15 +159,23 @@ def _train(a):
 
 
 def _evaluate(a):
+    from segbench.evaluation.crf import CRFParams
     from segbench.evaluation.evaluate import evaluate
 
+    crf = None
+    if a.crf:
+        crf = CRFParams.from_dict({**(a.crf_params or {}),
+                                   **({} if a.crf_iterations is None else {"iterations": a.crf_iterations})})
+    elif a.crf_params or a.crf_iterations is not None:
+        raise ValueError("--crf-params and --crf-iterations set the dense CRF: add --crf to apply it")
     with _tracked(a, a.out, inputs=[a.store, a.weights], device=a.device, threads=a.threads,
                   precision="fp32") as late:
         result = evaluate(store_path=a.store, model_path=a.weights, out_json=a.out, device=a.device,
-                          threads=a.threads, model_options=a.model_options)
+                          threads=a.threads, model_options=a.model_options, crf=crf, crf_scale=a.crf_scale == "auto")
         late["seeds"] = result["train"].get("seed")  # the training run's
-    log.info("%s: pixel acc %.4f, mean acc %.4f, mean IU %.4f, f.w. IU %.4f", a.weights, result["pixel_acc"],
-             result["mean_acc"], result["mean_iu"], result["fw_iu"])
+    log.info("%s: pixel acc %.4f, mean acc %.4f, mean IU %.4f, f.w. IU %.4f%s", a.weights, result["pixel_acc"],
+             result["mean_acc"], result["mean_iu"], result["fw_iu"],
+             f" after the dense CRF ({result['crf']['seconds_per_image']:.3f} s per image)" if crf else "")
 
 
 def _table2(a):
@@ -318,7 +326,7 @@ def _table_successors(a):
 
     runs = {model: json.loads(spec) for model, spec in _pairs(a.run)}
     table_successors(runs, a.out_prefix, dataset_note=a.note)
-    _table_provenance(a, {model: {key: run[key] for key in ("metrics", "benchmark") if run.get(key)}
+    _table_provenance(a, {model: {key: run[key] for key in ("metrics", "crf_metrics", "benchmark") if run.get(key)}
                           for model, run in runs.items()})
 
 
@@ -589,6 +597,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", type=Path, required=True)
     s.add_argument("--weights", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--crf", action="store_true",
+                   help="label with the dense CRF on the net's softmax (DeepLab's VOC values unless --crf-params)")
+    s.add_argument("--crf-params", type=_json_object, default=None, metavar="JSON",
+                   help="CRF weights and bandwidths at 500 px (segbench.evaluation.crf.CRFParams), e.g. "
+                        "'{\"w1\": 4, \"theta_alpha\": 67, \"theta_beta\": 3, \"w2\": 3, \"theta_gamma\": 1}'")
+    s.add_argument("--crf-iterations", type=int, help="mean-field iterations (default 10)")
+    s.add_argument("--crf-scale", choices=("auto", "none"), default="auto",
+                   help="auto: spatial bandwidths times the image's longer side / 500; none: as given")
     _model_options(s)
     _common(s, seed=False)
     _provenance(s)

@@ -175,6 +175,18 @@ SUCCESSOR_RUNS = [name for name, run in RUNS.items() if "successors" in run.tags
 SUCCESSOR_ROWS = [runs.SUCCESSOR_FCN, *SUCCESSOR_RUNS] if SUCCESSOR_RUNS else []
 
 
+# The dense CRF after the net (config crf): rule evaluate_crf scores every seed of these runs with it as well.
+CRF_RUNS = list(config["crf"]["runs"])
+if set(CRF_RUNS) - set(RUNS):
+    raise WorkflowError(f"crf.runs names {sorted(set(CRF_RUNS) - set(RUNS))}, which are not runs of this "
+                        f"configuration; expected names from {sorted(RUNS)}")
+
+
+def crf_metrics(run, seed):
+    """The evaluation JSON of ``run`` and ``seed`` with the dense CRF (rule evaluate_crf), beside val.json."""
+    return f"{RESULTS}/evaluate/{run}/seed{seed}/val_crf.json"
+
+
 def successor_benchmark(run):
     """The forward-time benchmark of ``run``'s model (full width at the benchmark size, as Table 1's)."""
     return f"{RESULTS}/benchmark/{RUNS[run].model}.json"
@@ -187,6 +199,7 @@ def successors_flags(wildcards):
     for name in SUCCESSOR_ROWS:
         run = RUNS[name]
         spec = {"metrics": seeds_of(name, PATHS.metrics), "benchmark": successor_benchmark(name),
+                "crf_metrics": seeds_of(name, crf_metrics) if name in CRF_RUNS else None,
                 "recipe": run.recipe, "iterations": run.iterations, "width": run.width}
         flags.append(arg("--run", f"{run.model}={json.dumps(spec)}"))
     return " ".join(flags)
@@ -316,6 +329,7 @@ def final_outputs():
         f"{RESULTS}/tables/table4.md",
         f"{RESULTS}/tables/table5.md",
         *([f"{RESULTS}/tables/successors.md"] if SUCCESSOR_RUNS else []),
+        *[path for run in CRF_RUNS for path in seeds_of(run, crf_metrics)],
         f"{RESULTS}/figures/fig5.png",
         *[f"{RESULTS}/stats/{dataset}.json" for dataset in SPLITS],
         *[f"{RESULTS}/preprocessed/nyud/{split}-hha.h5" for split in SPLITS["nyud"]],

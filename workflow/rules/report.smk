@@ -127,6 +127,7 @@ if SUCCESSOR_RUNS:
         input:
             metrics=[path for run in SUCCESSOR_ROWS for path in seeds_of(run, PATHS.metrics)],
             benchmarks=[successor_benchmark(run) for run in SUCCESSOR_ROWS],
+            crf_metrics=[path for run in SUCCESSOR_ROWS if run in CRF_RUNS for path in seeds_of(run, crf_metrics)],
         output:
             multiext(f"{RESULTS}/tables/successors", ".csv", ".tex", ".md", ".provenance.json"),
         params:

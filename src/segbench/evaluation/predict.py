@@ -3,11 +3,13 @@
 Used where every prediction itself is an output (qualitative figures, the evaluation server's PNGs); the
 metrics come from :mod:`segbench.evaluation.evaluate`, which batches images of equal size. A net is fed what its run
 fed it in training (``meta["modality"]``: colour, HHA, RGB-D or colour + HHA, in its ``input_norm``), and a
-multi-headed net (SIFT Flow's) is read on its first head, the one its table's mean IU scores.
+multi-headed net (SIFT Flow's) is read on its first head, the one its table's mean IU scores. With a
+``crf`` the labels are those of the dense CRF on the net's softmax and the RGB image (``evaluation.crf``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import NamedTuple
 
@@ -17,6 +19,7 @@ import torch
 from segbench.data.store import Store
 from segbench.data.tensors import MODALITIES, modality_input
 from segbench.evaluation import losses, objective
+from segbench.evaluation.crf import CRFParams, dense_crf, scaled
 from segbench.weights import load_model
 
 # The store fields each input modality reads besides the colour image.
@@ -33,12 +36,29 @@ class Predictor(NamedTuple):
     record: dict
 
     @torch.no_grad()
-    def labels(self, store: Store, index: int, device: torch.device) -> np.ndarray:
-        """uint8 H x W class indices (argmax of the first head's scores) for sample ``index`` of ``store``."""
+    def labels(self, store: Store, index: int, device: torch.device, *, crf: CRFParams | None = None) -> np.ndarray:
+        """uint8 H x W class indices (argmax of the first head's scores, or with ``crf`` the dense CRF's, its
+        bandwidths scaled to the image) for sample ``index`` of ``store``."""
         scores = self.model(modality_input(store, [index], self.modality, self.norm).to(device)).float()
         heads = objective.heads_of(self.model, store.num_classes)
         main = losses.split_heads(scores, heads)[next(iter(heads))]
+        if crf is not None:
+            return crf_labels(main, [store.image(index)], crf)[0].astype(np.uint8)
         return main[0].argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def crf_labels(scores: torch.Tensor, images: list[np.ndarray], crf: CRFParams, *, scale: bool = True,
+               used: dict | None = None) -> np.ndarray:
+    """int64 B x H x W labels of the dense CRF on ``softmax(scores)`` (B x K x H x W) and ``images`` (uint8
+    H x W x 3 RGB each), the spatial bandwidths scaled to each image's longer side if ``scale``. ``used``
+    collects the parameters applied per image size ("HxW")."""
+    labels = np.empty((scores.shape[0], *scores.shape[2:]), np.int64)
+    for k, image in enumerate(images):
+        params = scaled(crf, max(image.shape[:2])) if scale else crf
+        if used is not None:
+            used.setdefault("x".join(map(str, image.shape[:2])), dataclasses.asdict(params))
+        labels[k] = dense_crf(torch.softmax(scores[k].float(), 0).cpu().numpy(), image, params=params).argmax(0)
+    return labels
 
 
 def load_for_store(weights: str | os.PathLike, store: Store, device: torch.device) -> Predictor:

@@ -1,7 +1,8 @@
 """The "Beyond FCN" table: FCN-8s and its successors trained and scored alike, beside each paper's own figure.
 
 Built only from saved files: per model its evaluation JSONs (one per seed; mean ± std over seeds, as in
-``report``), its model card (``models.card``: parameters without the training-only auxiliary heads, GFLOPs
+``report``), optionally its evaluation JSONs with the dense CRF after the net (``segbench evaluate --crf``:
+the "+CRF" column), its model card (``models.card``: parameters without the training-only auxiliary heads, GFLOPs
 of one 500 x 500 image at 2 FLOP per multiply-add, output stride) and its benchmark JSON (``segbench
 benchmark``: the fp32 mean forward time). Cards describe the full-width nets, as published; the width each
 net was trained at is a column of the CSV and named in the caption. The published figures (each model's
@@ -90,23 +91,42 @@ def _deviations(rows: list[dict], devices: set[str], dataset_note: str) -> list[
     return notes
 
 
+def _crf_note(results: list[dict]) -> str:
+    """How the +CRF column was computed, from the CRF records of its evaluations ("" without any)."""
+    settings = []
+    for r in results:
+        crf = r["crf"]
+        p = crf["params"]
+        text = (f"w1 {p['w1']:g}, theta_alpha {p['theta_alpha']:g}, theta_beta {p['theta_beta']:g}, "
+                f"w2 {p['w2']:g}, theta_gamma {p['theta_gamma']:g}, {p['iterations']} iterations"
+                + (", spatial bandwidths times image size / 500" if crf["scale"] == "auto" else ""))
+        if text not in settings:
+            settings.append(text)
+    if not settings:
+        return ""
+    return ("+CRF: mean IU of the same nets after DeepLab's dense CRF (" + "; ".join(settings)
+            + "), -- where a model was not run with it; published +CRF: the paper's figure with its CRF")
+
+
 def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, dataset_note: str = "") -> list[Path]:
-    """The successors table: mean IU and pixel accuracy (mean ± std over seeds, percent), parameters, GFLOPs,
-    output stride and forward time per model, beside the published mean IU with its split, setting and source.
+    """The successors table: mean IU and pixel accuracy (mean ± std over seeds, percent), the mean IU after the
+    dense CRF where evaluated so ("+CRF"), parameters, GFLOPs, output stride and forward time per model, beside the
+    published mean IU (and, where the paper reports one, its +CRF figure) with its split, setting and source.
 
     ``runs`` maps a model name (one whose declaration has a ``published`` figure: ``fcn8s_vgg16`` and the
     successor models) to
-    ``{"metrics": evaluation JSON or a list of them (one per seed), "benchmark": its benchmark JSON or None,
-    "recipe": the recipe it was trained with, "iterations": its length, "width": its channel width}``; all
-    but "metrics" may be left out (then not shown, and not named in the caption). FCN-8s is the first row,
-    the others follow in the given order. ``dataset_note`` names the data (e.g. the synthetic twin).
+    ``{"metrics": evaluation JSON or a list of them (one per seed), "crf_metrics": the same with the CRF (or
+    None), "benchmark": its benchmark JSON or None, "recipe": the recipe it was trained with, "iterations": its
+    length, "width": its channel width}``; all but "metrics" may be left out (then not shown, and not named in
+    the caption). FCN-8s is the first row, the others follow in the given order. ``dataset_note`` names the
+    data (e.g. the synthetic twin).
     """
     rowed = sorted(name for name, entry in models.MODELS.items() if entry.published is not None)
     unknown = sorted(set(runs) - set(rowed))
     if unknown:
         raise ValueError(f"unknown models {unknown} for the successors table; expected names from {rowed}")
     order = sorted(runs, key=lambda m: m != FCN)  # stable: FCN-8s first, the rest as given
-    rows, devices, sources = [], set(), []
+    rows, devices, sources, crf_sources = [], set(), [], []
     for model in order:
         run = runs[model]
         results = [_read_json(p) for p in _paths(run["metrics"])]
@@ -118,6 +138,10 @@ def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, da
         for key in ("mean_iu", "pixel_acc"):
             mean, std, n = mean_std([100.0 * r[key] for r in results])
             row[key], row[f"{key}_std"], row[f"{key}_pm"], row["n"] = mean, std, pm(mean, std), n
+        crf_results = [_read_json(p) for p in _paths(run.get("crf_metrics") or [])]
+        crf_sources += crf_results
+        mean, std, n = mean_std([100.0 * r["mean_iu"] for r in crf_results])
+        row.update(crf_mean_iu=mean, crf_mean_iu_std=std, crf_mean_iu_pm=pm(mean, std), crf_n=n or None)
         card = structure(model)
         row.update(params_m=card["params"] / 1e6, gflops=card["gflops"], output_stride=card["output_stride"])
         row["forward_ms"] = math.nan
@@ -129,22 +153,28 @@ def table_successors(runs: dict[str, dict], out_prefix: str | os.PathLike, *, da
         figure = models.declared(model).published
         row.update({f"paper_{k}": math.nan if figure[k] is None else figure[k] for k in ("mean_iu", "pixel_acc")})
         row["paper_mean_iu_text"] = "--" if figure["mean_iu"] is None else f"{figure['mean_iu']:g}"  # as printed
+        crf_figure = figure.get("mean_iu_crf")
+        row["paper_mean_iu_crf"] = math.nan if crf_figure is None else crf_figure
+        row["paper_mean_iu_crf_text"] = "--" if crf_figure is None else f"{crf_figure:g}"
         row.update(paper_split=figure["split"], paper_setting=figure["setting"],
                    paper_source=figure["source"])
         rows.append(row)
-    shown = [("model", "model"), ("n", "n"), ("mean_iu_pm", "mean IU"), ("pixel_acc_pm", "pixel acc."),
-             ("params_m", "params (M)"), ("gflops", "GFLOPs"), ("output_stride", "OS"),
+    shown = [("model", "model"), ("n", "n"), ("mean_iu_pm", "mean IU"), ("crf_mean_iu_pm", "+CRF"),
+             ("pixel_acc_pm", "pixel acc."), ("params_m", "params (M)"), ("gflops", "GFLOPs"), ("output_stride", "OS"),
              ("forward_ms", "forward ms"), ("recipe", "recipe"), ("paper_mean_iu_text", "published mean IU"),
-             ("paper_split", "published on"), ("paper_setting", "setting"), ("paper_source", "source")]
-    csv = [("key", "model"), ("n", "n"), ("mean_iu", "mean IU"), ("mean_iu_std", "std"), ("pixel_acc", "pixel acc."),
+             ("paper_mean_iu_crf_text", "published +CRF"), ("paper_split", "published on"),
+             ("paper_setting", "setting"), ("paper_source", "source")]
+    csv = [("key", "model"), ("n", "n"), ("mean_iu", "mean IU"), ("mean_iu_std", "std"), ("crf_n", "+CRF n"),
+           ("crf_mean_iu", "+CRF mean IU"), ("crf_mean_iu_std", "std"), ("pixel_acc", "pixel acc."),
            ("pixel_acc_std", "std"), ("learned", "loss < floor"), ("width", "width"), ("recipe", "recipe"),
            ("iterations", "iterations"), ("params_m", "params (M)"), ("gflops", "GFLOPs"),
            ("output_stride", "OS"), ("forward_ms", "forward ms"), ("paper_mean_iu", "published mean IU"),
-           ("paper_pixel_acc", "published pixel acc."), ("paper_split", "published on"),
-           ("paper_setting", "setting"), ("paper_source", "source")]
+           ("paper_mean_iu_crf", "published +CRF mean IU"), ("paper_pixel_acc", "published pixel acc."),
+           ("paper_split", "published on"), ("paper_setting", "setting"), ("paper_source", "source")]
     caption = ("Beyond FCN: FCN-8s and its successors trained and evaluated alike (percent, mean ± std over n "
                "seeds), beside each paper's published mean IU on its own data, split and inference (FCN-8s: 62.7 "
                "on VOC2011 seg11valid, the split our evaluation mirrors; 62.2 on VOC2012 test); parameters without the "
                "training-only auxiliary heads, GFLOPs (2 per multiply-add) of one 500x500 image and output stride "
-               "(OS) of the full-width nets. Deviations: " + "; ".join(_deviations(rows, devices, dataset_note)))
-    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv, sources=sources)
+               "(OS) of the full-width nets. " + (_crf_note(crf_sources) + ". " if crf_sources else "")
+               + "Deviations: " + "; ".join(_deviations(rows, devices, dataset_note)))
+    return write_table(out_prefix, shown, rows, caption=caption, csv_columns=csv, sources=sources + crf_sources)
