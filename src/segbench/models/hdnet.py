@@ -200,10 +200,11 @@ class HDNet(DilatedHeadNet):
 # lr, batch, length, momentum, weight decay and head multiplier are in the missing option.py: chosen here as
 # PyTorch-Encoding's usual PASCAL-Context settings as recalled (lr 0.001, batch 16, momentum 0.9, weight decay
 # 1e-4, head x10, no bias multiplier; unverified) with random mirror (PyTorch-Encoding's base dataset), no
-# rotation, blur or elastic deformation, and no published length (the configuration sets it).
+# rotation, blur or elastic deformation. The length is not published either: 30,000 iterations, the length of
+# the PSPNet recipe that the plain dilated-FCN control on the same trunk trains with (ours).
 RECIPES = {"hdnet": {"batch_size": 16, "momentum": 0.9, "reduction": "mean", "optimizer": "sgd", "schedule": "poly",
                      "lr": 0.001, "weight_decay": 1e-4, "head_lr_mult": 10.0, "bias_lr_mult": 1.0, "crop": 480,
-                     "scale_range": (0.75, 2.0), "flip": True, "iterations": None}}
+                     "scale_range": (0.75, 2.0), "flip": True, "iterations": 30_000}}
 _OPTIONS = {
     "windows": ("build", f"pooling windows of the location-aware attention (default {list(WINDOWS)}; "
                          "SEEDS-REFERENCE-2 section 11: 3-9 on 16 x 16 maps)"),
