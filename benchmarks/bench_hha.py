@@ -10,7 +10,8 @@ side by side with encode() in one process (same machine load) and reports both a
 ``--many N`` also times encode_many on N cropped 425 x 560 frames: serially, over 2 worker processes (what
 encode_many does) and over 2 threads (to show how much numpy's GIL release alone would give).
 ``--stages`` also times each stage of encode() on its own (best of ``--repeats``), to find where the time
-goes on a machine where encode() is slower than expected.
+goes on a machine where encode() is slower than expected. ``fit_normals`` is timed whole and in parts (window
+counts, exact re-sums, band box sums alone); the normal solve is the difference.
 
 Inputs: ``shared/golden/hha/port_demo_{depth,rawdepth}.png`` (1/10000 m) and ``port_demo_camera.npy``;
 without them a synthetic 480 x 640 frame is used.
@@ -87,15 +88,27 @@ def time_stages(depth: np.ndarray, raw: np.ndarray, camera: np.ndarray, repeats:
 
     frame = encoding._Frame(depth, raw, camera)
     radii = (encoding.ANGLE_RADIUS, encoding.GRAVITY_RADIUS)
-    sums = normals.window_sums(frame.terms, frame.valid, radii=radii)
-    n_angle, n_gravity = normals.solve_normals(sums[0]), normals.solve_normals(sums[1])
+    counts = boxsum.box_sums(frame.valid[None].astype(np.int32), radii=radii)
+    near_singular = [np.nonzero((count[0] > 0) & (count[0] <= 2 * r + 1)) for r, count in zip(radii, counts)]
+    n_angle, n_gravity = normals.fit_normals(frame.terms, frame.valid, radii=radii)
     geom = encoding.geometry(depth, raw, camera)
+
+    def exact_sums():
+        for radius, (rows, cols) in zip(radii, near_singular):
+            boxsum.box_sums_exact_at(frame.terms, frame.valid, rows, cols, radius=radius, max_count=2 * radius + 1)
+
+    def band_sums():
+        for _ in boxsum.box_sums_by_band(frame.terms, radii=radii):
+            pass
+
     stages = {
         "inputs, point cloud, plane-fit terms": lambda: encoding._Frame(depth, raw, camera),
-        "box sums (summed-area table, 7x7 and 21x21)": lambda: boxsum.box_sums(frame.terms, radii=radii),
-        "window sums incl. exact re-sums": lambda: normals.window_sums(frame.terms, frame.valid, radii=radii),
-        "solve normals 7x7": lambda: normals.solve_normals(sums[0]),
-        "solve normals 21x21": lambda: normals.solve_normals(sums[1]),
+        "valid pixels per window (integer box sums)": lambda: boxsum.box_sums(frame.valid[None].astype(np.int32),
+                                                                            radii=radii),
+        "exact re-sums of near-singular windows": exact_sums,
+        "box sums by band (7x7 and 21x21) alone": band_sums,
+        "fit_normals whole (all of the above + solve)": lambda: normals.fit_normals(frame.terms, frame.valid,
+                                                                                    radii=radii),
         "gravity (10 iterations)": lambda: gravity_fit.estimate_gravity(n_gravity),
         "orient normals": lambda: normals.orient_normals(n_angle.copy(), frame.x_fit, frame.y_fit, frame.z_fit),
         "round to uint8": lambda: encoding.to_uint8(geom),

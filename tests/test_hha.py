@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from segbench import hha
-from segbench.hha.boxsum import box_sums, box_sums_exact_at
+from segbench.hha import gravity_fit
+from segbench.hha.boxsum import box_sums, box_sums_by_band, box_sums_exact_at
+from segbench.hha.normals import fit_normals, plane_fit_terms, point_cloud
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GOLDEN = SHARED / "golden" / "hha"
@@ -150,6 +152,104 @@ def test_exact_box_sums_follow_row_major_order():
     assert np.array_equal(exact, expected.reshape(3, -1))
     fast, = box_sums(values, radii=(3,))
     np.testing.assert_allclose(fast, expected, rtol=0, atol=1e-9 * np.abs(values).max())
+
+
+def _shifted_sums(values: np.ndarray, radius: int) -> np.ndarray:
+    """Zero-padded box sums as the reference adds them: the shifted copies in row-major window order."""
+    _, h, w = values.shape
+    size = 2 * radius + 1
+    padded = np.pad(values, ((0, 0), (radius, radius), (radius, radius)))
+    out = np.zeros_like(values)
+    for dy in range(size):
+        for dx in range(size):
+            out += padded[:, dy:dy + h, dx:dx + w]
+    return out
+
+
+@pytest.mark.parametrize(("shape", "radii"), [((2, 23, 31), (3, 10)), ((1, 5, 4), (0, 3)), ((3, 40, 9), (2,))])
+@pytest.mark.parametrize("band_rows", [1, 7, 16, 64])
+def test_band_box_sums_match_shifted_sums(shape, radii, band_rows):
+    rng = np.random.default_rng(band_rows)
+    values = rng.standard_normal(shape) * 10.0 ** rng.uniform(-3, 3, shape)
+    counts = (rng.random(shape) < 0.3).astype(np.int32)
+    got = {r: np.full(shape, np.nan) for r in radii}
+    got_counts = {r: np.full(shape, -1) for r in radii}
+    for top, bottom, band in box_sums_by_band(values, radii=radii, band_rows=band_rows):
+        assert band.shape == (shape[0], len(radii), bottom - top, shape[2])
+        for k, r in enumerate(radii):
+            got[r][:, top:bottom] = band[:, k]
+    for top, bottom, band in box_sums_by_band(counts, radii=radii, band_rows=band_rows):
+        assert band.dtype == np.int32
+        for k, r in enumerate(radii):
+            got_counts[r][:, top:bottom] = band[:, k]
+    for r, whole, whole_counts in zip(radii, box_sums(values, radii=radii), box_sums(counts, radii=radii)):
+        expected = _shifted_sums(values, r)
+        np.testing.assert_allclose(got[r], expected, rtol=0, atol=1e-12 * np.abs(values).sum())
+        assert np.array_equal(whole, got[r])  # the values do not depend on the band height
+        # Integer sums are exact.
+        assert np.array_equal(got_counts[r], _shifted_sums(counts, r))
+        assert np.array_equal(whole_counts, got_counts[r])
+
+
+def test_exact_box_sums_at_borders_and_subsets():
+    rng = np.random.default_rng(2)
+    h, w, radius = 17, 12, 4
+    valid = rng.random((h, w)) < 0.15
+    values = rng.standard_normal((2, h, w)) * 10.0 ** rng.uniform(-8, 8, (2, h, w)) * valid
+    expected = _shifted_sums(values, radius)
+    rows = np.array([0, 0, h - 1, 5, 16, 3, 3])
+    cols = np.array([0, w - 1, 0, 6, 11, 2, 2])  # corners, the middle, a repeated pixel
+    exact = box_sums_exact_at(values, valid, rows, cols, radius=radius, max_count=81)
+    assert np.array_equal(exact, expected[:, rows, cols])
+    assert box_sums_exact_at(values, valid, rows[:0], cols[:0], radius=radius, max_count=81).shape == (2, 0)
+    counts = _shifted_sums(valid[None].astype(np.int32), radius)[0]
+    with pytest.raises(ValueError, match="max_count"):
+        box_sums_exact_at(values, valid, rows, cols, radius=radius, max_count=int(counts[rows, cols].max()) - 1)
+
+
+def _reference_normals(terms: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
+    """The reference's computeNormalsSquareSupport from exact sums: adj(AtA) . Atb, normalised, in its order."""
+    a0, a1, a2, a3, a4, b0, b1, b2 = _shifted_sums(terms, radius)
+    (a5,) = _shifted_sums(valid[None].astype(np.float64), radius)
+    c0, c1, c2 = a3 * a5 - a4 * a4, -(a1 * a5) + a2 * a4, a1 * a4 - a2 * a3
+    c3, c4, c5 = a0 * a5 - a2 * a2, a1 * a2 - a0 * a4, a0 * a3 - a1 * a1
+    n = np.stack([(c0 * b0 + c1 * b1) + c2 * b2, (c1 * b0 + c3 * b1) + c4 * b2, (c2 * b0 + c4 * b1) + c5 * b2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return n / np.sqrt((n[0] * n[0] + n[1] * n[1]) + n[2] * n[2])
+
+
+def test_fit_normals_match_the_reference_fit():
+    depth, camera, _, _ = _tilted_room(pitch_deg=14.0, roll_deg=5.0, shape=(60, 80))
+    valid = np.random.default_rng(4).random(depth.shape) < 0.3  # many windows with few (or collinear) pixels
+    valid[12:50, 20:65] = False  # a hole wider than 21 x 21 windows: empty and near-empty windows of both sizes
+    z = depth * 100
+    x, y = point_cloud(z, camera)
+    terms = plane_fit_terms(x, y, z, valid)
+    for radius, normals in zip((3, 10), fit_normals(terms, valid, radii=(3, 10))):
+        expected = _reference_normals(terms, valid, radius)
+        count = _shifted_sums(valid[None].astype(np.int32), radius)[0]
+        # Empty windows (0/0) and singular fits (N = 0, e.g. one valid pixel) are NaN, as in the reference.
+        assert np.isnan(normals[0][count == 0]).all()
+        assert np.array_equal(np.isnan(normals), np.isnan(expected))
+        near_singular = (count > 0) & (count <= 2 * radius + 1)
+        assert near_singular.sum() > 20
+        # Bit-exact where the fit can be singular; elsewhere within rounding of the sums.
+        assert np.array_equal(normals[:, near_singular], expected[:, near_singular], equal_nan=True)
+        rest = count > 2 * radius + 1
+        np.testing.assert_allclose(normals[:, rest], expected[:, rest], rtol=0, atol=1e-9)
+
+
+def test_gravity_reclassifies_only_what_can_change(monkeypatch):
+    """Skipping normals far from both thresholds gives the classes, hence the gravity, of full passes."""
+    depth, camera, true_down, _ = _tilted_room(pitch_deg=20.0, roll_deg=8.0, shape=(90, 120))
+    raw = np.where(np.random.default_rng(5).random(depth.shape) < 0.2, 0.0, depth)
+    frame_normals = {}
+    for margin in (0.0, gravity_fit.RECLASSIFY_MARGIN, 10.0):  # every pass full; default; never a full pass again
+        monkeypatch.setattr(gravity_fit, "RECLASSIFY_MARGIN", margin)
+        frame_normals[margin] = hha.gravity(depth, raw, camera)
+    results = list(frame_normals.values())
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+    assert np.degrees(np.arccos(np.clip(results[0] @ true_down, -1, 1))) < 1.0
 
 
 def test_crop_camera_matches_gupta_crop():

@@ -28,7 +28,7 @@ def encode_many(depths: Sequence[np.ndarray], raw_depths: Sequence[np.ndarray], 
     progress: a bar on a terminal, plain lines in a log (False: none). Returns a list of H x W x 3 uint8.
     Processes, not threads: numpy drops the GIL only inside large ufunc loops, and the per-frame Python
     work then serialises threads (benchmarks/bench_hha.py measures both). Each worker holds one frame's float64
-    intermediates, 108 MB at its peak for a 425 x 560 frame: the hha_nyud job sizes ``threads`` by its memory
+    intermediates, 65 MB of arrays at its peak for a 425 x 560 frame: the hha_nyud job sizes ``threads`` by its memory
     (``segbench.infra.resources.hha_processes``).
     """
     if len(depths) != len(raw_depths):

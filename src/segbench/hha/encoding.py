@@ -18,13 +18,7 @@ import numpy as np
 
 from segbench.hha.camera import check_camera, check_depths
 from segbench.hha.gravity_fit import estimate_gravity, rotation_to
-from segbench.hha.normals import (
-    orient_normals,
-    plane_fit_terms,
-    point_cloud,
-    solve_normals,
-    window_sums,
-)
+from segbench.hha.normals import fit_normals, orient_normals, plane_fit_terms, point_cloud
 
 ANGLE_RADIUS = 3  # 7 x 7 windows: the normals of the angle channel
 GRAVITY_RADIUS = 10  # 21 x 21 windows: the normals that feed the gravity estimate only
@@ -70,16 +64,16 @@ def gravity(depth_m: np.ndarray, raw_depth_m: np.ndarray, camera_matrix: np.ndar
     camera_matrix: 3 x 3 colour-camera K of this (possibly cropped) frame.
     """
     frame = _Frame(depth_m, raw_depth_m, camera_matrix)
-    (sums,) = window_sums(frame.terms, frame.valid, radii=(GRAVITY_RADIUS,))
-    return estimate_gravity(solve_normals(sums))
+    (gravity_normals,) = fit_normals(frame.terms, frame.valid, radii=(GRAVITY_RADIUS,))
+    return estimate_gravity(gravity_normals)
 
 
 def geometry(depth_m: np.ndarray, raw_depth_m: np.ndarray, camera_matrix: np.ndarray) -> HHAGeometry:
     """All float intermediates of the HHA encoding (see ``encode`` for the arguments)."""
     frame = _Frame(depth_m, raw_depth_m, camera_matrix)
-    angle_sums, gravity_sums = window_sums(frame.terms, frame.valid, radii=(ANGLE_RADIUS, GRAVITY_RADIUS))
-    down = estimate_gravity(solve_normals(gravity_sums))
-    normals = orient_normals(solve_normals(angle_sums), frame.x_fit, frame.y_fit, frame.z_fit)
+    normals, gravity_normals = fit_normals(frame.terms, frame.valid, radii=(ANGLE_RADIUS, GRAVITY_RADIUS))
+    down = estimate_gravity(gravity_normals)
+    orient_normals(normals, frame.x_fit, frame.y_fit, frame.z_fit)
 
     rotation = rotation_to(down)
     if np.array_equal(frame.z_cm, frame.z_fit):

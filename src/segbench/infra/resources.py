@@ -33,7 +33,8 @@ TRAIN_TIME_LIMIT = 1440  # minutes: the config's train.time_limit when it is not
 TRAIN_MIN_MINUTES = 10
 # hha_nyud's memory (docs/cluster.md, "Memory of the data jobs"; measured on 425 x 560 frames of the NYUD twin):
 # the main process holds every frame of the split (about 550 MB for the CLI, then 5.1-5.8 MB per frame: 4.6 GB for
-# the 795 train frames), each worker process one frame's float64 encoding (108 MB at its peak).
+# the 795 train frames), each worker process one frame's float64 encoding (about 65 MB of arrays at its peak; 108 MB
+# before the banded sums, which the sizing below still allows).
 HHA_MAIN_MB = 6000
 HHA_WORKER_MB = 150
 HHA_CPUS = 4  # at 0.2-0.35 s per frame, 4 workers encode the 795 train frames in one to two minutes
