@@ -19,6 +19,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/trace.smk"
+include: "workflow/rules/volumetric.smk"
 
 
 rule all:

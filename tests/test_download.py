@@ -227,7 +227,7 @@ def test_extract_truncated_archive_raises_and_leaves_nothing(tmp_path, kind):
 
 def test_sources_table_has_the_published_checksums():
     files = {s.filename: s for group in sources.SOURCES.values() for s in group}
-    assert set(sources.SOURCES) == {"voc", "nyud", "siftflow"}
+    assert set(sources.SOURCES) == {"voc", "nyud", "siftflow", "msd_prostate"}
     assert set(files["benchmark.tgz"].md5) == {"82b4d87ceb2ed10f6038a1cba92111cb", "2b2af8a6cff7365684e002c08be823a6"}
     assert (files["nyu_depth_v2_labeled.mat"].md5, files["nyu_depth_v2_labeled.mat"].size) == \
         ("520609c519fba3ba5ac58c8fefcc3530", 2_972_037_809)

@@ -19,7 +19,7 @@ W = 1 / 16
 
 
 def test_every_declared_model_builds_and_names_what_the_tables_need():
-    assert len(models.MODELS) == 26 and "fcn8s_siftflow_vgg16" not in models.MODELS
+    assert len(models.MODELS) == 39 and "fcn8s_siftflow_vgg16" not in models.MODELS
     for name, entry in models.MODELS.items():
         assert entry.name == name and entry.display
         assert entry.backbone is None or entry.backbone in models.BACKBONES
@@ -61,9 +61,14 @@ def test_config_model_options_reach_the_run_and_are_refused_when_undeclared():
     with pytest.raises(ValueError, match=r"successors.model_options.unet: model unet has no option 'output_stride'; "
                                          r"its options: weighted_loss \(train"):
         runs.run_table(_config({"successors": bad}, files=("config/config.yaml", "config/successors.yaml")))
-    stray = {"models": ["unet"], "model_options": {"icnet_resnet50": {}}}
-    with pytest.raises(ValueError, match=r"model_options names \['icnet_resnet50'\], which successors.models does"):
+    stray = {"models": ["unet"], "model_options": {"icnet_resnet5": {}}}
+    with pytest.raises(ValueError, match=r"model_options names \['icnet_resnet5'\], which are not successor models; "
+                                         r"expected names from \['attention_unet', "):
         runs.run_table(_config({"successors": stray}, files=("config/config.yaml", "config/successors.yaml")))
+    # a listed model's options apply; an unlisted one's wait (the layer's DeepLab rates under a narrower list)
+    waiting = runs.run_table(_config({"successors": {"models": ["unet"], "model_options": {"icnet_resnet50": {}}}},
+                                     files=("config/config.yaml", "config/successors.yaml")))
+    assert "succ-icnet_resnet50" not in waiting and "succ-deeplab_largefov_vgg16" not in waiting
 
 
 def _train(tmp_path, store, name, model, **kw):

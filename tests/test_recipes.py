@@ -68,7 +68,7 @@ def test_poly_schedule_decays_to_zero_and_fixed_stays():
 
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown recipe 'adam'; expected one of \[.*'heavy', 'icnet', 'paper', "
-                                         r"'pspnet', 'short', 'unet', 'unetpp'\]"):
+                                         r"'pspnet', 'short', 'unet', 'unet3d', 'unetpp', 'vnet'\]"):
         recipe("adam", model_name="fcn32s_vgg16")
     with pytest.raises(ValueError, match=r"unknown model 'fcn4s_vgg16'; expected one of \[.*'fcn32s_vgg16'"):
         recipe("heavy", model_name="fcn4s_vgg16")
@@ -167,6 +167,11 @@ STATED = {
     "ginet": {"lr": 0.01, "schedule": "poly", "momentum": 0.9, "weight_decay": 4e-5, "batch_size": 4, "crop": 512,
               "iterations": 40_000, "head_lr_mult": 1.0, "bias_lr_mult": 1.0, "scale_range": (0.5, 2.0), "flip": True},
     "hdnet": {"crop": 480, "scale_range": (0.75, 2.0)},
+    # faustomilletari/VNet VNet.py / main.py (x0.1 every 20,000 iterations)
+    "vnet": {"lr": 1e-4, "schedule": "step", "momentum": 0.99, "weight_decay": 5e-4, "batch_size": 2,
+             "iterations": 100_000},
+    # one tile per step, on-the-fly elastic deformation; 70,000 iterations recalled via a review (unverified)
+    "unet3d": {"batch_size": 1, "elastic": True, "iterations": 70_000},
 }
 # The values no paper states, chosen here (their reasons are beside each recipe in its model family's file):
 CHOSEN = {
@@ -184,6 +189,9 @@ CHOSEN = {
     "glore": {"rotate", "blur", "elastic"},
     "ginet": {"rotate", "blur", "elastic"},
     "hdnet": set(FIELDS) - {"crop", "scale_range"},
+    "vnet": {"crop", "head_lr_mult", "bias_lr_mult", "scale_range", "flip", "rotate", "blur", "elastic"},
+    "unet3d": {"lr", "schedule", "momentum", "weight_decay", "crop", "head_lr_mult", "bias_lr_mult", "scale_range",
+               "flip", "rotate", "blur"},
 }
 ADAM = {"attention_unet", "unetpp"}  # their releases train with Adam; the others with SGD
 
@@ -200,7 +208,7 @@ def test_successor_recipes_keep_every_value_their_paper_states(name):
 @pytest.mark.parametrize("model_name", sorted(m for m, e in models.MODELS.items() if e.recipe))
 def test_each_successor_model_names_its_papers_recipe(model_name):
     prefixes = {"deeplabv3plus_": "deeplabv3plus", "deeplabv3_": "deeplabv3", "pspnet_": "pspnet", "icnet_": "icnet",
-                "dilation8_": "dilation", "unetpp": "unetpp", "attention_unet": "attention_unet", "unet": "unet",
+                "dilation8_": "dilation", "unetpp": "unetpp", "attention_unet": "attention_unet", "unet3d": "unet3d", "vnet": "vnet", "unet": "unet",
                 "deeplabv2_": "deeplab_v2", "deeplab_largefov_": "deeplab_v1", "deeplab_aspp_": "deeplab_v2",
                 "dilated_fcn_": "pspnet", "glore_": "glore", "ginet_": "ginet", "hdnet_": "hdnet"}
     assert own_recipe(model_name) == next(r for p, r in prefixes.items() if model_name.startswith(p))

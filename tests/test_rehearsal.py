@@ -9,6 +9,7 @@ from conftest import ROOT
 from test_workflow import _snakemake
 
 from segbench.data.download import ChecksumError, md5sum, read_checksums
+from segbench.data.msd import load_case, read_task
 from segbench.data.nyud import preprocess_nyud
 from segbench.data.siftflow import preprocess_siftflow
 from segbench.data.sources import download_dataset
@@ -19,7 +20,8 @@ from segbench.pretraining.imagenet import fetch_weights
 from segbench.rehearsal import VOC_SHAPES, write_mirror
 
 COUNTS = {"voc": {"n_sbd_train": 5, "n_sbd_val": 1, "n_voc_train": 1, "n_voc_val": 3, "n_overlap": 1},
-          "nyud": {"n_images": 2}, "siftflow": {"n_train": 3, "n_test": 1}}
+          "nyud": {"n_images": 2}, "siftflow": {"n_train": 3, "n_test": 1},
+          "msd": {"n_train": 3, "n_test": 1, "shape": [12, 10, 6]}}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,8 @@ def test_the_checksum_table_lists_every_file_of_the_mirror_with_its_md5(mirror):
     files = sorted(p for p in [*(mirror / "datasets").iterdir(), *(mirror / "weights").iterdir()])
     assert sorted(table) == sorted(p.name for p in files) == sorted([
         "VOCtrainval_25-May-2011.tar", "VOCtrainval_11-May-2012.tar", "benchmark.tgz", "nyu_depth_v2_labeled.mat",
-        "splits.mat", "classMapping40.mat", "SiftFlowDataset.zip", "VOC2012test.tar", "googlenet-1378be20.pth"])
+        "splits.mat", "classMapping40.mat", "SiftFlowDataset.zip", "VOC2012test.tar", "googlenet-1378be20.pth",
+        "Task05_Prostate.tar"])
     assert all(table[p.name] == md5sum(p) for p in files)
 
 
@@ -62,7 +65,7 @@ def test_a_table_without_the_file_is_refused_naming_it(mirror, tmp_path):
 def test_the_twin_archives_extract_and_preprocess_through_the_real_paths_at_real_sizes(mirror, tmp_path):
     checksums = mirror / "checksums.json"
     raw = tmp_path / "raw"
-    for dataset in ("voc", "nyud", "siftflow"):
+    for dataset in ("voc", "nyud", "siftflow", "msd_prostate"):
         download_dataset(dataset, raw / dataset, data_root=mirror / "datasets", checksums=checksums)
     # the folders the workflow's raw_dir names for real data (workflow/rules/common.smk)
     written = preprocess_voc(raw / "voc/VOC2011/TrainVal/VOCdevkit/VOC2011", raw / "voc/SBD/benchmark_RELEASE/dataset",
@@ -80,6 +83,9 @@ def test_the_twin_archives_extract_and_preprocess_through_the_real_paths_at_real
         assert store.shape("image", 0)[:2] == (256, 256)
     test = json.loads(extract_test_images("2012", tmp_path / "test", data_root=mirror / "datasets").read_text())
     assert test["test_ids"] == 1
+    task = read_task(raw / "msd_prostate/MSD/Task05_Prostate")  # the workflow's VOLUMETRIC_TASK for real data
+    assert (task["numTraining"], task["numTest"]) == (3, 1)
+    assert load_case(task, task["training"][0]).label.shape == (12, 10, 6)
 
 
 def test_twin_weights_load_through_fetch_weights_only_with_the_table(mirror, tmp_path):
@@ -129,7 +135,7 @@ def test_the_rehearsal_runs_every_job_of_the_paper_dag_on_the_twin_at_paper_sett
     train = [line for line in commands.splitlines() if "segbench train " in line and "/train/fcn8s/" in line]
     assert train and all(s in train[0] for s in ("--recipe heavy", "--width 1.0", "--iterations 2", "--device cpu"))
     assert "--checksums" in commands and "rehearsal-mirror" in commands
-    scored = [line for line in commands.splitlines() if "segbench evaluate " in line and "deeplab" in line]
+    scored = [line for line in commands.splitlines() if "segbench evaluate " in line and "deeplabv3" in line]
     assert len(scored) == 4 and all("""--model-options '{"eval_output_stride": 8}'""" in line for line in scored)
 
 

@@ -51,7 +51,9 @@ def test_successors_config_adds_the_u_nets_from_scratch_dilation_and_pspnet_to_t
     succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/successors.yaml"))))
     assert list(succ) == ["succ-unet_same", "succ-unetpp", "succ-attention_unet", "succ-unet_vgg16",
                           "succ-dilation8_vgg16", "succ-dilation8_basic_vgg16", "succ-pspnet_resnet50",
-                          "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
+                          "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50", "succ-deeplab_largefov_vgg16",
+                          "succ-deeplab_aspp_vgg16", "succ-dilated_fcn_resnet50", "succ-glore_resnet50",
+                          "succ-ginet_resnet50", "succ-hdnet_resnet50"]
     assert {n: succ[n] for n in default} == default  # the default's runs, reused
     assert {n: (r.model, r.width, r.init, r.mode) for n, r in succ.items()} == {
         "succ-unet_same": ("unet_same", 0.125, runs.Init("random"), "full"),
@@ -64,7 +66,12 @@ def test_successors_config_adds_the_u_nets_from_scratch_dilation_and_pspnet_to_t
         "succ-pspnet_resnet50": ("pspnet_resnet50", 0.25, runs.Init("pretrained", "resnet50"), "full"),
         "succ-deeplabv3plus_resnet50": ("deeplabv3plus_resnet50", 0.25, runs.Init("pretrained", "resnet50"), "full"),
         "succ-icnet_resnet50": ("icnet_resnet50", 0.25, runs.Init("pretrained", "resnet50_half"), "full"),
+        **{f"succ-deeplab_{v}_vgg16": (f"deeplab_{v}_vgg16", 0.125, runs.Init("pretrained", "vgg16"), "full")
+           for v in ("largefov", "aspp")},
+        **{f"succ-{h}_resnet50": (f"{h}_resnet50", 0.25, runs.Init("pretrained", "resnet50"), "full")
+           for h in ("dilated_fcn", "glore", "ginet", "hdnet")},
     }
+    assert succ["succ-deeplab_aspp_vgg16"].model_options == {"rates": [2, 5, 7, 10]}  # the twin's scaled rates
     # as many images as FCN-8s over its four stages (4 x 200 x 4 = 3,200); from scratch, plus the VGG16 zoo
     # stand-in's pretraining images ((1,600 + 1,500) x 32 = 99,200)
     scratch = ("succ-unet_same", "succ-unetpp", "succ-attention_unet")
@@ -98,7 +105,9 @@ def test_rows_share_the_trunk_they_descend_from():
         "fcn8s": "vgg16", "succ-unet_same": None, "succ-unetpp": None, "succ-attention_unet": None,
         "succ-unet_vgg16": "vgg16", "succ-dilation8_vgg16": "vgg16",
         "succ-dilation8_basic_vgg16": "vgg16", "succ-pspnet_resnet50": "resnet50",
-        "succ-deeplabv3plus_resnet50": "resnet50", "succ-icnet_resnet50": "resnet50_half"}
+        "succ-deeplabv3plus_resnet50": "resnet50", "succ-icnet_resnet50": "resnet50_half",
+        "succ-deeplab_largefov_vgg16": "vgg16", "succ-deeplab_aspp_vgg16": "vgg16",
+        **{f"succ-{h}_resnet50": "resnet50" for h in ("dilated_fcn", "glore", "ginet", "hdnet")}}
     assert runs.trunk_of(table, "nyud-rgb-hha") == "vgg16"  # a late fusion: through its colour stream
 
 
@@ -134,7 +143,19 @@ def test_paper_config_trains_every_successor_with_its_own_recipe_from_imagenet_w
         "succ-deeplabv3plus_resnet50": ("deeplabv3plus", 30_000, r50),
         "succ-deeplabv3plus_resnet101": ("deeplabv3plus", 30_000, r101),
         "succ-icnet_resnet50": ("icnet", 30_000, runs.Init("pretrained", "resnet50_half")),  # pruned ImageNet R50
+        "succ-deeplab_largefov_vgg16": ("deeplab_v1", 6_000, vgg),
+        "succ-deeplab_aspp_vgg16": ("deeplab_v2", 20_000, vgg),
+        "succ-deeplabv2_resnet101": ("deeplab_v2", 20_000, r101),
+        "succ-dilated_fcn_resnet50": ("pspnet", 30_000, r50),  # the control: PSPNet's recipe, as its ablation
+        "succ-dilated_fcn_resnet101": ("pspnet", 30_000, r101),
+        "succ-glore_resnet50": ("glore", 40_000, r50),
+        "succ-glore_resnet101": ("glore", 40_000, r101),
+        "succ-ginet_resnet50": ("ginet", 40_000, r50),
+        "succ-ginet_resnet101": ("ginet", 40_000, r101),
+        "succ-hdnet_resnet50": ("hdnet", 30_000, r50),
+        "succ-hdnet_resnet101": ("hdnet", 30_000, r101),
     }
+    assert table["succ-deeplab_largefov_vgg16"].model_options == {"rates": [12]}  # the published rates
     assert {(r.width, r.seeds, r.batch_size) for r in _successors(table).values()} == {(1.0, (1337,), None)}
     assert runs.pretrained_backbones(table) == ["alexnet", "googlenet", "resnet101", "resnet50", "resnet50_half",
                                                 "vgg16"]

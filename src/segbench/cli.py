@@ -45,7 +45,7 @@ def _rehearsal_mirror(a):
     spec = a.twin
     write_mirror(a.out_dir, voc=spec.get("voc", {}), nyud=spec.get("nyud", {}), siftflow=spec.get("siftflow", {}),
                  test_images=spec.get("test_images", 2), test_years=a.test_year, seed=spec.get("seed", 0),
-                 weights=[tuple(w.split(":", 1)) for w in a.weights], released=a.released)
+                 weights=[tuple(w.split(":", 1)) for w in a.weights], released=a.released, msd=spec.get("msd"))
 
 
 def _synth_nyud(a):
@@ -394,6 +394,38 @@ def _pairs(items):
         if "=" not in item:
             raise ValueError(f"expected NAME=VALUE, got {item!r}")
         yield tuple(item.split("=", 1))
+
+
+def _twin_msd(a):
+    from segbench.data.synthetic.msd import write_twin
+
+    write_twin(a.out_dir, n_train=a.n_train, n_test=a.n_test, shape=tuple(a.shape), seed=a.seed)
+
+
+def _train_volumetric(a):
+    from segbench.training.volumetric import train_volumetric
+
+    train_volumetric(task_dir=a.task_dir, model=a.model, out=a.out, seed=a.seed, width=a.width,
+                     iterations=a.iterations, n_val=a.n_val, patch=tuple(a.patch), recipe=a.recipe, lr=a.lr,
+                     batch_size=a.batch_size, loss=a.loss, dice_form=a.dice_form,
+                     dice_background=not a.dice_foreground_only,
+                     annotate_every=a.annotate_every, precision=a.precision, device=a.device, threads=a.threads)
+
+
+def _evaluate_volumetric(a):
+    from segbench.evaluation.volumetric import evaluate_volumetric
+
+    evaluate_volumetric(task_dir=a.task_dir, weights=a.weights, n_val=a.n_val, out=a.out, device=a.device,
+                        threads=a.threads)
+
+
+def _table_volumetric(a):
+    from segbench.reporting.volumetric import table_volumetric
+
+    runs: dict[str, list] = {}
+    for model, path in _pairs(a.run):
+        runs.setdefault(model, []).append(path)
+    table_volumetric(runs, a.out_prefix, dataset_note=a.note)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -777,6 +809,49 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figure", nargs="*", default=[], type=Path, help="figures whose sidecars the trace starts from")
     s.add_argument("--out-dir", type=Path, required=True, help="also writes provenance.html there")
     s.set_defaults(func=_report_pages)
+
+    s = sub.add_parser("twin-msd", help="write the synthetic MSD-layout volumetric task (NIfTI, dataset.json)")
+    s.add_argument("--out-dir", type=Path, required=True, help="writes OUT_DIR/Task505_TwinProstate/")
+    s.add_argument("--n-train", type=int, default=24)
+    s.add_argument("--n-test", type=int, default=8)
+    s.add_argument("--shape", type=int, nargs=3, default=[64, 64, 32], metavar=("X", "Y", "Z"))
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_twin_msd)
+
+    s = sub.add_parser("train-volumetric", help="train V-Net or 3D U-Net on an MSD-layout task")
+    s.add_argument("--task-dir", type=Path, required=True)
+    s.add_argument("--model", required=True, choices=sorted(n for n, e in models.MODELS.items() if e.dims == 3))
+    s.add_argument("--out", type=Path, required=True, help="weights (.pt); the summary goes beside it (.json)")
+    s.add_argument("--width", type=float, required=True)
+    s.add_argument("--iterations", type=int, required=True)
+    s.add_argument("--n-val", type=int, required=True, help="the last N training cases are held out")
+    s.add_argument("--patch", type=int, nargs=3, default=[32, 32, 16], metavar=("X", "Y", "Z"))
+    s.add_argument("--recipe", choices=["twin", "paper"], default="twin")
+    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--loss", choices=["dice", "sparse_ce"], help="default: dice for vnet, sparse_ce for unet3d")
+    s.add_argument("--dice-form", choices=["squared", "plain", "generalised"], default="squared")
+    s.add_argument("--dice-foreground-only", action="store_true",
+                   help="Dice over the foreground classes only (V-Net's binary form); default: every class")
+    s.add_argument("--annotate-every", type=int, help="keep every k-th z-slice of the labels (sparse annotation)")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    _common(s, seed_default=0)
+    s.set_defaults(func=_train_volumetric)
+
+    s = sub.add_parser("evaluate-volumetric", help="Dice per class of volumetric weights on held-out cases")
+    s.add_argument("--task-dir", type=Path, required=True)
+    s.add_argument("--weights", type=Path, required=True)
+    s.add_argument("--n-val", type=int, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    _common(s, seed=False)
+    s.set_defaults(func=_evaluate_volumetric)
+
+    s = sub.add_parser("table-volumetric", help="Dice per class of the volumetric nets, mean ± std over seeds")
+    s.add_argument("--run", action="append", default=[], metavar="MODEL=EVAL_JSON", help="once per model and seed")
+    s.add_argument("--out-prefix", type=Path, required=True)
+    s.add_argument("--note", default="")
+    s.set_defaults(func=_table_volumetric)
+
     return p
 
 

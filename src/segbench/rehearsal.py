@@ -44,18 +44,21 @@ NYUD_FRAME_SCALE = 1.0  # 480 x 640, the real camera
 
 def write_mirror(out_dir: str | os.PathLike, *, voc: dict, nyud: dict, siftflow: dict, test_images: int = 2,
                  test_years: Sequence[str] = ("2011", "2012"), weights: Iterable[tuple[str, str]] = (),
-                 released: Iterable[str] = (), seed: int = 0, progress: bool = False) -> Path:
+                 released: Iterable[str] = (), seed: int = 0, progress: bool = False, msd: dict | None = None) -> Path:
     """Fill ``out_dir`` (module docstring) and return ``out_dir/checksums.json``, written last.
 
     ``voc``: the counts of :func:`segbench.data.synthetic.voc.write_twin` (``n_sbd_train``, ``n_sbd_val``,
     ``n_voc_train``, ``n_voc_val``, ``n_overlap``); ``nyud``: ``n_images``; ``siftflow``: ``n_train``,
-    ``n_test``. ``weights``: (backbone, source) pairs, source "torchvision" or "caffe"; ``released``: the
-    released-model variants (``segbench.evaluation.released.RELEASED``).
+    ``n_test``; ``msd`` (the volumetric nets' Task05_Prostate, None: none): ``n_train``, ``n_test``, ``shape``.
+    ``weights``: (backbone, source) pairs, source "torchvision" or "caffe"; ``released``: the released-model
+    variants (``segbench.evaluation.released.RELEASED``).
     """
     for name, given, expected in (("voc", voc, {"n_sbd_train", "n_sbd_val", "n_voc_train", "n_voc_val", "n_overlap"}),
                                   ("nyud", nyud, {"n_images"}), ("siftflow", siftflow, {"n_train", "n_test"})):
         if set(given) != expected:
             raise ValueError(f"the mirror's {name} counts must set exactly {sorted(expected)}, got {sorted(given)}")
+    if msd is not None and set(msd) != {"n_train", "n_test", "shape"}:
+        raise ValueError(f"the mirror's msd counts must set exactly ['n_test', 'n_train', 'shape'], got {sorted(msd)}")
     out_dir = Path(out_dir)
     datasets, weights_dir = out_dir / "datasets", out_dir / "weights"
     datasets.mkdir(parents=True, exist_ok=True)
@@ -67,6 +70,8 @@ def write_mirror(out_dir: str | os.PathLike, *, voc: dict, nyud: dict, siftflow:
             _voc_test(tmp / f"voc-test{year}", datasets, year, test_images, seed=seed)
         _nyud(tmp / "nyud", datasets, nyud, seed=seed)
         _siftflow(tmp / "siftflow", datasets, siftflow, seed=seed)
+        if msd is not None:
+            _msd(tmp / "msd", datasets, msd, seed=seed)
     for backbone, source in weights:
         _classifier_weights(weights_dir, backbone, source)
     for variant in released:
@@ -120,6 +125,16 @@ def _siftflow(tmp: Path, datasets: Path, counts: dict, *, seed: int) -> None:
         for path in sorted(tmp.rglob("*")):
             if path.is_file() and path.name != MANIFEST:
                 z.write(path, path.relative_to(tmp).as_posix())
+
+
+def _msd(tmp: Path, datasets: Path, counts: dict, *, seed: int) -> None:
+    """The Decathlon's Task05_Prostate.tar: the volumetric twin under the real task's name (one modality where
+    the real task has two, T2 and ADC; the readers take the count from dataset.json)."""
+    from segbench.data.synthetic.msd import write_twin
+
+    write_twin(tmp, n_train=counts["n_train"], n_test=counts["n_test"], shape=tuple(counts["shape"]), seed=seed,
+               task="Task05_Prostate")
+    _pack_tar(datasets / "Task05_Prostate.tar", {"Task05_Prostate": tmp / "Task05_Prostate"})
 
 
 def _classifier_weights(weights_dir: Path, backbone: str, source: str) -> Path:

@@ -316,16 +316,19 @@ def _successor_runs(config: Mapping) -> list[Run]:
     length (the paper states none for the second): the front end ``succ-dilation8_vgg16`` (a row of its own,
     as in the paper's Table 3), then the module on it with the front end frozen (``mode="context"``).
     ``successors.model_options`` gives a model its options (``{model: {option: value}}``, the options its
-    declaration lists, e.g. DeepLab's ``output_stride``); an option the model does not have is refused here."""
+    declaration lists, e.g. DeepLab's ``output_stride``); an option the model does not have is refused here, and so
+    is a name that is no successor model (a typo). Options of a successor that ``successors.models`` does not list
+    wait unused: a layer (config/successors.yaml) carries its models' options, and a narrower model list layered
+    over it keeps working."""
     c, train = config["successors"], config["train"]
     torchvision = config["pretrain"]["source"] == "torchvision"
     runs = []
-    successors = sorted(name for name, entry in models.MODELS.items() if entry.recipe is not None)
+    successors = sorted(name for name, entry in models.MODELS.items() if entry.recipe is not None and entry.dims == 2)
     options = c.get("model_options") or {}
-    strays = sorted(set(options) - set(c["models"]))
+    strays = sorted(set(options) - set(successors))
     if strays:
-        raise ValueError(f"successors.model_options names {strays}, which successors.models does not list "
-                         f"({list(c['models'])})")
+        raise ValueError(f"successors.model_options names {strays}, which are not successor models; expected names "
+                         f"from {successors}")
     for model in c["models"]:
         if model not in successors:
             raise ValueError(f"successors.models has {model!r}, which is not a successor model; expected names "

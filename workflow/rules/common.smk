@@ -330,6 +330,7 @@ def final_outputs():
         f"{RESULTS}/tables/table5.md",
         *([f"{RESULTS}/tables/successors.md"] if SUCCESSOR_RUNS else []),
         *[path for run in CRF_RUNS for path in seeds_of(run, crf_metrics)],
+        *([f"{RESULTS}/tables/volumetric.md"] if config.get("volumetric") else []),
         f"{RESULTS}/figures/fig5.png",
         *[f"{RESULTS}/stats/{dataset}.json" for dataset in SPLITS],
         *[f"{RESULTS}/preprocessed/nyud/{split}-hha.h5" for split in SPLITS["nyud"]],

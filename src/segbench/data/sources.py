@@ -14,6 +14,12 @@ Provenance of the checksums:
   GitHub copy is unreachable.
 - SIFT Flow zip: no md5 or size is published; the md5 of the first download is recorded and
   checked from then on.
+- MSD ``Task05_Prostate.tar`` (the volumetric nets' stand-in for V-Net's PROMISE12, which needs a registration
+  to download, ships MetaImage files and has 50 training volumes): the Decathlon's own download is a Google
+  Drive folder; the URL is MONAI's S3 mirror and the md5 MONAI's ``DecathlonDataset.md5`` table. Neither the
+  file's size (a third-party downloader says 239,839,232 bytes) nor its content was checked here. The tar
+  unpacks to ``Task05_Prostate/`` with macOS ``._*`` files beside the volumes (``segbench.data.msd`` ignores
+  them). MSD prostate is two-channel (T2, ADC) with labels 0 background, 1 peripheral zone, 2 transition zone.
 """
 
 from __future__ import annotations
@@ -64,6 +70,10 @@ SOURCES: dict[str, tuple[Source, ...]] = {
     "siftflow": (
         Source("SiftFlowDataset.zip", "http://www.cs.unc.edu/~jtighe/Papers/ECCV10/siftflow/SiftFlowDataset.zip",
                None, extract_to="SiftFlow"),
+    ),
+    "msd_prostate": (
+        Source("Task05_Prostate.tar", "https://msd-for-monai.s3-us-west-2.amazonaws.com/Task05_Prostate.tar",
+               "35138f08b1efaef89d7424d2bcc928db", extract_to="MSD"),
     ),
 }
 

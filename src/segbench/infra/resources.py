@@ -47,6 +47,8 @@ GPU_RULES = {
     # batch-1 forward passes: 8 threads on the CPU (the usual share of a GPU node's cores per GPU), and the rule
     # runs with as many threads as it asks for
     "benchmark": {"gpu": 1, "cpus_per_task": 8, "mem_mb": 16000, "runtime": 60},
+    "train_volumetric": {"gpu": 1, "mem_mb": 8000, "runtime": 120},  # V-Net / 3D U-Net (config volumetric)
+    "evaluate_volumetric": {"gpu": 1, "mem_mb": 8000, "runtime": 30},
 }
 # Data and report rules: never a GPU, whatever the device.
 CPU_RULES = {

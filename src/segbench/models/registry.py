@@ -51,6 +51,7 @@ class Declared:
     min_batch: int = 1
     front_end: str | None = None
     for_evaluation: Callable[..., nn.Module] | None = None
+    dims: int = 2  # spatial axes of the input: 2 (N x C x H x W) or 3 (V-Net, 3D U-Net: N x C x D x H x W)
 
     def make(self, num_classes: int, *, width: float, in_channels: int, **options) -> nn.Module:
         return self.build(num_classes, width=width, in_channels=in_channels, **self.fixed, **options)
