@@ -2,6 +2,7 @@
 
     task = read_task("data/raw/msd_prostate/MSD/Task05_Prostate")   # dataset.json, checked against the files
     case = load_case(task, task["training"][0])                      # Volume: image, label, spacing, affine
+    task, cases = load_cases(task_dir, n_val=6)                      # the fit cases, z-scored: (name, image, label)
 
 Axis order: every array is reoriented to RAS+ (``nibabel.as_closest_canonical``: voxel axes x, y, z point towards
 the patient's right, anterior and superior) and returned as nibabel orders it, **x, y, z** (not SimpleITK's z, y,
@@ -147,3 +148,28 @@ def split_training(task: dict, n_val: int) -> tuple[list[dict], list[dict]]:
         raise ValueError(f"n_val must be in [1, {len(cases) - 1}] for a task with {len(cases)} training cases, "
                          f"got {n_val}")
     return cases[:-n_val], cases[-n_val:]
+
+
+def normalise(image: np.ndarray) -> np.ndarray:
+    """C x X x Y x Z -> z-scored per channel with the mean and std of the voxels > 0 (V-Net's ``main.py``)."""
+    out = np.empty_like(image, dtype=np.float32)
+    for c, channel in enumerate(image):
+        fg = channel[channel > 0]
+        fg = channel if fg.size < 2 else fg
+        out[c] = (channel - fg.mean()) / max(float(fg.std()), 1e-6)
+    return out
+
+
+def load_cases(task_dir: str | os.PathLike, entries: list[dict] | None = None, *, n_val: int | None = None,
+               held_out: bool = False) -> tuple[dict, list]:
+    """The task and its normalised cases ``[(name, image C x X x Y x Z, label X x Y x Z)]``: ``entries``, or the
+    fit (``held_out`` False) / held-out cases of ``split_training(task, n_val)``."""
+    task = read_task(task_dir)
+    if entries is None:
+        fit, val = split_training(task, n_val)
+        entries = val if held_out else fit
+    cases = []
+    for entry in entries:
+        case = load_case(task, entry)
+        cases.append((case.name, normalise(case.image), case.label))
+    return task, cases

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segbench.data.msd import load_cases
 from segbench.evaluation.volumetric_losses import confusion, dice_from_confusion
 from segbench.infra.atomic import write_json
 from segbench.infra.runtime import resolve_device, setup
-from segbench.training.volumetric import load_cases
 from segbench.weights import load_model
 
 

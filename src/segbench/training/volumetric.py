@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from segbench import models
-from segbench.data.msd import load_case, read_task, split_training
+from segbench.data.msd import load_cases
 from segbench.evaluation.volumetric_losses import IGNORE, dice_loss, sparse_cross_entropy
 from segbench.infra import precision as precisions
 from segbench.infra.atomic import write_json
@@ -51,16 +51,6 @@ TRAINING_RECIPES = ("twin", "paper")
 TWIN = {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 2, "momentum": None}
 
 
-def normalise(image: np.ndarray) -> np.ndarray:
-    """C x X x Y x Z -> z-scored per channel with the mean and std of the voxels > 0 (V-Net's ``main.py``)."""
-    out = np.empty_like(image, dtype=np.float32)
-    for c, channel in enumerate(image):
-        fg = channel[channel > 0]
-        fg = channel if fg.size < 2 else fg
-        out[c] = (channel - fg.mean()) / max(float(fg.std()), 1e-6)
-    return out
-
-
 def sparsify(label: np.ndarray, every: int | None) -> np.ndarray:
     """``label`` (X x Y x Z) with only every ``every``-th z-slice kept (from slice 0), the others ``IGNORE``."""
     if not every:
@@ -70,21 +60,6 @@ def sparsify(label: np.ndarray, every: int | None) -> np.ndarray:
     out = np.full_like(label, IGNORE)
     out[..., ::every] = label[..., ::every]
     return out
-
-
-def load_cases(task_dir: str | os.PathLike, entries: list[dict] | None = None, *, n_val: int | None = None,
-               held_out: bool = False) -> tuple[dict, list]:
-    """The task and its normalised cases ``[(name, image C x X x Y x Z, label X x Y x Z)]``: ``entries``, or the
-    fit (``held_out`` False) / held-out cases of ``split_training(task, n_val)``."""
-    task = read_task(task_dir)
-    if entries is None:
-        fit, val = split_training(task, n_val)
-        entries = val if held_out else fit
-    cases = []
-    for entry in entries:
-        case = load_case(task, entry)
-        cases.append((case.name, normalise(case.image), case.label))
-    return task, cases
 
 
 def random_patches(cases: list, patch: tuple[int, int, int], batch_size: int, rng: np.random.Generator,
