@@ -96,7 +96,8 @@ def test_flops_counted_on_the_meta_device_equal_a_real_forward_pass(name):
     channels = 6 if "rgbhha" in name else 3
     torch.manual_seed(0)
     net = models.build(name, 5, width=1 / 16, in_channels=channels).eval()
-    x = torch.randn(1, channels, 67, 93)  # odd sizes: every crop and padding path
+    spatial = (19, 45, 37) if models.MODELS[name].dims == 3 else (67, 93)  # volumes: N x C x D x H x W
+    x = torch.randn(1, channels, *spatial)  # odd sizes: every crop and padding path
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         net(x)
     assert counter.get_total_flops() > 0
@@ -129,3 +130,52 @@ def test_write_json_roundtrip(result, tmp_path):
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="compile"):
         run_benchmark("fcn32s_vgg16", modes=("fp16",), size=8, width=1 / 16, trials=1)
+
+
+@pytest.fixture(scope="module")
+def auto_result():
+    """``auto`` on a CPU reported as AVX2 only (no bf16, no VNNI), with the same net as a reference."""
+    def twin(num_classes):
+        return models.build("fcn32s_vgg16", num_classes, width=1 / 16)
+    return run_benchmark("fcn32s_vgg16", num_classes=4, width=1 / 16, size=40, trials=3, warmup=1, modes=("auto",),
+                         device="cpu", probe_seconds=0.0, progress=False, flags={"avx2", "fma"},
+                         reference=("the same net", twin))
+
+
+def test_auto_times_the_allowed_candidates_and_names_its_choice(auto_result):
+    assert list(auto_result["modes"]) == ["fp32", "channels_last", "compile_fp32"]
+    why = auto_result["why"]
+    assert why["flags"] == ["avx2", "fma"] == auto_result["instruction_sets"]
+    assert set(why["excluded"]) == {"bf16", "compile", "int8"} and "emulated" in why["excluded"]["bf16"]
+    assert "avx512_vnni" in why["excluded"]["int8"]
+    assert why["candidates"] == {m: s["median_ms"] for m, s in auto_result["modes"].items()}
+    assert auto_result["chosen_mode"] == min(why["candidates"], key=why["candidates"].get)
+    for stats in auto_result["modes"].values():
+        assert stats["usable"] == (stats["argmax_agreement"] >= 0.99) and stats["prepare_s"] >= 0
+    assert auto_result["modes"]["compile_fp32"]["argmax_agreement"] > 0.99
+    assert auto_result["modes"]["compile_fp32"]["precision"] == "fp32" and set(auto_result["peak"]) == {"fp32"}
+
+
+def test_reference_is_timed_alongside_with_the_same_weights(auto_result):
+    ref = auto_result["reference"]
+    assert ref["name"] == "the same net" and len(ref["times_ms"]) == 3
+    assert ref["argmax_agreement"] == 1.0  # the benchmarked net's weights were loaded into it
+    for stats in auto_result["modes"].values():
+        assert stats["ratio_vs_reference"] == pytest.approx(ref["median_ms"] / stats["median_ms"])
+    assert json.loads(json.dumps(auto_result)) == auto_result  # JSON-clean
+
+
+def test_an_int8_net_refused_is_reported_not_chosen(monkeypatch):
+    from segbench.evaluation import inference
+
+    def refuse(net, example, calibration, *, dynamic=False):
+        raise inference.UnusableMode("int8 net changed shapes on input (1, 3, 40, 40): ...")
+    monkeypatch.setattr(inference, "quantize_int8", refuse)
+    monkeypatch.setattr(inference, "torchao_missing", lambda: None)
+    result = run_benchmark("fcn32s_vgg16", num_classes=4, width=1 / 16, size=40, trials=2, warmup=1,
+                           modes=("int8",), device="cpu", probe_seconds=0.0, progress=False, flags={"avx512_vnni"})
+    assert result["modes"]["int8"] == {"description": inference.DESCRIPTIONS["int8"], "precision": "int8",
+                                       "usable": False, "error": "int8 net changed shapes on input (1, 3, 40, 40): ..."}
+    assert result["chosen_mode"] == result["fastest_mode"] == "fp32"
+    assert result["why"]["excluded"]["int8"].startswith("int8 net changed shapes")
+    assert set(result["peak"]) == {"fp32"}  # no int8 peak without an int8 time

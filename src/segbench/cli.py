@@ -171,7 +171,8 @@ def _evaluate(a):
     with _tracked(a, a.out, inputs=[a.store, a.weights], device=a.device, threads=a.threads,
                   precision="fp32") as late:
         result = evaluate(store_path=a.store, model_path=a.weights, out_json=a.out, device=a.device,
-                          threads=a.threads, model_options=a.model_options, crf=crf, crf_scale=a.crf_scale == "auto")
+                          threads=a.threads, model_options=a.model_options, crf=crf, crf_scale=a.crf_scale == "auto",
+                          mode=a.mode, calibration_store=a.calibration_store)
         late["seeds"] = result["train"].get("seed")  # the training run's
     log.info("%s: pixel acc %.4f, mean acc %.4f, mean IU %.4f, f.w. IU %.4f%s", a.weights, result["pixel_acc"],
              result["mean_acc"], result["mean_iu"], result["fw_iu"],
@@ -637,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crf-iterations", type=int, help="mean-field iterations (default 10)")
     s.add_argument("--crf-scale", choices=("auto", "none"), default="auto",
                    help="auto: spatial bandwidths times the image's longer side / 500; none: as given")
+    s.add_argument("--mode", default="fp32",
+                   choices=("fp32", "channels_last", "bf16", "compile", "compile_fp32", "int8"),
+                   help="inference mode (segbench.evaluation.inference); the default fp32 is what the tables use")
+    s.add_argument("--calibration-store", type=Path, default=None,
+                   help="int8: the training split's store, whose first 8 images calibrate the quantization")
     _model_options(s)
     _common(s, seed=False)
     _provenance(s)
@@ -649,7 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=float, default=1.0)
     s.add_argument("--trials", type=int, default=20)
     s.add_argument("--warmup", type=int, default=2, help="untimed passes first (0: the first pass is the first trial)")
-    s.add_argument("--modes", default="fp32,channels_last,bf16,compile", help="comma-separated")
+    s.add_argument("--modes", default="fp32,channels_last,bf16,compile",
+                   help="comma-separated: fp32, channels_last, bf16, compile, compile_fp32, int8, or auto (the "
+                        "candidates this machine allows, timed; the JSON names the choice)")
     _common(s, seed=False)
     _provenance(s)
     s.set_defaults(func=_benchmark)

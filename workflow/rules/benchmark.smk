@@ -1,5 +1,7 @@
 # Forward-time benchmark (Table 1): batch-1 forward passes on the CPUs it asks SLURM for (cpus_per_task), as
-# many threads; locally, as many as --cores allows of them.
+# many threads; locally, as many as --cores allows of them. ``modes`` may name ``auto``: the modes the machine's
+# instruction set allows (no bf16 where it is emulated; int8 with VNNI or AMX and torchao), the JSON naming the
+# one chosen and why.
 
 BENCHMARK_RESOURCES = resources_for("benchmark")
 

@@ -77,7 +77,9 @@ def evaluate_model(model: torch.nn.Module, store: Store, *, device: torch.device
 
 def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, out_json: str | os.PathLike,
              device: str = "auto", threads: int | None = None, progress: bool = True,
-             model_options: dict | None = None, crf: CRFParams | None = None, crf_scale: bool = True) -> dict:
+             model_options: dict | None = None, crf: CRFParams | None = None, crf_scale: bool = True,
+             mode: str = "fp32", calibration_store: str | os.PathLike | None = None,
+             calibration_images: int = 8) -> dict:
     """Evaluate saved weights on a split and write the metrics (with the confusion matrix) as JSON.
 
     Evaluation runs in float32 (channels-last where the run trained so); the JSON also carries the
@@ -87,6 +89,11 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
     ``eval_output_stride``), the others were the training run's and are recorded in the JSON. With ``crf``
     the labels are the dense CRF's (``evaluate_model``): the rule ``evaluate_crf`` writes these beside the
     plain ``val.json``.
+
+    ``mode`` other than "fp32" scores through an inference mode of ``segbench.evaluation.inference`` (e.g.
+    ``compile_fp32``, ``bf16``, ``int8``), refused where this machine's flags rule it out; ``int8`` calibrates on
+    the first ``calibration_images`` images of ``calibration_store`` (the training split). The JSON records
+    ``inference_mode``.
     """
     runtime.setup(threads=threads)
     dev = runtime.resolve_device(device)
@@ -96,10 +103,14 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
     channels_last = bool(meta.get("channels_last", False))
     model = precision.to_layout(models.for_evaluation(net.model, record, model_options),
                                 channels_last=channels_last)
+    if mode != "fp32":
+        model, channels_last = _inference_mode(model, mode, store, dev, net, calibration_store,
+                                               calibration_images), False
     result = evaluate_model(model, store, device=dev, norm=net.norm, reduction=meta.get("reduction", "sum"),
                             channels_last=channels_last, modality=net.modality,
                             criterion=meta.get("criterion", "cross_entropy"), gamma=meta.get("gamma", 2.0),
                             progress=progress, crf=crf, crf_scale=crf_scale)
+    result["inference_mode"] = mode
     if model_options:
         result["model_options"] = dict(model_options)
     result.update(model=record["name"], weights=str(model_path), split=str(store_path), class_names=store.class_names,
@@ -107,3 +118,24 @@ def evaluate(*, store_path: str | os.PathLike, model_path: str | os.PathLike, ou
                                                   "constant_prediction_loss", "code")})
     write_json(out_json, result)
     return result
+
+
+def _inference_mode(model, mode, store, dev, net, calibration_store, calibration_images) -> torch.nn.Module:
+    """``model`` prepared in inference ``mode`` (``inference.Prepared``: any input size), after checking that the
+    machine allows it; int8 calibrates on training images."""
+    from segbench.evaluation import inference
+
+    allowed, excluded = inference.candidates(dev)
+    if mode not in allowed:
+        raise ValueError(f"inference mode {mode!r} is not for this machine: {excluded.get(mode, 'unknown mode')}; "
+                         f"its modes: {allowed}")
+    if mode == "int8" and calibration_store is None:
+        raise ValueError("inference mode int8 needs calibration images: pass calibration_store (the training "
+                         "split's store), got none")
+    calibration = []
+    if calibration_store is not None:
+        with Store(calibration_store) as cal:
+            calibration = [modality_input(cal, [i], net.modality, net.norm).to(dev)
+                           for i in range(min(calibration_images, len(cal)))]
+    example = calibration[0] if calibration else modality_input(store, [0], net.modality, net.norm).to(dev)
+    return inference.Prepared(model.eval(), mode, example, calibration=calibration)

@@ -14,8 +14,8 @@ from pathlib import Path
 PROC_CPUINFO = "/proc/cpuinfo"
 # Instruction-set extensions that decide which kernels (and how fast) torch runs on an x86 CPU: AVX2/FMA,
 # AVX-512, its VNNI and bf16 dot products, AMX tiles.
-CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
-             "amx_int8")
+CPU_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
+             "amx_bf16", "amx_int8")
 
 
 def parse(text: str) -> tuple[str, set[str]]:

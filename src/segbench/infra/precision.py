@@ -49,9 +49,17 @@ def resolve(precision: str, device: torch.device) -> str:
                          f"{device.type!r}; use bf16 or fp32 on the CPU (auto picks bf16 where the CPU has it)")
     if precision != "auto":
         return precision
+    return "bf16" if native_bf16(device) else "fp32"
+
+
+def native_bf16(device: torch.device, flags: set[str] | None = None) -> bool:
+    """Whether ``device`` does bf16 arithmetic in hardware: a CUDA GPU of compute capability 8.0 or later
+    (``cuda_has_native_bf16``), or a CPU with one of ``BF16_CPU_FLAGS`` among ``flags`` (this CPU's
+    /proc/cpuinfo flags when None). Elsewhere bf16 is emulated and slower than fp32: ``precision: auto``, the
+    benchmark's ``auto`` and the inference modes never pick it there."""
     if device.type == "cuda":
-        return "bf16" if cuda_has_native_bf16() else "fp32"
-    return "bf16" if cpu_flags() & set(BF16_CPU_FLAGS) else "fp32"
+        return cuda_has_native_bf16()
+    return bool((cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS))
 
 
 def cuda_has_native_bf16() -> bool:
