@@ -259,3 +259,16 @@ def test_short_training_lowers_the_loss_and_is_evaluated_and_tabled(tmp_path, na
     with pytest.raises(ValueError, match="'unet' is a 2D net"):
         train_volumetric(task_dir=path.parent, model="unet", out=tmp_path / "x.pt", seed=0, width=1, iterations=1,
                          n_val=1)
+
+
+def test_tiled_prediction_covers_every_voxel_and_equals_whole_volume_scoring_for_a_pointwise_net():
+    from segbench.evaluation.volumetric import predict_volume, tile_starts
+
+    assert tile_starts(64, 32) == [0, 16, 32] and tile_starts(20, 32) == [0] and tile_starts(33, 16) == [0, 8, 16, 17]
+    torch.manual_seed(0)
+    net = torch.nn.Conv3d(2, 4, 1).eval()  # no context: every tiling gives the same scores
+    image = np.random.default_rng(0).normal(size=(2, 19, 12, 7)).astype(np.float32)
+    whole = predict_volume(net, image, torch.device("cpu"))
+    tiled = predict_volume(net, image, torch.device("cpu"), patch=(8, 16, 4))
+    assert whole.shape == tiled.shape == (19, 12, 7) and (whole == tiled).all()
+    assert len(np.unique(whole)) > 1  # not a constant map

@@ -30,11 +30,37 @@ def _nanmean(values) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def predict_volume(net: torch.nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
-    """Argmax labels X x Y x Z of ``net`` on one normalised image C x X x Y x Z."""
+def tile_starts(size: int, tile: int) -> list[int]:
+    """Starts of tiles of ``tile`` voxels that cover an axis of ``size`` with half overlap (the last one flush with
+    the end); ``[0]`` where the axis is no longer than a tile."""
+    if size <= tile:
+        return [0]
+    return sorted({*range(0, size - tile + 1, max(1, tile // 2)), size - tile})
+
+
+def predict_volume(net: torch.nn.Module, image: np.ndarray, device: torch.device,
+                   patch: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Argmax labels X x Y x Z of ``net`` on one normalised image C x X x Y x Z: the whole volume at once, or with
+    ``patch`` (the training patch) half-overlapping tiles of that size, their softmax averaged. The nets train on
+    patches and see far beyond them (V-Net's receptive field spans the whole twin volume), so a whole volume is
+    not what they learnt on: at 32 x 32 x 16 tiles V-Net's held-out gland Dice went from 0.03 / 7.7% (seeds 1 /
+    2, whole volumes) to 85 / 90%."""
+    x = torch.from_numpy(image)[None].to(device)
     with torch.no_grad():
-        scores = net(torch.from_numpy(image)[None].to(device))
-    return scores.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        if patch is None:
+            return net(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        tiles = [min(p, n) for p, n in zip(patch, x.shape[2:])]
+        total, count = None, torch.zeros(x.shape[2:], device=device)
+        for a in tile_starts(x.shape[2], tiles[0]):
+            for b in tile_starts(x.shape[3], tiles[1]):
+                for c in tile_starts(x.shape[4], tiles[2]):
+                    window = (slice(a, a + tiles[0]), slice(b, b + tiles[1]), slice(c, c + tiles[2]))
+                    probs = torch.softmax(net(x[(slice(None), slice(None), *window)]).float(), 1)[0]
+                    if total is None:
+                        total = torch.zeros((probs.shape[0], *x.shape[2:]), device=device)
+                    total[(slice(None), *window)] += probs
+                    count[window] += 1
+        return (total / count).argmax(0).cpu().numpy().astype(np.uint8)
 
 
 def evaluate_volumetric(*, task_dir: str | os.PathLike, weights: str | os.PathLike, n_val: int,
@@ -49,17 +75,19 @@ def evaluate_volumetric(*, task_dir: str | os.PathLike, weights: str | os.PathLi
     labels = [task["labels"][str(k)] for k in range(len(task["labels"]))]
     k = len(labels)
     total, per_case = np.zeros((k, k), np.int64), {}
+    meta = record.get("meta", {})
+    patch = tuple(meta["patch"]) if meta.get("patch") else None  # scored as trained: tiles of the training patch
     for name, image, label in cases:
-        cm = confusion(predict_volume(net, image, dev), label, k)
+        cm = confusion(predict_volume(net, image, dev, patch), label, k)
         total += cm
         per_case[name] = [None if np.isnan(d) else float(d) for d in dice_from_confusion(cm)]
     table = np.array([[np.nan if d is None else d for d in dice] for dice in per_case.values()])
     dice = {labels[c]: _nanmean(table[:, c]) for c in range(k)}
     foreground = [dice[name] for name in labels[1:] if dice[name] is not None]
-    meta = record.get("meta", {})
     return write_json(out, {"model": record["name"], "seed": meta.get("seed"), "width": record["width"],
                             "iterations": meta.get("iterations"), "recipe": meta.get("recipe"),
                             "weights": str(weights), "task": task["name"], "labels": labels, "cases": per_case,
+                            "tiles": list(patch) if patch else None,
                             "dice_per_class": dice,
                             "mean_dice": float(np.mean(foreground)) if foreground else None,
                             "confusion": total.tolist()})
