@@ -6,8 +6,8 @@ from segbench.training import recipes
 from segbench.training.recipes import (
     FCN_RECIPES,
     RECIPES,
-    Recipe,
     SUCCESSOR_RECIPES,
+    Recipe,
     apply_schedule,
     make_optimizer,
     own_recipe,
@@ -208,7 +208,8 @@ def test_successor_recipes_keep_every_value_their_paper_states(name):
 @pytest.mark.parametrize("model_name", sorted(m for m, e in models.MODELS.items() if e.recipe))
 def test_each_successor_model_names_its_papers_recipe(model_name):
     prefixes = {"deeplabv3plus_": "deeplabv3plus", "deeplabv3_": "deeplabv3", "pspnet_": "pspnet", "icnet_": "icnet",
-                "dilation8_": "dilation", "unetpp": "unetpp", "attention_unet": "attention_unet", "unet3d": "unet3d", "vnet": "vnet", "unet": "unet",
+                "dilation8_": "dilation", "unetpp": "unetpp", "attention_unet": "attention_unet", "unet3d": "unet3d",
+                "vnet": "vnet", "unet": "unet",
                 "deeplabv2_": "deeplab_v2", "deeplab_largefov_": "deeplab_v1", "deeplab_aspp_": "deeplab_v2",
                 "dilated_fcn_": "pspnet", "glore_": "glore", "ginet_": "ginet", "hdnet_": "hdnet"}
     assert own_recipe(model_name) == next(r for p, r in prefixes.items() if model_name.startswith(p))

@@ -208,7 +208,8 @@ def _dry_run_outputs(*args) -> list[str]:
 
 def test_the_paper_config_asks_for_gpus_and_writes_only_under_its_own_results_root():
     res = _dry_run_resources("--forceall", "--configfile", "config/config.yaml", "config/paper.yaml", cwd=ROOT)
-    nets = {"train", "evaluate", "benchmark", "qualitative", "submission", "evaluate_released"}  # torchvision weights
+    nets = {"train", "evaluate", "evaluate_crf", "benchmark", "qualitative", "submission", "evaluate_released",
+            "train_volumetric", "evaluate_volumetric"}  # torchvision weights; the volumetric nets on MSD
     assert {rule for rule, line in res.items() if "gpu=1" in line.split(", ")} == nets
     outputs = _dry_run_outputs("--configfile", "config/config.yaml", "config/paper.yaml")
     assert len(outputs) > 50

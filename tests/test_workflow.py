@@ -212,7 +212,9 @@ def test_paper_dry_run_trains_every_successor_with_imagenet_trunks_and_tables_th
                                "results=/nonexistent/paper")
     successors = ["unet", "unet_same", "unetpp", "attention_unet", "dilation8_vgg16", "dilation8_basic_vgg16",
                   "dilation8_large_vgg16", "pspnet_resnet50", "pspnet_resnet101", "deeplabv3_resnet50",
-                  "deeplabv3_resnet101", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "icnet_resnet50"]
+                  "deeplabv3_resnet101", "deeplabv3plus_resnet50", "deeplabv3plus_resnet101", "icnet_resnet50",
+                  "deeplab_largefov_vgg16", "deeplab_aspp_vgg16", "deeplabv2_resnet101",
+                  *[f"{h}_resnet{d}" for h in ("dilated_fcn", "glore", "ginet", "hdnet") for d in (50, 101)]]
     r = "/nonexistent/paper"
     assert {p for p in outputs if p.startswith(f"{r}/train/succ-") and p.endswith("model.pt")} == {
         f"{r}/train/succ-{m}/seed1337/model.pt" for m in successors}
@@ -236,7 +238,8 @@ def test_model_options_reach_train_and_evaluate_commands(tmp_path):
     commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith(("segbench ", "env "))
                 or " segbench train " in line or "segbench evaluate " in line]
     flagged = {c.split("--model-options ", 1)[1].split("'", 2)[1] for c in commands if "--model-options" in c}
-    assert flagged == {'{"output_stride": 8}', '{"eval_output_stride": 8}', '{"weighted_loss": true}'}, flagged
+    layer = {'{"rates": [5]}', '{"rates": [2, 5, 7, 10]}', '{"windows": [3, 5, 7, 9]}'}  # successors.yaml's twin
+    assert flagged == {'{"output_stride": 8}', '{"eval_output_stride": 8}', '{"weighted_loss": true}', *layer}, flagged
     deeplab = [c for c in commands if "succ-deeplabv3plus_resnet50" in c and "--model-options" in c]
     assert any("evaluate" in c and "eval_output_stride" in c for c in deeplab)
     assert any("--train-store" in c and '"output_stride": 8}' in c for c in deeplab)

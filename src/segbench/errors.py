@@ -15,7 +15,8 @@ The hierarchy (classes defined elsewhere are named by module)::
     ├── weights.WeightsFileError   a weights file is not torch.save's: a web page, empty, truncated
     ├── data.download.DownloadError, data.download.ExtractError
     ├── data.voc.DatasetError, data.nyud.NyudError, data.siftflow.SiftFlowError   raw files not as published
-    ├── data.stats.StatsError, submission.SubmissionError
+    ├── data.stats.StatsError, submission.SubmissionError, data.msd.TaskError (a Decathlon task's files)
+    ├── evaluation.inference.UnusableMode   an inference mode that cannot run this net correctly here
     └── Preempted                  stopped by a signal after a checkpoint; exit code 75, rerun to resume
 """
 

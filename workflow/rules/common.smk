@@ -182,6 +182,11 @@ if set(CRF_RUNS) - set(RUNS):
                         f"configuration; expected names from {sorted(RUNS)}")
 
 
+def volumetric_iterations(model):
+    """volumetric.iterations, or (null) the published length of the volumetric model's own recipe."""
+    return config["volumetric"]["iterations"] or models.RECIPES[models.declared(model).recipe]["iterations"]
+
+
 def crf_metrics(run, seed):
     """The evaluation JSON of ``run`` and ``seed`` with the dense CRF (rule evaluate_crf), beside val.json."""
     return f"{RESULTS}/evaluate/{run}/seed{seed}/val_crf.json"

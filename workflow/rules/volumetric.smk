@@ -1,10 +1,8 @@
 # Volumetric nets (config volumetric; layer config/volumetric.yaml): V-Net and 3D U-Net on the MSD-layout twin of
 # Task05_Prostate (data.source synthetic) or on the Decathlon's Task05_Prostate itself (real: the checksummed
 # download msd_prostate), once per seed, scored by Dice per class on held-out training cases, and their table.
-# Needs common.smk (RESULTS, LOGS, SYNTHETIC, raw_ready, arg, opt). Nothing here runs unless the config has a
+# Needs common.smk (RESULTS, LOGS, SYNTHETIC, raw_ready, arg, opt, volumetric_iterations). Nothing here runs unless the config has a
 # volumetric section.
-
-from segbench import models as _models
 
 VOLUMETRIC = config.get("volumetric") or {}
 if SYNTHETIC:
@@ -14,11 +12,6 @@ else:
     VOLUMETRIC_TASK = f"{RESULTS}/raw/msd_prostate/MSD/Task05_Prostate"  # segbench.data.sources: msd_prostate
     VOLUMETRIC_READY = raw_ready("msd_prostate")
 VOLUMETRIC_DIR = f"{RESULTS}/volumetric"
-
-
-def volumetric_iterations(model):
-    """volumetric.iterations, or (null) the published length of the model's own recipe."""
-    return VOLUMETRIC["iterations"] or _models.RECIPES[_models.declared(model).recipe]["iterations"]
 
 
 if VOLUMETRIC and SYNTHETIC and not VOLUMETRIC.get("twin"):

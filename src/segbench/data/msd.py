@@ -23,13 +23,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from segbench.errors import MissingInputError
+from segbench.errors import MissingInputError, SegbenchError
 
 REQUIRED = ("name", "tensorImageSize", "modality", "labels", "numTraining", "numTest", "training", "test")
 FOLDERS = {"imagesTr": "training image", "labelsTr": "training label", "imagesTs": "test image"}
 
 
-class TaskError(ValueError):
+class TaskError(SegbenchError, ValueError):
     """A task folder whose ``dataset.json`` and files disagree."""
 
 

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segbench.errors import SegbenchError
 from segbench.infra import precision
 from segbench.infra.cpuinfo import cpu_flags
 
@@ -66,7 +67,7 @@ FLOAT32_LAYERS = "every ConvTranspose2d (the bilinear upsamplers) and the net's 
 TAP = "score_fr"  # the blob whose shape the int8 check compares, besides the output (every pool is before it)
 
 
-class UnusableMode(RuntimeError):
+class UnusableMode(SegbenchError, RuntimeError):
     """A mode that cannot run this net correctly here; the message says why."""
 
 

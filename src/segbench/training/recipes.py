@@ -61,8 +61,9 @@ The successors' own recipes (``SUCCESSOR_RECIPES``; ``own_recipe(model)`` names 
 declared, with where each value comes from and which ones the papers do not state, beside the models in
 their family files (``RECIPES`` in ``segbench.models.unet``, ``unetplusplus``, ``attention_unet``, ``context``,
 ``pspnet``, ``deeplab``, ``deeplab_v2``, ``icnet``, ``dilated_fcn``, ``glore``, ``ginet``, ``hdnet``, ``vnet``,
-``unet3d``). SGD (Adam for UNet++ and Attention U-Net, as their releases) on the mean loss over valid pixels; "poly" is lr x (1 - it / iterations) ** 0.9 per iteration, "step" (DeepLab v1) lr x 0.1
-every ``step_size`` iterations (placed at the same fractions of a run of another length);
+``unet3d``). SGD (Adam for UNet++ and Attention U-Net, as their releases) on the mean loss over valid pixels;
+"poly" is lr x (1 - it / iterations) ** 0.9 per iteration, "step" (DeepLab v1, V-Net) lr x 0.1 every
+``step_size`` iterations (placed at the same fractions of a run of another length);
 ``head_lr_mult`` / ``bias_lr_mult`` are the lr multipliers of the new layers (``head_prefixes``) and of the
 biases; ``scale_range`` a random rescale factor, ``rotate`` a random rotation in [-r, r] degrees, ``blur``
 the probability of a 5x5 Gaussian blur; crops pad the image with the mean colour and the labels with 255
