@@ -142,9 +142,11 @@ def scenes(n: int, size: int, classes: int, seed: int) -> tuple[torch.Tensor, to
 
 @pytest.fixture(scope="module")
 def trained_twin():
-    """A 1/16-width FCN-8s trained for 80 Adam steps on 8 synthetic 61x61 scenes, and its training images."""
+    """An FCN-8s at the embedded default's VGG16 width (1/8) trained for 80 Adam steps on 8 synthetic 61x61 scenes,
+    and its training images. (At 1/16, 4-channel first layers, per-tensor int8 activations agreed on 98.6-99.4%
+    of the pixels from run to run; at 1/8 on 99.7%.)"""
     torch.manual_seed(0)
-    net = models.build("fcn8s_vgg16", 4, width=1 / 16)
+    net = models.build("fcn8s_vgg16", 4, width=1 / 8)
     x, y = scenes(8, 61, 4, seed=0)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(80):
