@@ -159,11 +159,12 @@ def _train(a):
 
 
 def _evaluate(a):
-    from segbench.evaluation.crf import CRFParams
     from segbench.evaluation.evaluate import evaluate
 
     crf = None
     if a.crf:
+        from segbench.evaluation.crf import CRFParams
+
         crf = CRFParams.from_dict({**(a.crf_params or {}),
                                    **({} if a.crf_iterations is None else {"iterations": a.crf_iterations})})
     elif a.crf_params or a.crf_iterations is not None:

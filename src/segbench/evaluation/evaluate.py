@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,12 +14,14 @@ from segbench import models
 from segbench.data.store import Store
 from segbench.data.tensors import modality_input
 from segbench.evaluation import losses, objective
-from segbench.evaluation.crf import CRFParams
 from segbench.evaluation.metrics import confusion_matrix, scores
 from segbench.evaluation.predict import crf_labels, load_for_store
 from segbench.infra import precision, runtime
 from segbench.infra.atomic import write_json
 from segbench.infra.progress import progress_bar
+
+if TYPE_CHECKING:  # the CRF (scipy.sparse, 0.14 s) is imported only by a run that uses it
+    from segbench.evaluation.crf import CRFParams
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -19,8 +19,10 @@ import torch
 from segbench.data.store import Store
 from segbench.data.tensors import MODALITIES, modality_input
 from segbench.evaluation import losses, objective
-from segbench.evaluation.crf import CRFParams, dense_crf, scaled
 from segbench.weights import load_model
+
+if TYPE_CHECKING:  # the CRF (scipy.sparse, 0.14 s) is imported only by a run that uses it
+    from segbench.evaluation.crf import CRFParams
 
 # The store fields each input modality reads besides the colour image.
 MODALITY_FIELDS = {"rgb": (), "hha": ("hha",), "rgbd": ("depth",), "rgb_hha": ("hha",)}
@@ -52,6 +54,8 @@ def crf_labels(scores: torch.Tensor, images: list[np.ndarray], crf: CRFParams, *
     """int64 B x H x W labels of the dense CRF on ``softmax(scores)`` (B x K x H x W) and ``images`` (uint8
     H x W x 3 RGB each), the spatial bandwidths scaled to each image's longer side if ``scale``. ``used``
     collects the parameters applied per image size ("HxW")."""
+    from segbench.evaluation.crf import dense_crf, scaled
+
     labels = np.empty((scores.shape[0], *scores.shape[2:]), np.int64)
     for k, image in enumerate(images):
         params = scaled(crf, max(image.shape[:2])) if scale else crf
