@@ -11,6 +11,7 @@ the foreground classes.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -51,15 +52,13 @@ def predict_volume(net: torch.nn.Module, image: np.ndarray, device: torch.device
             return net(x).argmax(1)[0].cpu().numpy().astype(np.uint8)
         tiles = [min(p, n) for p, n in zip(patch, x.shape[2:])]
         total, count = None, torch.zeros(x.shape[2:], device=device)
-        for a in tile_starts(x.shape[2], tiles[0]):
-            for b in tile_starts(x.shape[3], tiles[1]):
-                for c in tile_starts(x.shape[4], tiles[2]):
-                    window = (slice(a, a + tiles[0]), slice(b, b + tiles[1]), slice(c, c + tiles[2]))
-                    probs = torch.softmax(net(x[(slice(None), slice(None), *window)]).float(), 1)[0]
-                    if total is None:
-                        total = torch.zeros((probs.shape[0], *x.shape[2:]), device=device)
-                    total[(slice(None), *window)] += probs
-                    count[window] += 1
+        for starts in itertools.product(*(tile_starts(n, t) for n, t in zip(x.shape[2:], tiles))):
+            window = tuple(slice(a, a + t) for a, t in zip(starts, tiles))
+            probs = torch.softmax(net(x[(slice(None), slice(None), *window)]).float(), 1)[0]
+            if total is None:
+                total = torch.zeros((probs.shape[0], *x.shape[2:]), device=device)
+            total[(slice(None), *window)] += probs
+            count[window] += 1
         return (total / count).argmax(0).cpu().numpy().astype(np.uint8)
 
 
