@@ -35,6 +35,7 @@ from segbench.infra import precision, runtime
 from segbench.infra.atomic import torch_save, write_json
 from segbench.infra.progress import progress_bar
 from segbench.weights import read_weights_file
+from segbench.training import optimizers
 
 log = logging.getLogger(__name__)
 INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224, "resnet50": 224,
@@ -238,7 +239,7 @@ def _train_phases(net: torch.nn.Module, source: Images, *, backbone: str, size: 
             clutter=clutter):
         phase_lr = lr if phase == "crops" else lr / 3
         _check_input_size(net, backbone, phase_size, dev)
-        opt = torch.optim.Adam(net.parameters(), lr=phase_lr)
+        opt = optimizers.Adam(net.parameters(), lr=phase_lr)
         net.train()
         bar = progress_bar(range(steps), desc=f"pretrain {backbone} ({phase}, {phase_size} px)", disable=not progress)
         for it in bar:

@@ -79,6 +79,7 @@ from torch import nn
 
 from segbench import models
 from segbench.data.tensors import first_conv_lr_mult
+from segbench.training import optimizers
 
 WEIGHT_DECAY = 5e-4
 BIAS_LR_MULT = 2.0  # Caffe lr_mult 2 / decay_mult 0 on every bias
@@ -312,8 +313,8 @@ def make_optimizer(model: nn.Module, recipe: Recipe, *, input_norm: str = "caffe
     groups = [groups[k] for k in order if k in groups]
     # foreach: one multi-tensor update per step (PyTorch's default on GPUs; on a CPU the same bits, 1 s less per run)
     if recipe.optimizer == "adam":
-        return torch.optim.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, 0.999), foreach=True)
-    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, foreach=True)
+        return optimizers.AdamW(groups, lr=recipe.lr, betas=(recipe.beta1, 0.999), foreach=True)
+    return optimizers.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, foreach=True)
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, iteration: int, iterations: int) -> None:

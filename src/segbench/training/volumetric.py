@@ -42,7 +42,7 @@ from segbench.evaluation.volumetric_losses import IGNORE, dice_loss, sparse_cros
 from segbench.infra import precision as precisions
 from segbench.infra.atomic import write_json
 from segbench.infra.runtime import resolve_device, setup
-from segbench.training import recipes
+from segbench.training import optimizers, recipes
 from segbench.weights import save_model
 
 LOSSES = ("dice", "sparse_ce")
@@ -102,8 +102,8 @@ def _settings(model: str, recipe: str, *, lr: float | None, batch_size: int | No
 
 def _optimizer(net: torch.nn.Module, s: dict) -> torch.optim.Optimizer:
     if s["optimizer"] == "adam":
-        return torch.optim.AdamW(net.parameters(), lr=s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
-    return torch.optim.SGD(net.parameters(), lr=s["lr"], momentum=s["momentum"] or 0.0, weight_decay=s["weight_decay"])
+        return optimizers.AdamW(net.parameters(), lr=s["lr"], betas=(0.9, 0.999), weight_decay=s["weight_decay"])
+    return optimizers.SGD(net.parameters(), lr=s["lr"], momentum=s["momentum"] or 0.0, weight_decay=s["weight_decay"])
 
 
 def volumetric_loss(name: str, scores: torch.Tensor, labels: torch.Tensor, *, dice_form: str = "squared",
