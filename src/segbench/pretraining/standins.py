@@ -34,8 +34,8 @@ from segbench.data.synthetic.objects import NUM_OBJECT_CLASSES
 from segbench.infra import precision, runtime
 from segbench.infra.atomic import torch_save, write_json
 from segbench.infra.progress import progress_bar
-from segbench.weights import read_weights_file
 from segbench.training import optimizers
+from segbench.weights import read_weights_file
 
 log = logging.getLogger(__name__)
 INPUT_SIZE = {"vgg16": 224, "alexnet": 224, "alexnet_caffe": 227, "googlenet": 224, "resnet50": 224,

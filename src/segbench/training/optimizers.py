@@ -3,7 +3,7 @@
 In this torch, ``Optimizer.step`` (through ``_use_grad_for_differentiable``) and ``zero_grad``,
 ``add_param_group``, ``state_dict`` and ``load_state_dict`` (through ``torch._disable_dynamo``) import
 ``torch._dynamo`` on their first call, only to mark themselves as not to be traced by ``torch.compile``:
-1.7 s of a training job's fixed cost on a 2-core AMD EPYC, paid by every job of the workflow although none
+1.3-1.7 s of a training job's fixed cost on a 2-core AMD EPYC, paid by every job of the workflow although none
 compiles its optimizer. These subclasses call the same undecorated methods, with gradients off as the
 decorator sets them (``differentiable`` is False): the same arithmetic, the same state dicts. They must not
 be called from inside a ``torch.compile``'d function (segbench compiles only the forward pass); use
