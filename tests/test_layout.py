@@ -21,7 +21,8 @@ LAYERS = [
     {"rehearsal"},  # the rehearsal's mirror writes twins of the data, the weights and the released nets
     {"runs", "cli"},
 ]
-SAME_LAYER = {("data", "hha"), ("cli", "runs")}  # data reads NYUDv2 through the HHA encoding
+# data reads NYUDv2 through the HHA encoding; the stand-ins' pretraining uses training's optimizers
+SAME_LAYER = {("data", "hha"), ("cli", "runs"), ("pretraining", "training")}
 
 
 def _unit(module: str) -> str:
