@@ -293,6 +293,21 @@ def successor_run(model: str) -> str:
     return f"succ-{model}"
 
 
+def crf_runs(config: Mapping, table: Mapping[str, Run]) -> list[str]:
+    """The runs of ``crf.runs`` that ``table`` (this configuration's runs) holds, in the listed order: those the
+    dense CRF scores (rule evaluate_crf). A successor's run (``succ-<model>``) whose model ``successors.models``
+    does not list waits unused, as its ``successors.model_options`` do: the default names the DeepLab rows, and a
+    narrower model list layered over it keeps working. Any other name that is not a run here is refused (a typo)."""
+    successors = {successor_run(name) for name, entry in models.MODELS.items()
+                  if entry.recipe is not None and entry.dims == 2}
+    listed = list(config["crf"]["runs"])
+    strays = sorted(set(listed) - set(table) - successors)
+    if strays:
+        raise ValueError(f"crf.runs names {strays}, which are not runs of this configuration; expected names from "
+                         f"{sorted(table)}, or succ-<model> for a successor model")
+    return [name for name in listed if name in table]
+
+
 def successor_init(model: str, *, torchvision: bool) -> Init:
     """Where successor ``model`` starts: the classifier of its backbone (the pretrain step's stand-in, or
     torchvision's ImageNet weights; ICNet's half-width ResNet-50 is pruned from the ResNet-50 one, as the

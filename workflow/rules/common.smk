@@ -176,10 +176,10 @@ SUCCESSOR_ROWS = [runs.SUCCESSOR_FCN, *SUCCESSOR_RUNS] if SUCCESSOR_RUNS else []
 
 
 # The dense CRF after the net (config crf): rule evaluate_crf scores every seed of these runs with it as well.
-CRF_RUNS = list(config["crf"]["runs"])
-if set(CRF_RUNS) - set(RUNS):
-    raise WorkflowError(f"crf.runs names {sorted(set(CRF_RUNS) - set(RUNS))}, which are not runs of this "
-                        f"configuration; expected names from {sorted(RUNS)}")
+try:
+    CRF_RUNS = runs.crf_runs(config, RUNS)
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
 
 
 def volumetric_iterations(model):
