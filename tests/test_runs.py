@@ -43,7 +43,7 @@ def test_figure_5_runs_take_every_seed_or_their_own():
 def test_default_config_runs_the_successors_on_pretrained_trunks():
     succ = _successors(runs.run_table(_config()))
     assert list(succ) == ["succ-unet_vgg16", "succ-deeplab_largefov_vgg16", "succ-deeplab_aspp_vgg16",
-                          "succ-deeplabv3plus_resnet50", "succ-icnet_resnet50"]
+                          "succ-icnet_resnet50"]
     assert all(run.init.kind != "random" for run in succ.values())
     # the heads on FCN-8s's trunk: the zoo's VGG16 at FCN-8s's width, DeepLab's rates scaled to the twin
     assert {n: (r.init, r.width, r.model_options) for n, r in succ.items() if "deeplab_" in n} == {
@@ -51,10 +51,11 @@ def test_default_config_runs_the_successors_on_pretrained_trunks():
         "succ-deeplab_aspp_vgg16": (runs.Init("pretrained", "vgg16"), 0.125, {"rates": [2, 5, 7, 10]})}
 
 
-def test_dilated_heads_layer_adds_the_control_and_the_graph_heads_on_one_trunk():
+def test_dilated_heads_layer_adds_deeplabv3plus_the_control_and_the_graph_heads_on_one_trunk():
     default = _successors(runs.run_table(_config()))
     succ = _successors(runs.run_table(_config(files=("config/config.yaml", "config/dilated_heads.yaml"))))
-    heads = ["succ-dilated_fcn_resnet50", "succ-glore_resnet50", "succ-ginet_resnet50", "succ-hdnet_resnet50"]
+    heads = ["succ-deeplabv3plus_resnet50", "succ-dilated_fcn_resnet50", "succ-glore_resnet50", "succ-ginet_resnet50",
+             "succ-hdnet_resnet50"]
     assert list(succ) == [*default, *heads]
     assert {n: succ[n] for n in default} == default  # the default's runs, reused
     assert {(succ[n].init, succ[n].width, succ[n].iterations) for n in heads} == {
@@ -64,9 +65,12 @@ def test_dilated_heads_layer_adds_the_control_and_the_graph_heads_on_one_trunk()
 
 def test_crf_runs_are_those_of_the_configuration_and_a_typo_is_refused():
     table = runs.run_table(_config())
-    assert runs.crf_runs(_config(), table) == ["fcn8s", "succ-deeplab_largefov_vgg16", "succ-deeplab_aspp_vgg16"]
+    assert runs.crf_runs(_config(), table) == ["succ-deeplab_largefov_vgg16", "succ-deeplab_aspp_vgg16"]
+    layered = _config(files=("config/config.yaml", "config/successors.yaml"))
+    assert runs.crf_runs(layered, runs.run_table(layered)) == [
+        "fcn8s", "succ-deeplab_largefov_vgg16", "succ-deeplab_aspp_vgg16"]
     # a narrower model list: the DeepLab rows' CRF waits unused, as their options do
-    narrow = _config({"successors": {"models": ["icnet_resnet50"]}})
+    narrow = _config({"successors": {"models": ["icnet_resnet50"]}, "crf": {"runs": layered["crf"]["runs"]}})
     assert runs.crf_runs(narrow, runs.run_table(narrow)) == ["fcn8s"]
     for name in ("fcn8z", "succ-deeplab_largefov"):
         typo = _config({"crf": {"runs": ["fcn8s", name]}})
