@@ -39,7 +39,7 @@ from segbench.training import optimizers
 # The architectures the embedded default trains (Tables 1-5, Figure 5 and its successors' rows); the NYUDv2 and
 # SIFT Flow nets are these with other inputs and heads.
 NETS = ("fcn32s_vgg16", "fcn16s_vgg16", "fcn8s_vgg16", "fcn32s_alexnet", "fcn32s_googlenet", "unet_vgg16",
-        "deeplabv3plus_resnet50", "icnet_resnet50")
+        "deeplab_largefov_vgg16", "deeplab_aspp_vgg16", "icnet_resnet50")
 _FIRST_STEP = ("import torch{imp}\nnet = torch.nn.Linear(3, 2)\nopt = {cls}(net.parameters(), lr=0.1, momentum=0.9)\n"
                "net(torch.ones(1, 3)).sum().backward()\nopt.step()")
 FIXED_COST_STEPS = {
