@@ -293,15 +293,18 @@ def successor_run(model: str) -> str:
     return f"succ-{model}"
 
 
+def successor_models() -> list[str]:
+    """The models a successors table can list: the 2D models that declare a recipe of their own (not the FCNs)."""
+    return sorted(name for name, entry in models.MODELS.items() if entry.recipe is not None and entry.dims == 2)
+
+
 def crf_runs(config: Mapping, table: Mapping[str, Run]) -> list[str]:
     """The runs of ``crf.runs`` that ``table`` (this configuration's runs) holds, in the listed order: those the
     dense CRF scores (rule evaluate_crf). A successor's run (``succ-<model>``) whose model ``successors.models``
     does not list waits unused, as its ``successors.model_options`` do: the default names the DeepLab rows, and a
     narrower model list layered over it keeps working. Any other name that is not a run here is refused (a typo)."""
-    successors = {successor_run(name) for name, entry in models.MODELS.items()
-                  if entry.recipe is not None and entry.dims == 2}
     listed = list(config["crf"]["runs"])
-    strays = sorted(set(listed) - set(table) - successors)
+    strays = sorted(set(listed) - set(table) - {successor_run(model) for model in successor_models()})
     if strays:
         raise ValueError(f"crf.runs names {strays}, which are not runs of this configuration; expected names from "
                          f"{sorted(table)}, or succ-<model> for a successor model")
@@ -338,7 +341,7 @@ def _successor_runs(config: Mapping) -> list[Run]:
     c, train = config["successors"], config["train"]
     torchvision = config["pretrain"]["source"] == "torchvision"
     runs = []
-    successors = sorted(name for name, entry in models.MODELS.items() if entry.recipe is not None and entry.dims == 2)
+    successors = successor_models()
     options = c.get("model_options") or {}
     strays = sorted(set(options) - set(successors))
     if strays:
