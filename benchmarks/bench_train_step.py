@@ -3,8 +3,9 @@ of a training job, on one thread as the workflow's training jobs run.
 
     python benchmarks/bench_train_step.py [--steps 6] [--size 128] [--batch 4] [--out results/benchmark/train_step.json]
 
-Per net (its default width, ``--size``-pixel images, batch ``--batch``, channels-last, the precision that
-``precision: auto`` resolves to on this CPU): the FLOPs of one step (forward, backward and the auxiliary
+Per net (its default width, the configuration's dropout rate as the workflow's training jobs set it,
+``--size``-pixel images, batch ``--batch``, channels-last, the precision that ``precision: auto`` resolves to on
+this CPU): the FLOPs of one step (forward, backward and the auxiliary
 heads, counted by ``torch.utils.flop_counter`` on the same step; 2 per multiply-add), the median seconds of
 ``--steps`` steps after one untimed step, the achieved GFLOP/s and its share of the core's practical peak in
 that precision (``segbench.evaluation.benchmark.measure_peak``: the best of a large matmul and a large 3x3
@@ -58,8 +59,19 @@ def default_widths(config: Path) -> dict[str, float]:
     return yaml.safe_load(config.read_text())["models"]["width"]
 
 
-def _net(name: str, width: float, num_classes: int) -> torch.nn.Module:
+def default_dropout(config: Path) -> float | None:
+    """``models.dropout`` of the configuration: the rate the training jobs give every dropout layer (None: the
+    architecture's own)."""
+    return yaml.safe_load(config.read_text())["models"].get("dropout")
+
+
+def _net(name: str, width: float, num_classes: int, dropout: float | None = None) -> torch.nn.Module:
+    """``name`` as a training job builds it: in training mode, with ``dropout`` set as ``train.initialise`` sets
+    it (dropout's random masks cost as much as a convolution in some nets: UNet++ at the default's width spends a
+    quarter of its step drawing them at the architecture's 0.5), channels-last."""
     net = models.build(name, num_classes, width=width).train()
+    if dropout is not None:
+        models.set_dropout(net, dropout)
     return net.to(memory_format=torch.channels_last)
 
 
@@ -84,11 +96,12 @@ def step_flops(name: str, width: float, *, size: int, batch: int, num_classes: i
 
 
 def time_steps(name: str, width: float, prec: str, *, size: int, batch: int, steps: int,
-               num_classes: int = 21) -> dict:
-    """Build seconds, first-step seconds and the median of ``steps`` later steps of ``name``."""
+               num_classes: int = 21, dropout: float | None = None) -> dict:
+    """Build seconds, first-step seconds and the median of ``steps`` later steps of ``name`` (``dropout``: the
+    rate of its dropout layers, None keeps the architecture's)."""
     torch.manual_seed(0)
     start = time.perf_counter()
-    net = _net(name, width, num_classes)
+    net = _net(name, width, num_classes, dropout)
     build_s = time.perf_counter() - start
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = optimizers.SGD(params, lr=1e-6, momentum=0.9)
@@ -129,9 +142,10 @@ def main() -> None:
     runtime.setup(threads=1)
     prec = precision.resolve(a.precision, torch.device("cpu"))
     cpu = cpu_info()
-    widths = default_widths(a.config)
+    widths, dropout = default_widths(a.config), default_dropout(a.config)
+    rate = "the architecture's" if dropout is None else dropout
     print(f"CPU: {cpu['name']}; flags {' '.join(cpu['cpu_flags']) or 'none of interest'}; precision {a.precision} "
-          f"-> {prec}; 1 thread; {a.size} px, batch {a.batch}", flush=True)
+          f"-> {prec}; 1 thread; {a.size} px, batch {a.batch}; dropout {rate}", flush=True)
     peak = measure_peak(torch.device("cpu"), "bf16" if prec == "bf16" else "fp32")
     print(f"practical peak of one core in {prec}: {peak['gflops_per_s']:.1f} GFLOP/s", flush=True)
     rows = {}
@@ -140,7 +154,7 @@ def main() -> None:
     for name in a.nets:
         width = widths[models.family_of(name)]
         gflop = step_flops(name, width, size=a.size, batch=a.batch) / 1e9
-        t = time_steps(name, width, prec, size=a.size, batch=a.batch, steps=a.steps)
+        t = time_steps(name, width, prec, size=a.size, batch=a.batch, steps=a.steps, dropout=dropout)
         achieved = gflop / t["median_step_s"]
         rows[name] = {"width": width, "gflop_per_step": gflop, **t, "gflops_per_s": achieved,
                       "peak_fraction": achieved / peak["gflops_per_s"]}
@@ -151,7 +165,7 @@ def main() -> None:
     print("fixed cost before the first step (fresh interpreter, median of 3): "
           + ", ".join(f"{k} {v:.2f} s" for k, v in fixed.items()))
     result = {"cpu": cpu["name"], "cpu_flags": cpu["cpu_flags"], "precision": prec, "threads": 1, "size": a.size,
-              "batch": a.batch, "steps": a.steps, "peak": peak, "nets": rows, "fixed_cost_s": fixed}
+              "batch": a.batch, "steps": a.steps, "dropout": dropout, "peak": peak, "nets": rows, "fixed_cost_s": fixed}
     if a.out:
         print("wrote", write_json(a.out, result, indent=2))
 
