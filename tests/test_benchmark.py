@@ -132,6 +132,35 @@ def test_unknown_mode_is_rejected():
         run_benchmark("fcn32s_vgg16", modes=("fp16",), size=8, width=1 / 16, trials=1)
 
 
+def test_model_options_time_the_net_evaluation_scores(tmp_path, caplog):
+    """UNet++'s evaluate option ``prune: 1`` times the depth-1 subnetwork, as ``segbench evaluate`` scores it; a
+    build option reaches ``models.build``; an option the model does not declare is refused by the CLI."""
+    from segbench import cli
+
+    common = dict(num_classes=3, width=1 / 16, size=32, trials=1, warmup=0, modes=("fp32",), device="cpu",
+                  probe_seconds=0.0, progress=False)
+    full = run_benchmark("unetpp", **common)
+    pruned = run_benchmark("unetpp", model_options={"prune": 1}, **common)
+    torch.manual_seed(0)
+    net = models.build("unetpp", 3, width=1 / 16).eval()
+    sub = models.for_evaluation(net, {"name": "unetpp", "num_classes": 3, "width": 1 / 16}, {"prune": 1})
+    x = torch.zeros(1, 3, 32, 32)
+    assert pruned["gflop"] == pytest.approx(count_flops(sub, x) / 1e9)
+    assert pruned["gflop"] < full["gflop"] == pytest.approx(count_flops(net, x) / 1e9)
+    assert pruned["model_options"] == {"prune": 1} and "model_options" not in full
+    os8 = run_benchmark("deeplabv3plus_resnet50", model_options={"output_stride": 8}, **common)
+    os16 = run_benchmark("deeplabv3plus_resnet50", model_options={"output_stride": 16}, **common)
+    assert os8["gflop"] > os16["gflop"]
+
+    out = tmp_path / "bench.json"
+    args = ["benchmark", "unetpp", "--out", str(out), "--size", "32", "--width", "0.0625", "--trials", "1",
+            "--warmup", "0", "--modes", "fp32", "--device", "cpu"]
+    assert cli.main([*args, "--model-options", '{"prune": 2}']) == 0
+    assert json.loads(out.read_text())["model_options"] == {"prune": 2}
+    assert cli.main([*args, "--model-options", '{"depth": 2}']) == 1
+    assert "model unetpp has no option 'depth'; its options: prune (evaluate" in caplog.text
+
+
 @pytest.fixture(scope="module")
 def auto_result():
     """``auto`` on a CPU reported as AVX2 only (no bf16, no VNNI), with the same net as a reference."""

@@ -203,7 +203,7 @@ def _benchmark(a):
     runtime.setup(threads=a.threads)
     with _tracked(a, a.out, device=a.device, threads=a.threads, batch_size=1, precision=a.modes):
         result = run_benchmark(a.model, width=a.width, size=a.size, trials=a.trials, warmup=a.warmup,
-                               modes=tuple(a.modes.split(",")), device=a.device)
+                               modes=tuple(a.modes.split(",")), device=a.device, model_options=a.model_options)
         write_benchmark_json(result, a.out)
     log.info("%s: %.1f GFLOP per forward on %s (%s); practical peak %s", a.model, result["gflop"], result["device"],
              " ".join(result["instruction_sets"]) or "no listed instruction sets",
@@ -659,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--modes", default="fp32,channels_last,bf16,compile",
                    help="comma-separated: fp32, channels_last, bf16, compile, compile_fp32, int8, or auto (the "
                         "candidates this machine allows, timed; the JSON names the choice)")
+    _model_options(s)
     _common(s, seed=False)
     _provenance(s)
     s.set_defaults(func=_benchmark)

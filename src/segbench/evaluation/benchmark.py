@@ -188,12 +188,14 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
                   warmup: int = 2, modes: tuple[str, ...] = MODES, device: str = "auto", seed: int = 0,
                   probe_seconds: float = 0.4, progress: bool = True,
                   reference: tuple[str, Callable[[int], torch.nn.Module]] | None = None,
-                  flags: set[str] | None = None) -> dict:
+                  flags: set[str] | None = None, model_options: dict | None = None) -> dict:
     """Time ``trials`` forward passes of ``model_name`` on one 1 x 3 x size x size input per mode, after
     ``warmup`` untimed ones (with 0, the first call is the first trial). ``modes`` among ``SELECTIONS``;
     ``auto`` adds every candidate of the device (``inference.candidates``, from the CPU ``flags``, this CPU's
     when None). ``reference``: (name, builder of an nn.Module from the class count) timed alike in eager fp32
-    with this net's weights (its state dict keys must match).
+    with this net's weights (its state dict keys must match). ``model_options``: the model's declared options,
+    those of stage "build" given to ``models.build`` and those of stage "evaluate" applied as evaluation applies
+    them (``models.for_evaluation``: UNet++'s ``prune``, say); the result records them.
 
     Returns ``{"model", "num_classes", "width", "size", "batch", "trials", "warmup", "device",
     "device_type", "torch_version", "threads", "gflop", "flops_counted", "instruction_sets", "peak":
@@ -203,7 +205,7 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
     "speedup_vs_fp32" (fp32 median / mode median), "ratio_vs_reference" (reference median / mode median, None
     without one), "argmax_agreement" (fraction of pixels whose argmax equals fp32's), "usable" (agreement at
     least 99%), "precision", "gflops_per_s" (gflop / median), "peak_fraction" (gflops_per_s / the peak of its
-    precision)}}}``; a mode that could not run (an int8 net whose shapes changed, say) has only
+    precision)}}}`` and, with ``model_options``, "model_options"; a mode that could not run (an int8 net whose shapes changed, say) has only
     ``description``, ``precision``, ``usable`` (False) and ``error``. The peaks are measured after the timed
     trials, for the precisions of the timed modes, about ``probe_seconds`` per probe.
     """
@@ -217,12 +219,16 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
     wanted = [m for m in modes if m != "auto"] + (allowed if "auto" in modes else [])
     modes = ("fp32",) + tuple(dict.fromkeys(m for m in wanted if m != "fp32"))
     torch.manual_seed(seed)
-    net = models.build(model_name, num_classes, width=width)
+    options = dict(model_options or {})
+    build_options = models.declared(model_name).split_options(options)["build"]
+    built = models.build(model_name, num_classes, width=width, **build_options)
     with torch.no_grad():  # random score layers, so that the argmax comparison is not between all-zero maps
         for name in ("score_fr", "score_pool4", "score_pool3"):
-            if hasattr(net, name):
-                torch.nn.init.normal_(getattr(net, name).weight, std=0.01)
-    net = net.eval().to(dev)
+            if hasattr(built, name):
+                torch.nn.init.normal_(getattr(built, name).weight, std=0.01)
+    built = built.eval().to(dev)
+    record = {"name": model_name, "num_classes": num_classes, "width": width, "options": build_options}
+    net = models.for_evaluation(built, record, options).eval()
     inputs = [(torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed + k)) * 255 - 128).to(dev)
               for k in range(CALIBRATION_INPUTS + 1)]
     x, calibration = inputs[0], inputs[1:]
@@ -230,7 +236,7 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
     runners, prepare_s, first_call, predictions, failed = {}, {}, {}, {}, {}
     if reference is not None:
         ref_net = reference[1](num_classes)
-        ref_net.load_state_dict(net.state_dict())
+        ref_net.load_state_dict(built.state_dict())
         ref_net = ref_net.eval().to(dev)
         ref_run = inference.prepare(ref_net, "fp32", x)
         runners["reference"] = lambda: ref_run(x)
@@ -307,7 +313,7 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
             "flops_counted": FLOPS_COUNTED, "instruction_sets": sets, **extra, "peak": peak,
             "fastest_mode": min(timed, key=lambda m: results[m]["median_ms"]), "chosen_mode": chosen, "why": why,
             "calibration": f"int8: {CALIBRATION_INPUTS} random inputs like the timed one" if "int8" in modes else None,
-            "reference": ref, "modes": results}
+            "reference": ref, "modes": results, **({"model_options": options} if options else {})}
 
 
 def write_benchmark_json(result: dict, path: str | os.PathLike) -> Path:
