@@ -205,9 +205,10 @@ def run_benchmark(model_name: str, *, num_classes: int = 21, width: float = 1.0,
     "speedup_vs_fp32" (fp32 median / mode median), "ratio_vs_reference" (reference median / mode median, None
     without one), "argmax_agreement" (fraction of pixels whose argmax equals fp32's), "usable" (agreement at
     least 99%), "precision", "gflops_per_s" (gflop / median), "peak_fraction" (gflops_per_s / the peak of its
-    precision)}}}`` and, with ``model_options``, "model_options"; a mode that could not run (an int8 net whose shapes changed, say) has only
-    ``description``, ``precision``, ``usable`` (False) and ``error``. The peaks are measured after the timed
-    trials, for the precisions of the timed modes, about ``probe_seconds`` per probe.
+    precision)}}}`` and, with ``model_options``, "model_options"; a mode that could not run (an int8 net whose
+    shapes changed, say) has only ``description``, ``precision``, ``usable`` (False) and ``error``. The peaks
+    are measured after the timed trials, for the precisions of the timed modes, about ``probe_seconds`` per
+    probe.
     """
     unknown = [m for m in modes if m not in SELECTIONS]
     if unknown or trials < 1 or warmup < 0 or size < 1:
