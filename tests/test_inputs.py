@@ -1,5 +1,6 @@
-"""Network inputs: torchvision's normalisation where the weights come from torchvision, the stores' input means,
-the sha256 check of torchvision's weight files, and training with the focal loss."""
+"""Network inputs: torchvision's normalisation where the weights come from torchvision, the convention each net
+trained from scratch declares, the stores' input means, the sha256 check of torchvision's weight files, and
+training with the focal loss."""
 
 import csv
 import hashlib
@@ -8,7 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from segbench import models
 from segbench.data import tensors
 from segbench.data.store import Store, StoreError, write_store
 from segbench.data.synthetic.voc import write_twin
@@ -17,6 +20,7 @@ from segbench.errors import ChecksumError
 from segbench.evaluation import evaluate as evaluate_module
 from segbench.pretraining.imagenet import check_sha256_prefix
 from segbench.pretraining.standins import pretrain_classifier
+from segbench.training import recipes
 from segbench.training import train as train_module
 from segbench.weights import load_model
 
@@ -144,3 +148,43 @@ def test_sha256_prefix_of_a_torchvision_file_name(tmp_path):
     unnamed.write_bytes(payload)
     with pytest.raises(ValueError, match="does not carry a sha256 prefix"):
         check_sha256_prefix(unnamed)
+
+
+SCRATCH_2D = sorted(name for name, d in models.MODELS.items() if d.backbone is None and d.dims == 2)
+
+
+@pytest.mark.parametrize("name", SCRATCH_2D)
+def test_a_net_trained_from_scratch_starts_near_the_constant_prediction_floor_in_its_declared_inputs(name):
+    """He initialisation keeps the inputs' scale up to the scores, so a net without a normalisation layer after
+    its first conv needs unit-scale inputs: on Caffe's 0-255 ones UNet++ started at 412 per head, not ~3."""
+    net = models.build(name, 21, width=0.125).train()
+    models.set_dropout(net, 0.0)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) for _ in range(2)]
+    target = torch.from_numpy(rng.integers(0, 21, (2, 64, 80)))
+    x = tensors.to_input(images, (104.0, 117.0, 123.0), models.declared(name).input_norm)
+    with torch.no_grad():
+        if hasattr(net, "forward_with_aux"):
+            scores, aux = net.forward_with_aux(x)
+            every = [scores, *(s for s, _ in aux.values())]
+        else:
+            every = [net(x)]
+        per_head = np.mean([F.cross_entropy(s, target).item() for s in every])
+    assert per_head < 5 * math.log(21), f"{name} starts at {per_head:.1f} per head; the floor is {math.log(21):.2f}"
+
+
+def test_from_scratch_the_declared_convention_trains_without_a_first_conv_multiplier():
+    assert train_module.initialise("unetpp", 21, width=0.125, init=None)[1] == "torchvision"
+    assert train_module.initialise("unet", 21, width=0.125, init=None)[1] == "torchvision"
+    assert train_module.initialise("unet_same", 21, width=0.125, init=None)[1] == "caffe"  # batch norm: any scale
+    net = models.build("unetpp", 21, width=0.125)
+    rec = recipes.recipe("short", model_name="unetpp", width=0.125)
+    assert "first conv weights" in {g["name"] for g in recipes.make_optimizer(net, rec, input_norm="torchvision")
+                                    .param_groups}  # weights that were trained on torchvision's inputs
+    assert {g["name"] for g in recipes.make_optimizer(net, rec, input_norm=None).param_groups} == {"weights",
+                                                                                                    "biases"}
+
+
+def test_a_declared_input_convention_must_be_one_the_data_has():
+    with pytest.raises(ValueError, match=r"model x: input_norm must be one of \('caffe', 'torchvision'\), got 'rgb'"):
+        models.Declared("x", lambda *a, **k: None, display="x", input_norm="rgb")

@@ -35,7 +35,11 @@ class Declared:
     (``{"mean_iu", "pixel_acc", "split", "setting", "source"}``; None: not in that table); ``options`` each
     option it accepts with its stage (``OPTION_STAGES``) and a line of help; ``min_batch`` the smallest batch
     it trains with (2 where a global pooling branch has batch norm); ``front_end`` the model whose trained
-    run it starts from, frozen (a Dilation context module's second stage); ``for_evaluation(model, rebuild,
+    run it starts from, frozen (a Dilation context module's second stage); ``input_norm`` the input convention
+    (``data.tensors.NORMS``) of the net trained from scratch, which its initialisation assumes: "torchvision"
+    (unit scale) where no normalisation layer follows the first conv (He initialisation keeps the inputs' scale
+    to the scores: on Caffe's 0-255 inputs they start some 60 times too large), "caffe" where batch norm makes
+    the scale irrelevant; a net that starts from weights takes their convention instead; ``for_evaluation(model, rebuild,
     **evaluate options)`` the net to score with those options (``rebuild(**build options)`` gives the same
     weights in a net built with other build options), needed where the model has evaluate options.
     """
@@ -51,7 +55,14 @@ class Declared:
     min_batch: int = 1
     front_end: str | None = None
     for_evaluation: Callable[..., nn.Module] | None = None
+    input_norm: str = "caffe"
     dims: int = 2  # spatial axes of the input: 2 (N x C x H x W) or 3 (V-Net, 3D U-Net: N x C x D x H x W)
+
+    def __post_init__(self):
+        from segbench.data.tensors import NORMS
+
+        if self.input_norm not in NORMS:
+            raise ValueError(f"model {self.name}: input_norm must be one of {NORMS}, got {self.input_norm!r}")
 
     def make(self, num_classes: int, *, width: float, in_channels: int, **options) -> nn.Module:
         return self.build(num_classes, width=width, in_channels=in_channels, **self.fixed, **options)

@@ -281,7 +281,7 @@ _PUBLISHED = {"mean_iu": None, "pixel_acc": None, "split": "--", "setting": "no 
 _WEIGHTED = ("train", "true: the paper's weighted loss (Eq. 2: class balance + w0 10, sigma 5 px border term)")
 MODELS = [
     Declared("unet", UNet, display="U-Net", backbone=None, recipe="unet", published=_PUBLISHED,
-             fixed={"padding": "valid"}, for_evaluation=_for_evaluation,
+             fixed={"padding": "valid"}, for_evaluation=_for_evaluation, input_norm="torchvision",
              options={"weighted_loss": _WEIGHTED,
                       "tile": ("evaluate", "overlap-tile inference with tiles of this many pixels (572 in the "
                                            "paper); the result equals whole-image scoring")}),

@@ -123,7 +123,7 @@ RECIPES = {"unetpp": {"batch_size": 4, "optimizer": "adam", "beta1": 0.9, "reduc
                       "lr": 3e-4, "weight_decay": 1e-4, "bias_lr_mult": 1.0, "flip": True, "iterations": 30_000}}
 MODELS = [
     Declared("unetpp", UNetPlusPlus, display="UNet++ (deep supervision, heads averaged)", backbone=None,
-             recipe="unetpp", for_evaluation=_for_evaluation,
+             recipe="unetpp", for_evaluation=_for_evaluation, input_norm="torchvision",
              published={"mean_iu": None, "pixel_acc": None, "split": "--", "setting": "no VOC result published",
                         "source": "Zhou et al. 2018 (recalled, unverified): IoU with deep supervision, cell nuclei "
                                   "92.52, colon polyp 32.12, liver 82.90, lung nodule 77.21 (U-Net 90.77, 30.08, "

@@ -281,7 +281,7 @@ def _first_conv_weight(model: nn.Module) -> str | None:
                  if isinstance(m, nn.Conv2d)), None)
 
 
-def make_optimizer(model: nn.Module, recipe: Recipe, *, input_norm: str = "caffe") -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, recipe: Recipe, *, input_norm: str | None = "caffe") -> torch.optim.Optimizer:
     """SGD (or AdamW for ``recipe.optimizer == "adam"``) over the trainable parameters of ``model`` in
     Caffe's lr_mult / decay_mult groups; each group remembers its ``base_lr`` for the schedule.
 
@@ -291,8 +291,10 @@ def make_optimizer(model: nn.Module, recipe: Recipe, *, input_norm: str = "caffe
     group is dropped. The FCN recipes were set for Caffe's 0-255 inputs: for a net that starts from weights
     of another ``input_norm`` (torchvision's), the first conv's weights form ``"first conv weights"`` at
     ``data.tensors.first_conv_lr_mult`` x lr, which trains that net as the recipe trains a Caffe one.
+    ``input_norm`` None: the net is trained from scratch, its initialisation already set for its inputs (no
+    multiplier).
     """
-    first = (_first_conv_weight(model) if recipe.name in FCN_RECIPES else None)
+    first = (_first_conv_weight(model) if recipe.name in FCN_RECIPES and input_norm is not None else None)
     first_mult = first_conv_lr_mult(input_norm, recipe.optimizer) if first else 1.0
     groups = {}
     for param_name, param in model.named_parameters():

@@ -60,12 +60,13 @@ def initialise(model_name: str, num_classes: int, *, width: float,
     freezes everything but the final score layer (FCN-32s-fixed); ``mode="context"`` everything but a Dilation
     net's context module (its second stage, on a trained front end). ``dropout`` replaces the rate of the
     architecture's dropout layers (None keeps 0.5).
-    Returns the model and the input convention its starting weights expect (see ``data.tensors``).
+    Returns the model and the input convention its starting weights expect (see ``data.tensors``); from scratch
+    (``init`` None), the one the model declares (``Declared.input_norm``).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     model = models.build(model_name, num_classes, width=width, in_channels=in_channels, **(options or {}))
-    norm = "caffe"
+    norm = models.declared(model_name).input_norm  # from scratch: what the initialisation assumes
     if isinstance(init, (list, tuple)):
         if len(init) != 2 or not hasattr(model, "stream_model"):
             raise ValueError(f"a list of initial weights is for the late-fusion nets ([color, hha]); got {len(init)} "
@@ -183,7 +184,7 @@ def train(*, train_store: str | os.PathLike, out_dir: str | os.PathLike, model_n
     if synced_bn:
         model = distributed.sync_batch_norm(model, ctx, dev)
     model = precision.to_layout(model.to(dev), channels_last=channels_last)
-    optimizer = recipes.make_optimizer(model, rec, input_norm=norm)
+    optimizer = recipes.make_optimizer(model, rec, input_norm=norm if init is not None else None)
     scaler = precision.grad_scaler(prec, dev)
     own_seed = distributed.rank_seed(seed, ctx.rank)  # dropout and loss sampling; the run's seed in process 0
     if ctx.rank > 0:
