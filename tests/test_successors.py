@@ -313,6 +313,29 @@ def test_unetpp_pruned_inference_equals_the_subnetwork(level):
         models.for_evaluation(full, {"name": "unetpp", "num_classes": 5, "width": W}, {"prune": 5})
 
 
+def test_unetpp_batch_norm_option_adds_a_batch_norm_after_every_node_conv_and_keeps_the_subnetworks():
+    plain = models.build("unetpp", 5, width=W)
+    normed = models.build("unetpp", 5, width=W, batch_norm=True)
+    convs = [m for name, m in normed.named_modules() if isinstance(m, torch.nn.Conv2d) and name.startswith("x")]
+    bns = [m for m in normed.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(convs) == 30 and len(bns) == 30 and all(c.bias is None for c in convs)  # 15 nodes x 2 convs
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    # each conv trades its bias for the batch norm's weight and bias: one extra parameter per channel
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(normed) - count(plain) == sum(c.out_channels for c in convs)
+    torch.manual_seed(0)
+    normed.eval()
+    sub = unetplusplus.UNetPlusPlus(5, width=W, depth=2, batch_norm=True).eval()
+    sub.load_state_dict({k: v for k, v in normed.state_dict().items() if k in sub.state_dict()})
+    pruned = models.for_evaluation(normed, {"name": "unetpp", "num_classes": 5, "width": W,
+                                            "options": {"batch_norm": True}}, {"prune": 2})
+    x = torch.randn(1, 3, 23, 41)
+    with torch.no_grad():
+        assert torch.equal(pruned(x), sub.head_scores(x)[-1]) and normed(x).shape == (1, 5, 23, 41)
+    with pytest.raises(ValueError, match="batch_norm must be true or false, got 'yes'"):
+        models.build("unetpp", 5, width=W, batch_norm="yes")
+
+
 def test_unet_valid_geometry():
     assert unet.unet_output_size(572) == 388 and unet.valid_input_size(388) == 572
     assert unet.valid_input_size(1) == 188

@@ -13,6 +13,8 @@ output to H x W; ``predict_tiled`` does the same tile by tile (the paper's overl
 Initialisation as in the paper: Gaussian with std sqrt(2 / N), N the incoming connections of a unit. ``width``
 multiplies every channel count, except that no expansive stage is narrower than the classes
 (``expansive_channels``): at width 1/8 the last two would be 8 and 16 channels for VOC's 21 classes.
+Without a normalisation layer the valid net takes unit-scale inputs (``input_norm="torchvision"``), the
+scale its initialisation assumes (on Caffe's 0-255 inputs its scores start some 50 times too large).
 
 ``padding="same"`` is the common variant (milesial/Pytorch-UNet, ``bilinear=False``): 3x3 convs padded by 1
 without bias, each followed by BN + ReLU; no dropout. ``forward`` mirrors the bottom/right border up to a
