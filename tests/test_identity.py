@@ -1,6 +1,7 @@
 """Code identity and content digests: what a resumed checkpoint and a table's caption are checked against."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,16 @@ def test_the_code_identity_is_the_version_and_a_digest_of_every_source_file(pack
     (package / "sub" / "b.py").write_text("B = 3\n")
     identity.code_identity.cache_clear()
     assert identity.code_identity() != first
+
+
+def test_the_code_identity_digests_the_whole_package_not_one_subpackage():
+    """A change to a model or to training must change the identity (else an old checkpoint is resumed)."""
+    import segbench
+
+    root = Path(segbench.__file__).resolve().parent
+    names = {p.relative_to(root).as_posix() for p in identity.sources()}
+    assert names == {p.relative_to(root).as_posix() for p in root.rglob("*.py")}
+    assert {"__init__.py", "models/unetplusplus.py", "training/train.py", "infra/identity.py"} <= names
 
 
 def test_sha256sum_follows_the_content_at_the_same_path(tmp_path):

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 CHUNK = 1 << 20
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # segbench/, not this module's segbench/infra/
 
 
 @functools.lru_cache(maxsize=None)
@@ -29,10 +29,15 @@ def code_identity() -> str:
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     h = hashlib.sha256()
-    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+    for path in sources():
         h.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return f"{version}+{h.hexdigest()[:16]}"
+
+
+def sources() -> list[Path]:
+    """The source files the code identity digests: every ``*.py`` under the package directory, sorted."""
+    return sorted(PACKAGE_DIR.rglob("*.py"))
 
 
 def sha256sum(path: str | os.PathLike) -> str:
