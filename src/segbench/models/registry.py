@@ -39,9 +39,10 @@ class Declared:
     (``data.tensors.NORMS``) of the net trained from scratch, which its initialisation assumes: "torchvision"
     (unit scale) where no normalisation layer follows the first conv (He initialisation keeps the inputs' scale
     to the scores: on Caffe's 0-255 inputs they start some 60 times too large), "caffe" where batch norm makes
-    the scale irrelevant; a net that starts from weights takes their convention instead; ``for_evaluation(model, rebuild,
-    **evaluate options)`` the net to score with those options (``rebuild(**build options)`` gives the same
-    weights in a net built with other build options), needed where the model has evaluate options.
+    the scale irrelevant; a net that starts from weights takes their convention instead;
+    ``for_evaluation(model, rebuild, **evaluate options)`` the net to score with those options
+    (``rebuild(**build options)`` gives the same weights in a net built with other build options), needed where
+    the model has evaluate options.
     """
 
     name: str
