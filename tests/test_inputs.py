@@ -185,6 +185,7 @@ def test_from_scratch_the_declared_convention_trains_without_a_first_conv_multip
                                                                                                     "biases"}
 
 
-def test_a_declared_input_convention_must_be_one_the_data_has():
-    with pytest.raises(ValueError, match=r"model x: input_norm must be one of \('caffe', 'torchvision'\), got 'rgb'"):
-        models.Declared("x", lambda *a, **k: None, display="x", input_norm="rgb")
+def test_every_declared_input_convention_is_one_the_data_has():
+    assert {d.input_norm for d in models.MODELS.values()} == set(tensors.NORMS)
+    with pytest.raises(ValueError, match=r"input norm must be one of \('caffe', 'torchvision'\), got 'rgb'"):
+        tensors.to_input([np.zeros((4, 4, 3), np.uint8)], (0.0, 0.0, 0.0), "rgb")

@@ -59,12 +59,6 @@ class Declared:
     input_norm: str = "caffe"
     dims: int = 2  # spatial axes of the input: 2 (N x C x H x W) or 3 (V-Net, 3D U-Net: N x C x D x H x W)
 
-    def __post_init__(self):
-        from segbench.data.tensors import NORMS
-
-        if self.input_norm not in NORMS:
-            raise ValueError(f"model {self.name}: input_norm must be one of {NORMS}, got {self.input_norm!r}")
-
     def make(self, num_classes: int, *, width: float, in_channels: int, **options) -> nn.Module:
         return self.build(num_classes, width=width, in_channels=in_channels, **self.fixed, **options)
 
